@@ -1,0 +1,192 @@
+"""The exception hierarchy: every error journalstate raises on purpose is a JournalStateError.
+
+Each class carries the data a caller needs to act (path, offset, field) as attributes, and a
+message that says what happened and what to do. Where a builtin is the natural match, it is the
+second base, so ``except ValueError`` keeps working for callers that do not know journalstate.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from journalstate._recovery import RecoveryReport
+
+
+class JournalStateError(Exception):
+    """Base class of every error raised by journalstate."""
+
+
+# --- schema and values -------------------------------------------------------------------------
+
+
+class SchemaError(JournalStateError, TypeError):
+    """The attrs class cannot be used as a schema (unsupported field type, missing marker...)."""
+
+
+class InvalidValue(JournalStateError, ValueError):
+    """A value does not fit its field: wrong type, integer out of range, text or bytes too long.
+
+    Raised at commit, before anything is written; the store is unchanged.
+    """
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"field {field!r}: {message}")
+        self.field = field
+
+
+# --- the file ----------------------------------------------------------------------------------
+
+
+class StoreFileError(JournalStateError):
+    """The file at ``path`` cannot be used as a store."""
+
+    def __init__(self, path: str, message: str) -> None:
+        super().__init__(f"{path}: {message}")
+        self.path = path
+
+
+class StoreNotFound(StoreFileError, FileNotFoundError):
+    """No file exists at the path and ``create`` was false (or the store is read-only)."""
+
+
+class NotAStore(StoreFileError):
+    """The file does not start with the journalstate magic: it is not a store."""
+
+
+class TruncatedStore(StoreFileError):
+    """The file is shorter than its header says: it was cut or copied incompletely."""
+
+
+class UnsupportedVersion(StoreFileError):
+    """The file was written by a newer format version than this library reads."""
+
+    def __init__(self, path: str, version: int, supported: int) -> None:
+        super().__init__(
+            path,
+            f"format version {version} is newer than the supported version {supported}; "
+            "upgrade journalstate to open it",
+        )
+        self.version = version
+        self.supported = supported
+
+
+class SchemaMismatch(StoreFileError):
+    """The schema class given to open() does not describe the file's stored schema."""
+
+    def __init__(self, path: str, differences: Sequence[str]) -> None:
+        listed = "; ".join(differences)
+        super().__init__(
+            path,
+            f"the schema does not match the file's stored schema: {listed}. "
+            "Open it with the class it was created with (`journalstate info` shows it)",
+        )
+        self.differences = tuple(differences)
+
+
+class UnsafePath(StoreFileError):
+    """The path is a directory, a symbolic link or not a regular file."""
+
+
+class NoSpace(StoreFileError):
+    """The file system has no room for the store (ENOSPC while preallocating)."""
+
+
+class StoreLocked(JournalStateError, BlockingIOError):
+    """Another writer holds the store's lock."""
+
+    def __init__(self, path: str, holder_pid: int | None = None) -> None:
+        who = f" (held by pid {holder_pid})" if holder_pid is not None else ""
+        super().__init__(
+            f"{path}: another writer holds the lock{who}; close it first, wait with "
+            "lock_timeout=..., or open with readonly=True"
+        )
+        self.path = path
+        self.holder_pid = holder_pid
+
+
+# --- corruption --------------------------------------------------------------------------------
+
+
+class StoreCorrupt(JournalStateError):
+    """Recovery found damage that the chosen recovery mode does not accept.
+
+    ``report`` holds everything recovery found; ``offset`` is the file offset of the first
+    damage and ``reason`` its cause (a :class:`journalstate.Reason`) when there is one.
+    """
+
+    def __init__(
+        self,
+        path: str,
+        message: str,
+        *,
+        offset: int | None = None,
+        reason: object | None = None,
+        report: RecoveryReport | None = None,
+    ) -> None:
+        where = f" at offset {offset}" if offset is not None else ""
+        super().__init__(f"{path}: {message}{where}")
+        self.path = path
+        self.offset = offset
+        self.reason = reason
+        self.report = report
+
+
+class Unrecoverable(StoreCorrupt):
+    """Neither state slot is valid: there is no consistent state to recover."""
+
+
+class NoPreviousGeneration(JournalStateError):
+    """Opening at the previous generation needs both slots valid, and only one is."""
+
+    def __init__(self, path: str) -> None:
+        super().__init__(
+            f"{path}: only one state slot is valid, so there is no previous generation to open"
+        )
+        self.path = path
+
+
+# --- the store's life cycle --------------------------------------------------------------------
+
+
+class StoreClosed(JournalStateError):
+    """The store was closed; open it again to use it."""
+
+
+class ReadOnlyStore(JournalStateError, PermissionError):
+    """A write was attempted on a store opened with readonly=True."""
+
+
+class TransactionError(JournalStateError, RuntimeError):
+    """A transaction was misused: nested, or used after it ended."""
+
+
+class TransactionTooLarge(JournalStateError, ValueError):
+    """The transaction's record cannot fit in the journal even when it is empty.
+
+    Nothing was written. Create the store with a larger ``journal_size``.
+    """
+
+    def __init__(self, record_size: int, capacity: int) -> None:
+        super().__init__(
+            f"the transaction needs a {record_size}-byte record but the journal holds at most "
+            f"{capacity} bytes per record; recreate the store with a larger journal_size"
+        )
+        self.record_size = record_size
+        self.capacity = capacity
+
+
+class StorePoisoned(JournalStateError):
+    """An msync/fsync failed earlier; the store refuses all further work.
+
+    What reached the disk is unknown, so nothing is retried. Close the store and open it again:
+    recovery decides what survived.
+    """
+
+    def __init__(self, cause: BaseException) -> None:
+        super().__init__(
+            f"an earlier sync failed ({cause}); the store must be closed and reopened, "
+            "and recovery will decide what survived"
+        )
+        self.cause = cause

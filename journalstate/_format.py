@@ -1,0 +1,250 @@
+"""On-disk constants and the fixed-size structures: header, slot, record header.
+
+Everything here is pure (bytes in, values out) and mirrors ``docs/format.md`` name for name.
+All integers are little-endian. Sizes are checked against their struct formats at import.
+"""
+
+from __future__ import annotations
+
+import struct
+from typing import Final
+
+import attrs
+import crc32c as _crc32c
+
+# --- checksums -----------------------------------------------------------------------------------
+
+_MASK_DELTA: Final = 0xA282EAD8
+
+
+def crc(data: bytes | bytearray | memoryview, value: int = 0) -> int:
+    """Plain crc32c (Castagnoli) of ``data``, continuing from ``value``."""
+    return int(_crc32c.crc32c(data, value))
+
+
+def mask(value: int) -> int:
+    """Mask a crc before storing it.
+
+    A crc computed over bytes that themselves contain crcs (a record stored inside a region that
+    is checksummed again, a file copied into a store) is weak; rotating and adding a constant
+    breaks that relation. Same transform as LevelDB's stored checksums.
+    """
+    return ((((value >> 15) | (value << 17)) & 0xFFFFFFFF) + _MASK_DELTA) & 0xFFFFFFFF
+
+
+def unmask(masked: int) -> int:
+    """Inverse of :func:`mask`."""
+    rot = (masked - _MASK_DELTA) & 0xFFFFFFFF
+    return ((rot >> 17) | (rot << 15)) & 0xFFFFFFFF
+
+
+def align(n: int, to: int) -> int:
+    """Round ``n`` up to a multiple of ``to``."""
+    return -(-n // to) * to
+
+
+# --- header (page 0 and following) ---------------------------------------------------------------
+
+MAGIC: Final = b"\x89JSTATE\n"  # high bit catches 7-bit transfers, \n catches newline rewriting
+FORMAT_VERSION: Final = 1
+
+# magic, format_version, header_size, page_size, flags, file_id, slot_size, slot0_offset,
+# slot1_offset, journal_offset, journal_size, state_size, schema_length, header_crc
+HEADER_FMT: Final = "<8sIIII16sQQQQQQII"
+HEADER_FIXED_SIZE: Final = 96
+assert struct.calcsize(HEADER_FMT) == HEADER_FIXED_SIZE
+HEADER_CRC_OFFSET: Final = 92  # the header_crc field: last 4 bytes of the fixed part
+MAX_SCHEMA_LENGTH: Final = 1 << 24  # a longer descriptor is hostile, never allocated
+
+
+@attrs.frozen
+class Header:
+    """The file header: written once at creation, never modified."""
+
+    header_size: int
+    page_size: int
+    file_id: bytes
+    slot_size: int
+    slot0_offset: int
+    slot1_offset: int
+    journal_offset: int
+    journal_size: int
+    state_size: int
+    schema: bytes
+    flags: int = 0
+    format_version: int = FORMAT_VERSION
+
+    @property
+    def file_size(self) -> int:
+        """Total size of a store file with this header."""
+        return self.journal_offset + self.journal_size
+
+    @property
+    def slot_offsets(self) -> tuple[int, int]:
+        """File offsets of slot 0 and slot 1."""
+        return (self.slot0_offset, self.slot1_offset)
+
+
+def header_crc(fixed: bytes | memoryview, schema: bytes | memoryview) -> int:
+    """Masked crc over the fixed header (minus its crc field) and the schema descriptor."""
+    return mask(crc(schema, crc(fixed[:HEADER_CRC_OFFSET])))
+
+
+def encode_header(h: Header) -> bytes:
+    """The header region's bytes, zero-padded to ``h.header_size``."""
+    fixed = struct.pack(
+        HEADER_FMT,
+        MAGIC,
+        h.format_version,
+        h.header_size,
+        h.page_size,
+        h.flags,
+        h.file_id,
+        h.slot_size,
+        h.slot0_offset,
+        h.slot1_offset,
+        h.journal_offset,
+        h.journal_size,
+        h.state_size,
+        len(h.schema),
+        0,
+    )
+    checksum = header_crc(fixed, h.schema)
+    out = fixed[:HEADER_CRC_OFFSET] + struct.pack("<I", checksum) + h.schema
+    return out + bytes(h.header_size - len(out))
+
+
+# --- slots ---------------------------------------------------------------------------------------
+
+# generation, epoch, flags, seq, position, state_size, slot_crc, reserved
+SLOT_HEAD_FMT: Final = "<QIIQQQII"
+SLOT_HEAD_SIZE: Final = 48
+assert struct.calcsize(SLOT_HEAD_FMT) == SLOT_HEAD_SIZE
+SLOT_CRC_OFFSET: Final = 40
+SLOT_TAIL_SIZE: Final = 8  # the generation again, after the state bytes
+
+
+def slot_size_for(state_size: int, page_size: int) -> int:
+    """Bytes a slot takes in the file: head, state, tail, rounded up to whole pages."""
+    return align(SLOT_HEAD_SIZE + state_size + SLOT_TAIL_SIZE, page_size)
+
+
+@attrs.frozen
+class SlotHead:
+    """The fixed fields of a state slot (the state bytes follow it)."""
+
+    generation: int
+    epoch: int
+    seq: int
+    position: int
+    state_size: int
+
+
+def slot_crc(slot: bytes | bytearray | memoryview, state_size: int) -> int:
+    """Masked crc over a slot's head (minus the crc field), state bytes and tail generation."""
+    end = SLOT_HEAD_SIZE + state_size + SLOT_TAIL_SIZE
+    return mask(crc(slot[SLOT_CRC_OFFSET + 4 : end], crc(slot[:SLOT_CRC_OFFSET])))
+
+
+def encode_slot(head: SlotHead, state: bytes | bytearray | memoryview) -> bytes:
+    """A slot's meaningful bytes (head, state, tail); the rest of its pages is left alone."""
+    assert len(state) == head.state_size
+    packed = struct.pack(
+        SLOT_HEAD_FMT,
+        head.generation,
+        head.epoch,
+        0,
+        head.seq,
+        head.position,
+        head.state_size,
+        0,
+        0,
+    )
+    body = bytearray(packed)
+    body += state
+    body += struct.pack("<Q", head.generation)
+    struct.pack_into("<I", body, SLOT_CRC_OFFSET, slot_crc(body, head.state_size))
+    return bytes(body)
+
+
+# --- journal records ------------------------------------------------------------------------------
+
+# crc, length, epoch, kind, reserved, seq, position, durable_seq, generation
+RECORD_HEADER_FMT: Final = "<IIIHHQQQQ"
+RECORD_HEADER_SIZE: Final = 48
+assert struct.calcsize(RECORD_HEADER_FMT) == RECORD_HEADER_SIZE
+RECORD_ALIGN: Final = 8
+KIND_COMMIT: Final = 1
+# epoch, kind and reserved sit together at offset 8: an 8-byte anchor that the tail scan searches.
+RECORD_ANCHOR_OFFSET: Final = 8
+END_MARKER_SIZE: Final = RECORD_HEADER_SIZE  # zeros written after every record
+
+# A patch in a record's payload: offset, length, then `length` bytes.
+PATCH_HEAD_FMT: Final = "<II"
+PATCH_HEAD_SIZE: Final = 8
+assert struct.calcsize(PATCH_HEAD_FMT) == PATCH_HEAD_SIZE
+
+
+def record_size(payload_length: int) -> int:
+    """Bytes a record with this payload takes in the ring, padding included."""
+    return align(RECORD_HEADER_SIZE + payload_length, RECORD_ALIGN)
+
+
+def record_anchor(epoch: int) -> bytes:
+    """The 8 bytes at offset 8 of every commit record written in ``epoch``."""
+    return struct.pack("<IHH", epoch, KIND_COMMIT, 0)
+
+
+@attrs.frozen
+class RecordHeader:
+    """The fixed fields of a journal record (its payload follows it)."""
+
+    crc: int
+    length: int
+    epoch: int
+    kind: int
+    reserved: int
+    seq: int
+    position: int
+    durable_seq: int
+    generation: int
+
+
+def decode_record_header(data: bytes | bytearray | memoryview) -> RecordHeader:
+    """Unpack a record header (no validation)."""
+    return RecordHeader(*struct.unpack_from(RECORD_HEADER_FMT, data))
+
+
+def encode_record(
+    *,
+    epoch: int,
+    seq: int,
+    position: int,
+    durable_seq: int,
+    generation: int,
+    payload: bytes,
+) -> bytes:
+    """A whole record: header, payload and zero padding to the record alignment."""
+    length = len(payload)
+    head = struct.pack(
+        RECORD_HEADER_FMT, 0, length, epoch, KIND_COMMIT, 0, seq, position, durable_seq, generation
+    )
+    pad = record_size(length) - RECORD_HEADER_SIZE - length
+    body = head[4:] + payload + bytes(pad)
+    checksum = mask(crc(body))
+    return struct.pack("<I", checksum) + body
+
+
+def record_crc(record: bytes | bytearray | memoryview) -> int:
+    """Masked crc of a whole record (everything after the crc field, padding included)."""
+    return mask(crc(record[4:]))
+
+
+def encode_patches(patches: list[tuple[int, bytes]]) -> bytes:
+    """A record payload from (state offset, new bytes) pairs."""
+    parts: list[bytes] = []
+    pack = struct.Struct(PATCH_HEAD_FMT).pack
+    for offset, data in patches:
+        parts.append(pack(offset, len(data)))
+        parts.append(data)
+    return b"".join(parts)

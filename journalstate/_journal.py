@@ -1,0 +1,204 @@
+"""The journal ring: reading records and patches back, pure functions over mapped bytes.
+
+The writer's side is two lines in the store (encode a record, write it at the tail); everything
+that decides whether bytes in the ring form a record of the current chain lives here, so the
+same code serves recovery, the CLI and the tests. Positions are *logical*: they grow forever,
+and a position's place in the ring is ``position % journal_size``.
+"""
+
+from __future__ import annotations
+
+import enum
+import struct
+from collections.abc import Iterator
+
+import attrs
+
+from journalstate._format import (
+    KIND_COMMIT,
+    PATCH_HEAD_FMT,
+    PATCH_HEAD_SIZE,
+    RECORD_ANCHOR_OFFSET,
+    RECORD_HEADER_SIZE,
+    RecordHeader,
+    decode_record_header,
+    record_anchor,
+    record_crc,
+    record_size,
+)
+from journalstate._io import Buffer
+
+
+class Reason(str, enum.Enum):
+    """Why bytes in a slot or in the journal were not accepted."""
+
+    ZEROED = "zeroed"
+    """All-zero record header: the clean end of the journal."""
+    BAD_CHECKSUM = "bad-checksum"
+    """The stored crc does not match the bytes: a torn or damaged write."""
+    BAD_LENGTH = "bad-length"
+    """A length field points past what the ring or slot can hold."""
+    BAD_KIND = "bad-kind"
+    """A checksummed record with an unknown kind or non-zero reserved field."""
+    STALE_EPOCH = "stale-epoch"
+    """A valid record written before the last recovery (another epoch)."""
+    STALE_POSITION = "stale-position"
+    """A valid record from an earlier lap of the ring."""
+    SEQUENCE_GAP = "sequence-gap"
+    """A valid record of this epoch and position with an unexpected sequence number."""
+    BAD_PATCH = "bad-patch"
+    """A valid record whose patches fall outside the state."""
+    GENERATION_MISMATCH = "generation-mismatch"
+    """A slot whose leading and trailing generations differ: torn."""
+    BAD_SIZE = "bad-size"
+    """A slot whose state size is not the header's."""
+    BAD_VALUE = "bad-value"
+    """Checksummed state bytes that do not decode with the schema."""
+    DURABLE_RECORD_LOST = "durable-record-lost"
+    """A record that a later record vouches was durable is damaged: corruption, not a torn tail."""
+    SLOT_LOST = "slot-lost"
+    """A damaged slot that records prove had been completely written: corruption."""
+
+
+@attrs.frozen
+class Record:
+    """A record read from the ring: its header and payload."""
+
+    header: RecordHeader
+    payload: bytes
+
+    @property
+    def size(self) -> int:
+        """Bytes the record takes in the ring."""
+        return record_size(self.header.length)
+
+
+def ring_read(ring: Buffer, journal_size: int, position: int, length: int) -> bytes:
+    """``length`` bytes of the ring starting at logical ``position``, wrapping at its end."""
+    assert 0 <= length <= journal_size
+    start = position % journal_size
+    end = start + length
+    if end <= journal_size:
+        return bytes(ring[start:end])
+    return bytes(ring[start:journal_size]) + bytes(ring[0 : end - journal_size])
+
+
+def max_payload(journal_size: int) -> int:
+    """The largest payload one record can carry in a ring of this size."""
+    return journal_size - RECORD_HEADER_SIZE * 2  # the record's header and the end marker
+
+
+def read_record(
+    ring: Buffer, journal_size: int, position: int, *, epoch: int, seq: int
+) -> tuple[Record | None, Reason | None, RecordHeader | None]:
+    """Read the record at ``position`` if it is the next one of the chain.
+
+    Returns ``(record, None, header)`` when the bytes at ``position`` are the record with
+    sequence ``seq`` of ``epoch``; otherwise ``(None, reason, header)`` where ``header`` is the
+    unpacked header when its checksum held (so the caller can tell stale data from a torn write).
+    """
+    raw = ring_read(ring, journal_size, position, RECORD_HEADER_SIZE)
+    if raw.count(0) == RECORD_HEADER_SIZE:
+        return None, Reason.ZEROED, None
+    head = decode_record_header(raw)
+    if head.length > max_payload(journal_size):
+        return None, Reason.BAD_LENGTH, None
+    whole = raw + ring_read(
+        ring, journal_size, position + RECORD_HEADER_SIZE, record_size(head.length) - len(raw)
+    )
+    if record_crc(whole) != head.crc:
+        return None, Reason.BAD_CHECKSUM, None
+    if head.epoch != epoch:
+        return None, Reason.STALE_EPOCH, head
+    if head.position != position:
+        return None, Reason.STALE_POSITION, head
+    if head.kind != KIND_COMMIT or head.reserved != 0:
+        return None, Reason.BAD_KIND, head
+    if head.seq != seq:
+        return None, Reason.SEQUENCE_GAP, head
+    payload = whole[RECORD_HEADER_SIZE : RECORD_HEADER_SIZE + head.length]
+    return Record(head, payload), None, head
+
+
+_PATCH_HEAD = struct.Struct(PATCH_HEAD_FMT)
+
+
+def iter_patches(payload: bytes, state_size: int) -> Iterator[tuple[int, bytes]]:
+    """The (offset, data) patches of a record payload.
+
+    Raises:
+        ValueError: a patch is cut short or falls outside the state.
+    """
+    at = 0
+    end = len(payload)
+    while at < end:
+        if end - at < PATCH_HEAD_SIZE:
+            raise ValueError(f"patch header cut short at payload byte {at}")
+        offset, length = _PATCH_HEAD.unpack_from(payload, at)
+        at += PATCH_HEAD_SIZE
+        if length > end - at or offset + length > state_size:
+            raise ValueError(
+                f"patch at payload byte {at - PATCH_HEAD_SIZE} covers state bytes "
+                f"[{offset}, {offset + length}) outside the {state_size}-byte state"
+            )
+        yield offset, payload[at : at + length]
+        at += length
+
+
+def check_patches(payload: bytes, state_size: int) -> list[tuple[int, bytes]]:
+    """All patches of ``payload``, validated before any is applied (see :func:`iter_patches`)."""
+    return list(iter_patches(payload, state_size))
+
+
+def scan_later_records(
+    ring: Buffer, journal_size: int, start: int, end: int, *, epoch: int, after_seq: int
+) -> list[RecordHeader]:
+    """Valid records of ``epoch`` with seq > ``after_seq`` at logical positions in (start, end).
+
+    Used after the chain stops, to find records written after the stopping point: their
+    ``durable_seq`` tells a torn tail (nothing durable lost) from corruption. Candidates are
+    found by searching for the 8-byte anchor every record of ``epoch`` carries at offset 8, so
+    the scan costs one pass of ``bytes.find`` plus a crc per candidate.
+    """
+    anchor = record_anchor(epoch)
+    found: list[RecordHeader] = []
+    span = end - start
+    if span <= RECORD_HEADER_SIZE:
+        return found
+    base = start % journal_size
+    # Physical byte ranges holding the logical window, then the seam across the ring's end.
+    first = min(journal_size, base + span)
+    segments: list[tuple[bytes | Buffer, int, int, int]] = [(ring, base, first, 0)]
+    if base + span > journal_size:
+        segments.append((ring, 0, base + span - journal_size, 0))
+    seam = bytes(ring[journal_size - 8 : journal_size]) + bytes(ring[0:8])
+    segments.append((seam, 0, 16, journal_size - 8))
+    seen: set[int] = set()
+    for buf, lo, hi, shift in segments:
+        at = buf.find(anchor, lo, hi)
+        while at >= 0:
+            phys = (at + shift - RECORD_ANCHOR_OFFSET) % journal_size
+            position = start + (phys - base) % journal_size
+            if start < position < end and position not in seen:
+                seen.add(position)
+                head = _valid_header_at(ring, journal_size, position, epoch)
+                if head is not None and head.seq > after_seq:
+                    found.append(head)
+            at = buf.find(anchor, at + 1, hi)
+    found.sort(key=lambda h: h.position)
+    return found
+
+
+def _valid_header_at(
+    ring: Buffer, journal_size: int, position: int, epoch: int
+) -> RecordHeader | None:
+    raw = ring_read(ring, journal_size, position, RECORD_HEADER_SIZE)
+    head = decode_record_header(raw)
+    if head.epoch != epoch or head.position != position:
+        return None
+    if head.length > max_payload(journal_size):
+        return None
+    whole = raw + ring_read(
+        ring, journal_size, position + RECORD_HEADER_SIZE, record_size(head.length) - len(raw)
+    )
+    return head if record_crc(whole) == head.crc else None

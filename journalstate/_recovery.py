@@ -1,0 +1,365 @@
+"""Recovery: from the two slots and the journal ring to the last consistent state. Pure.
+
+Recovery reads; it never writes and never prints. It returns the state image and a
+:class:`RecoveryReport`, or raises :class:`StoreCorrupt` when the damage is more than the chosen
+:class:`RecoveryMode` accepts. Making the result durable (the open checkpoint) is the store's job.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable
+
+import attrs
+
+from journalstate._errors import NoPreviousGeneration, StoreCorrupt, Unrecoverable
+from journalstate._format import (
+    END_MARKER_SIZE,
+    RECORD_HEADER_SIZE,
+    Header,
+    decode_record_header,
+    record_size,
+)
+from journalstate._io import Buffer
+from journalstate._journal import (
+    Reason,
+    check_patches,
+    max_payload,
+    read_record,
+    ring_read,
+    scan_later_records,
+)
+from journalstate._slots import SlotStatus, choose_slot, read_slot
+
+
+class RecoveryMode(str, enum.Enum):
+    """How much damage recovery accepts."""
+
+    STRICT = "strict"
+    """Any torn tail, damaged slot or corruption raises StoreCorrupt."""
+    TOLERATE_TAIL = "tolerate-tail"
+    """A torn tail (normal after a crash) and a damaged slot are reported; corruption of the
+    journal before its durable mark raises StoreCorrupt. The default."""
+    SALVAGE = "salvage"
+    """Everything is reported, nothing raises: the state is the last consistent one before
+    the first damage."""
+
+
+@attrs.frozen
+class Damage:
+    """One piece of damage recovery found."""
+
+    region: str
+    """"slot0", "slot1" or "journal"."""
+    offset: int
+    """File offset where the damage starts."""
+    reason: Reason
+    bytes_dropped: int
+    detail: str
+
+
+_JOURNAL_CORRUPTION = frozenset(
+    {Reason.DURABLE_RECORD_LOST, Reason.BAD_PATCH, Reason.SEQUENCE_GAP, Reason.BAD_KIND}
+)
+
+
+@attrs.frozen
+class RecoveryReport:
+    """What recovery did, for ``store.recovery`` and the CLI."""
+
+    mode: RecoveryMode
+    previous_generation: bool
+    slot: int
+    """The slot recovery started from."""
+    generation: int
+    """That slot's generation."""
+    epoch: int
+    """That slot's epoch: only records of this epoch were replayed."""
+    base_seq: int
+    """The sequence number the slot's state covers."""
+    seq: int
+    """The sequence number of the recovered state (last replayed record)."""
+    position: int
+    """Logical journal position after the last replayed record: where the next one goes."""
+    records_replayed: int
+    bytes_replayed: int
+    torn_tail: bool
+    """True when an incomplete write was found after the last replayed record."""
+    torn_tail_offset: int | None
+    """File offset of the torn tail."""
+    torn_tail_bytes: int
+    """Bytes of the torn tail that were dropped."""
+    corruption: tuple[Damage, ...]
+    slots: tuple[SlotStatus, SlotStatus]
+
+    @property
+    def clean(self) -> bool:
+        """True when nothing at all was wrong: no torn tail, no damage, both slots valid."""
+        return not self.torn_tail and not self.corruption and all(s.valid for s in self.slots)
+
+
+@attrs.define
+class Recovered:
+    """The result of recovery: the report, the state image and what the next writer needs."""
+
+    report: RecoveryReport
+    image: bytearray
+    max_generation: int
+    """Highest generation of a valid slot; the next checkpoint uses one more."""
+    max_epoch: int
+    """Highest epoch of a valid slot; the next writing session uses one more."""
+
+
+Validate = Callable[[bytes], None]
+"""Raises ValueError when state bytes do not decode with the schema."""
+
+
+def _read_slots(
+    header: Header, slots: Buffer, validate: Validate
+) -> tuple[tuple[SlotStatus, SlotStatus], list[bytes | None]]:
+    statuses: list[SlotStatus] = []
+    images: list[bytes | None] = []
+    for index in (0, 1):
+        file_offset = header.slot_offsets[index]
+        status, image = read_slot(
+            slots,
+            index * header.slot_size,
+            index=index,
+            file_offset=file_offset,
+            state_size=header.state_size,
+        )
+        if image is not None:
+            try:
+                validate(image)
+            except ValueError:
+                status, image = SlotStatus(index, file_offset, False, Reason.BAD_VALUE, None), None
+        statuses.append(status)
+        images.append(image)
+    return (statuses[0], statuses[1]), images
+
+
+def recover(
+    path: str,
+    header: Header,
+    slots: Buffer,
+    ring: Buffer,
+    *,
+    mode: RecoveryMode = RecoveryMode.TOLERATE_TAIL,
+    previous_generation: bool = False,
+    validate: Validate,
+) -> Recovered:
+    """Find the last consistent state of a store.
+
+    Args:
+        path: for messages only.
+        header: the validated file header.
+        slots: both slots' bytes (slot 1 starts ``header.slot_size`` bytes in).
+        ring: the journal ring's bytes.
+        mode: how much damage to accept.
+        previous_generation: start from the older slot and replay nothing: roll back one
+            generation.
+        validate: checks that state bytes decode with the schema.
+
+    Raises:
+        Unrecoverable: no slot is valid.
+        NoPreviousGeneration: ``previous_generation`` asked for but only one slot is valid.
+        StoreCorrupt: damage beyond what ``mode`` accepts (the report is attached).
+    """
+    statuses, images = _read_slots(header, slots, validate)
+    index = choose_slot(statuses, previous=previous_generation)
+    if index is None:
+        if previous_generation and any(s.valid for s in statuses):
+            raise NoPreviousGeneration(path)
+        raise Unrecoverable(
+            path,
+            "neither state slot is valid "
+            f"(slot 0: {statuses[0].reason}, slot 1: {statuses[1].reason})",
+            offset=header.slot0_offset,
+            reason=statuses[0].reason,
+        )
+    base = statuses[index].head
+    image_bytes = images[index]
+    assert base is not None and image_bytes is not None
+    image = bytearray(image_bytes)
+    other = statuses[1 - index]
+    valid_heads = [s.head for s in statuses if s.head is not None]
+    journal_size = header.journal_size
+
+    corruption: list[Damage] = []
+    position, seq = base.position, base.seq
+    replayed = replayed_bytes = 0
+    torn_offset: int | None = None
+    torn_bytes = 0
+    newer_generation_seen = False
+
+    def file_offset(pos: int) -> int:
+        return header.journal_offset + pos % journal_size
+
+    if not previous_generation:
+        window_end = base.position + journal_size - END_MARKER_SIZE
+        reason: Reason | None = None
+        while position + RECORD_HEADER_SIZE <= window_end:
+            record, reason, _ = read_record(
+                ring, journal_size, position, epoch=base.epoch, seq=seq + 1
+            )
+            if record is None:
+                break
+            if position + record.size > window_end:
+                reason = Reason.BAD_LENGTH
+                break
+            try:
+                patches = check_patches(record.payload, header.state_size)
+            except ValueError as e:
+                reason = Reason.BAD_PATCH
+                corruption.append(
+                    Damage("journal", file_offset(position), reason, record.size, str(e))
+                )
+                break
+            for offset, data in patches:
+                image[offset : offset + len(data)] = data
+            newer_generation_seen |= record.header.generation > base.generation
+            seq += 1
+            position += record.size
+            replayed += 1
+            replayed_bytes += record.size
+
+        if reason in (Reason.SEQUENCE_GAP, Reason.BAD_KIND):
+            corruption.append(
+                Damage(
+                    "journal",
+                    file_offset(position),
+                    reason,
+                    RECORD_HEADER_SIZE,
+                    f"checksummed record where record {seq + 1} of epoch {base.epoch} belongs",
+                )
+            )
+        later = scan_later_records(
+            ring, journal_size, position, window_end, epoch=base.epoch, after_seq=seq
+        )
+        newer_generation_seen |= any(h.generation > base.generation for h in later)
+        if later:
+            last = later[-1]
+            dropped = last.position + record_size(last.length) - position
+        elif reason in (Reason.BAD_CHECKSUM, Reason.BAD_LENGTH) and not corruption:
+            claimed = decode_record_header(
+                ring_read(ring, journal_size, position, RECORD_HEADER_SIZE)
+            ).length
+            fits = claimed <= max_payload(journal_size)
+            dropped = min(record_size(claimed), window_end - position) if fits else 0
+            dropped = max(dropped, RECORD_HEADER_SIZE)
+        else:
+            dropped = 0
+        vouchers = [h for h in later if h.durable_seq > seq]
+        if vouchers:
+            corruption.append(
+                Damage(
+                    "journal",
+                    file_offset(position),
+                    Reason.DURABLE_RECORD_LOST,
+                    dropped,
+                    f"record {seq + 1} is damaged but record {vouchers[0].seq} says records "
+                    f"up to {vouchers[0].durable_seq} were durable",
+                )
+            )
+        elif dropped and not corruption:
+            torn_offset, torn_bytes = file_offset(position), dropped
+
+    if not other.valid and newer_generation_seen:
+        corruption.append(
+            Damage(
+                f"slot{other.index}",
+                other.offset,
+                Reason.SLOT_LOST,
+                header.slot_size,
+                f"slot {other.index} is damaged ({other.reason}) although journal records "
+                f"show its checkpoint had completed",
+            )
+        )
+
+    report = RecoveryReport(
+        mode=mode,
+        previous_generation=previous_generation,
+        slot=index,
+        generation=base.generation,
+        epoch=base.epoch,
+        base_seq=base.seq,
+        seq=seq,
+        position=position,
+        records_replayed=replayed,
+        bytes_replayed=replayed_bytes,
+        torn_tail=torn_offset is not None,
+        torn_tail_offset=torn_offset,
+        torn_tail_bytes=torn_bytes,
+        corruption=tuple(corruption),
+        slots=statuses,
+    )
+    if replayed:
+        try:
+            validate(bytes(image))
+        except ValueError as e:
+            damage = Damage("journal", file_offset(base.position), Reason.BAD_VALUE, 0, str(e))
+            if mode is not RecoveryMode.SALVAGE:
+                raise StoreCorrupt(
+                    path,
+                    f"the replayed state does not decode ({e})",
+                    offset=damage.offset,
+                    reason=damage.reason,
+                    report=report,
+                ) from None
+            # Salvage: fall back to the slot's own state, which decodes.
+            image = bytearray(image_bytes)
+            report = attrs.evolve(
+                report,
+                seq=base.seq,
+                position=base.position,
+                records_replayed=0,
+                bytes_replayed=0,
+                corruption=(*report.corruption, damage),
+            )
+    _apply_mode(path, report)
+    return Recovered(
+        report=report,
+        image=image,
+        max_generation=max(h.generation for h in valid_heads),
+        max_epoch=max(h.epoch for h in valid_heads),
+    )
+
+
+def _apply_mode(path: str, report: RecoveryReport) -> None:
+    """Raise StoreCorrupt when the report holds more damage than its mode accepts."""
+    if report.mode is RecoveryMode.SALVAGE:
+        return
+    journal = [d for d in report.corruption if d.reason in _JOURNAL_CORRUPTION]
+    if journal:
+        first = journal[0]
+        raise StoreCorrupt(
+            path,
+            f"journal corruption ({first.reason.value}: {first.detail}); "
+            "open with recovery='salvage' (or `journalstate recover --mode salvage`) to keep "
+            "the state before the damage",
+            offset=first.offset,
+            reason=first.reason,
+            report=report,
+        )
+    if report.mode is RecoveryMode.STRICT and not report.clean:
+        if report.corruption:
+            d = report.corruption[0]
+            raise StoreCorrupt(
+                path, f"{d.region}: {d.detail}", offset=d.offset, reason=d.reason, report=report
+            )
+        bad = [s for s in report.slots if not s.valid]
+        if bad:
+            raise StoreCorrupt(
+                path,
+                f"strict recovery: slot {bad[0].index} is not valid ({bad[0].reason})",
+                offset=bad[0].offset,
+                reason=bad[0].reason,
+                report=report,
+            )
+        raise StoreCorrupt(
+            path,
+            f"strict recovery: torn tail of {report.torn_tail_bytes} bytes",
+            offset=report.torn_tail_offset,
+            reason=Reason.BAD_CHECKSUM,
+            report=report,
+        )

@@ -1,0 +1,86 @@
+"""The two state slots: validating each and choosing which one recovery starts from.
+
+A slot holds a complete state image stamped with a generation (at both its ends), the epoch of
+the session that wrote it, and the journal position and sequence number it covers. A checkpoint
+always writes the slot that recovery does *not* start from, so one slot is intact at any instant.
+"""
+
+from __future__ import annotations
+
+import struct
+
+import attrs
+
+from journalstate._format import (
+    SLOT_HEAD_FMT,
+    SLOT_HEAD_SIZE,
+    SLOT_TAIL_SIZE,
+    SlotHead,
+    slot_crc,
+)
+from journalstate._io import Buffer
+from journalstate._journal import Reason
+
+
+@attrs.frozen
+class SlotStatus:
+    """What recovery found in one slot."""
+
+    index: int
+    """0 or 1."""
+    offset: int
+    """File offset of the slot."""
+    valid: bool
+    reason: Reason | None
+    """Why the slot is not valid (None when it is)."""
+    head: SlotHead | None
+    """The slot's fields when it is valid."""
+
+    @property
+    def generation(self) -> int | None:
+        """The slot's generation, or None for an invalid slot."""
+        return None if self.head is None else self.head.generation
+
+
+def read_slot(
+    buf: Buffer, at: int, *, index: int, file_offset: int, state_size: int
+) -> tuple[SlotStatus, bytes | None]:
+    """Validate the slot starting at ``at`` in ``buf``; return its status and state bytes."""
+    head_raw = bytes(buf[at : at + SLOT_HEAD_SIZE])
+    generation, epoch, flags, seq, position, size, stored_crc, reserved = struct.unpack(
+        SLOT_HEAD_FMT, head_raw
+    )
+
+    def bad(reason: Reason) -> tuple[SlotStatus, None]:
+        return SlotStatus(index, file_offset, False, reason, None), None
+
+    if head_raw.count(0) == SLOT_HEAD_SIZE:
+        return bad(Reason.ZEROED)
+    if size != state_size:
+        return bad(Reason.BAD_SIZE)
+    end = at + SLOT_HEAD_SIZE + state_size + SLOT_TAIL_SIZE
+    whole = bytes(buf[at:end])
+    if slot_crc(whole, state_size) != stored_crc:
+        return bad(Reason.BAD_CHECKSUM)
+    (tail_generation,) = struct.unpack_from("<Q", whole, SLOT_HEAD_SIZE + state_size)
+    if tail_generation != generation or flags != 0 or reserved != 0:
+        return bad(Reason.GENERATION_MISMATCH if tail_generation != generation else Reason.BAD_KIND)
+    head = SlotHead(generation, epoch, seq, position, size)
+    state = whole[SLOT_HEAD_SIZE : SLOT_HEAD_SIZE + state_size]
+    return SlotStatus(index, file_offset, True, None, head), state
+
+
+def choose_slot(statuses: tuple[SlotStatus, SlotStatus], *, previous: bool) -> int | None:
+    """Index of the slot recovery starts from, or None when none qualifies.
+
+    Normally the valid slot with the highest generation. With ``previous``, the valid slot with
+    the *lower* generation, which requires both slots to be valid.
+    """
+    valid = [s for s in statuses if s.valid and s.head is not None]
+    if previous:
+        if len(valid) < 2:
+            return None
+        return min(valid, key=lambda s: (s.generation or 0, -s.index)).index
+    if not valid:
+        return None
+    return max(valid, key=lambda s: (s.generation or 0, -s.index)).index
