@@ -12,6 +12,8 @@ from typing import Final
 import attrs
 import crc32c as _crc32c
 
+from journalstate._errors import NotAStore, TruncatedStore, Unrecoverable, UnsupportedVersion
+
 # --- checksums -----------------------------------------------------------------------------------
 
 _MASK_DELTA: Final = 0xA282EAD8
@@ -248,3 +250,73 @@ def encode_patches(patches: list[tuple[int, bytes]]) -> bytes:
         parts.append(pack(offset, len(data)))
         parts.append(data)
     return b"".join(parts)
+
+
+def decode_header(path: str, data: bytes, file_size: int) -> Header:
+    """Parse and validate the header region read from the start of a file.
+
+    ``data`` is the first bytes of the file (at least the fixed part plus the descriptor when
+    the file has them). Every field is checked before it is trusted, so a hostile header can
+    neither cause a large allocation nor a mapping outside the file.
+
+    Raises:
+        NotAStore: the magic is wrong.
+        TruncatedStore: the file is shorter than its header says.
+        UnsupportedVersion: a newer format version.
+        Unrecoverable: the header's checksum or layout is damaged.
+    """
+    if len(data) < len(MAGIC) or data[: len(MAGIC)] != MAGIC:
+        raise NotAStore(path, "not a journalstate store (wrong magic)")
+    if len(data) < HEADER_FIXED_SIZE:
+        raise TruncatedStore(path, f"the file is {file_size} bytes, shorter than a header")
+    fields = struct.unpack_from(HEADER_FMT, data)
+    (_, version, header_size, page_size, flags, file_id, slot_size, slot0, slot1) = fields[:9]
+    (journal_offset, journal_size, state_size, schema_length, stored_crc) = fields[9:]
+    if version > FORMAT_VERSION:
+        raise UnsupportedVersion(path, version, FORMAT_VERSION)
+
+    def damaged(what: str) -> Unrecoverable:
+        return Unrecoverable(path, f"the header is damaged: {what}", offset=0)
+
+    if version == 0:
+        raise damaged("format version 0")
+    if schema_length > MAX_SCHEMA_LENGTH or HEADER_FIXED_SIZE + schema_length > len(data):
+        if HEADER_FIXED_SIZE + schema_length > file_size and schema_length <= MAX_SCHEMA_LENGTH:
+            raise TruncatedStore(path, "the file ends inside its header")
+        raise damaged(f"schema descriptor length {schema_length}")
+    schema = bytes(data[HEADER_FIXED_SIZE : HEADER_FIXED_SIZE + schema_length])
+    if header_crc(data[:HEADER_FIXED_SIZE], schema) != stored_crc:
+        raise damaged("checksum mismatch")
+    if page_size == 0 or page_size & (page_size - 1) or not 512 <= page_size <= 1 << 20:
+        raise damaged(f"page size {page_size}")
+    if (
+        header_size % page_size
+        or header_size < HEADER_FIXED_SIZE + schema_length
+        or slot_size != slot_size_for(state_size, page_size)
+        or slot0 != header_size
+        or slot1 != slot0 + slot_size
+        or journal_offset != slot1 + slot_size
+        or journal_size % page_size
+        or journal_size < page_size
+        or flags != 0
+    ):
+        raise damaged("inconsistent layout")
+    header = Header(
+        header_size=header_size,
+        page_size=page_size,
+        file_id=file_id,
+        slot_size=slot_size,
+        slot0_offset=slot0,
+        slot1_offset=slot1,
+        journal_offset=journal_offset,
+        journal_size=journal_size,
+        state_size=state_size,
+        schema=schema,
+        flags=flags,
+        format_version=version,
+    )
+    if file_size < header.file_size:
+        raise TruncatedStore(
+            path, f"the file is {file_size} bytes but its header says {header.file_size}"
+        )
+    return header

@@ -18,7 +18,7 @@ import secrets
 import stat
 import time
 from collections.abc import Iterable
-from typing import Protocol, Union
+from typing import Protocol, TypeAlias
 
 from journalstate._errors import (
     NoSpace,
@@ -28,7 +28,7 @@ from journalstate._errors import (
     UnsafePath,
 )
 
-Buffer = Union[bytes, bytearray, mmap.mmap]
+Buffer: TypeAlias = "bytes | bytearray | mmap.mmap"
 """Read access to mapped bytes: slicing and ``find`` work the same on all three."""
 
 PAGE_SIZE = mmap.ALLOCATIONGRANULARITY

@@ -179,7 +179,8 @@ def recover(
         )
     base = statuses[index].head
     image_bytes = images[index]
-    assert base is not None and image_bytes is not None
+    assert base is not None
+    assert image_bytes is not None
     image = bytearray(image_bytes)
     other = statuses[1 - index]
     valid_heads = [s.head for s in statuses if s.head is not None]

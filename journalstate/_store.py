@@ -1,0 +1,625 @@
+"""The store: the only owner of a store file, its mappings, its syncs and its lock.
+
+Write paths (each crash window is described where the write happens, and in docs/design.md):
+
+* commit: encode the changed fields as one record, write it (and a zero end marker) at the
+  journal tail, then, when the durability asks for it, msync the journal pages written since
+  the last sync. That msync is the commit point.
+* checkpoint: write the whole state into the slot recovery does not start from, with the next
+  generation, msync it, and only then release the journal space it covers.
+* open for writing: recover, zero the end marker at the recovered tail, then checkpoint with a
+  new epoch, so records from before this recovery can never join this session's chain.
+"""
+
+from __future__ import annotations
+
+import enum
+import os
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any, Generic, TypeVar
+
+import attrs
+
+from journalstate._errors import (
+    InvalidValue,
+    JournalStateError,
+    ReadOnlyStore,
+    SchemaMismatch,
+    StoreClosed,
+    StoreCorrupt,
+    StoreFileError,
+    StoreNotFound,
+    StorePoisoned,
+    TransactionError,
+    TransactionTooLarge,
+)
+from journalstate._format import (
+    END_MARKER_SIZE,
+    HEADER_FIXED_SIZE,
+    MAX_SCHEMA_LENGTH,
+    Header,
+    SlotHead,
+    align,
+    decode_header,
+    encode_header,
+    encode_patches,
+    encode_record,
+    encode_slot,
+    record_size,
+    slot_size_for,
+)
+from journalstate._io import PAGE_SIZE, OsStorage, Region, Storage, StoreFile
+from journalstate._journal import max_payload
+from journalstate._recovery import RecoveryMode, RecoveryReport, recover
+from journalstate._schema import Schema, compare_descriptors, compile_schema
+from journalstate._txn import Draft, build, close
+
+T = TypeVar("T")
+
+DEFAULT_JOURNAL_SIZE = 1 << 20
+"""Journal ring size for new stores (bytes): room for thousands of small commits."""
+DEFAULT_CHECKPOINT_THRESHOLD = 0.5
+"""A commit that leaves the journal fuller than this fraction is followed by a checkpoint."""
+_ZERO_MARKER = bytes(END_MARKER_SIZE)
+
+
+class Durability(str, enum.Enum):
+    """When a commit becomes durable against an OS crash or power loss."""
+
+    COMMIT = "commit"
+    """msync of the commit's journal pages before commit() returns."""
+    INTERVAL = "interval"
+    """A background flush every ``flush_interval`` seconds; ``flush()`` forces one."""
+    PROCESS = "process"
+    """Never msync on commit: survives process death, not an OS crash."""
+
+
+@attrs.define
+class StoreStats:
+    """Counters of what the store did since it was opened."""
+
+    commits: int = 0
+    """Commits that wrote a record."""
+    journal_syncs: int = 0
+    """msync calls on the journal (commit points and flushes)."""
+    slot_syncs: int = 0
+    """msync calls on a slot (one per checkpoint)."""
+    checkpoints: int = 0
+    bytes_journaled: int = 0
+
+
+class Store(Generic[T]):
+    """An open store. Use :func:`journalstate.open` to get one; it is a context manager.
+
+    All methods are thread-safe. Transactions of different threads run one after another.
+    """
+
+    def __init__(
+        self,
+        *,
+        path: str,
+        schema: Schema,
+        file: StoreFile,
+        header: Header,
+        slots: Region,
+        ring: Region,
+        state: T,
+        image: bytearray,
+        report: RecoveryReport,
+        durability: Durability,
+        readonly: bool,
+        checkpoint_threshold: float,
+    ) -> None:
+        self._path = path
+        self._schema = schema
+        self._file = file
+        self._header = header
+        self._slots = slots
+        self._ring = ring
+        self._state = state
+        self._image = image
+        self._report = report
+        self._durability = durability
+        self._readonly = readonly
+        self._threshold = checkpoint_threshold
+        self._journal_size = header.journal_size
+        self._lock = threading.RLock()
+        self._txn_owner: int | None = None
+        self._closed = False
+        self._poisoned: BaseException | None = None
+        self.stats = StoreStats()
+        # Where the chain stands. `_base_slot` holds the newest durable checkpoint, which covers
+        # the state up to `_base_seq`; the journal's live records lie in [_base_position, _tail).
+        self._base_slot = report.slot
+        base_head = report.slots[report.slot].head
+        self._base_position = report.position if base_head is None else base_head.position
+        self._generation = report.generation
+        self._epoch = report.epoch
+        self._seq = report.seq
+        self._base_seq = report.base_seq
+        self._tail = report.position
+        self._synced = report.position
+        self._durable_seq = report.seq
+        self._flusher: threading.Thread | None = None
+        self._stop_flusher = threading.Event()
+
+    # --- properties ------------------------------------------------------------------------
+
+    @property
+    def state(self) -> T:
+        """The latest committed state (a frozen attrs instance)."""
+        return self._state
+
+    @property
+    def recovery(self) -> RecoveryReport:
+        """What recovery did when the store was opened."""
+        return self._report
+
+    @property
+    def path(self) -> str:
+        """The store file's path."""
+        return self._path
+
+    @property
+    def schema(self) -> Schema:
+        """The compiled schema."""
+        return self._schema
+
+    @property
+    def header(self) -> Header:
+        """The file's header."""
+        return self._header
+
+    @property
+    def durability(self) -> Durability:
+        """The default durability of commits."""
+        return self._durability
+
+    @property
+    def readonly(self) -> bool:
+        """True when opened with readonly=True."""
+        return self._readonly
+
+    @property
+    def closed(self) -> bool:
+        """True after close()."""
+        return self._closed
+
+    @property
+    def seq(self) -> int:
+        """Sequence number of the latest commit (0 for a store never committed to)."""
+        return self._seq
+
+    @property
+    def durable_seq(self) -> int:
+        """Highest sequence number known durable against an OS crash."""
+        return self._durable_seq
+
+    @property
+    def generation(self) -> int:
+        """Generation of the newest checkpoint."""
+        return self._generation
+
+    @property
+    def journal_fill(self) -> float:
+        """Fraction of the journal ring holding records not yet covered by a checkpoint."""
+        return (self._tail - self._base_position) / self._journal_size
+
+    # --- committing ------------------------------------------------------------------------
+
+    def commit(self, state: T, *, durability: Durability | str | None = None) -> int:
+        """Make ``state`` the store's state.
+
+        Only fields that differ from the current state are written. When this returns, the new
+        state survives process death; with ``"commit"`` durability it also survives an OS crash
+        or power loss (the journal pages were msync'ed).
+
+        Args:
+            state: an instance of the schema class.
+            durability: overrides the store's durability for this commit.
+
+        Returns:
+            The commit's sequence number (unchanged when nothing differed).
+
+        Raises:
+            InvalidValue: a field does not fit; nothing was written.
+            TransactionTooLarge: the changes cannot fit in the journal; nothing was written.
+            TransactionError: called inside this thread's open transaction.
+            StorePoisoned: an earlier msync failed.
+        """
+        with self._lock:
+            if self._txn_owner == threading.get_ident():
+                raise TransactionError(
+                    "commit() inside a transaction of the same thread; "
+                    "change the draft instead and let the transaction commit it"
+                )
+            return self._commit_locked(state, _durability(durability, self._durability))
+
+    @contextmanager
+    def transaction(self, *, durability: Durability | str | None = None) -> Iterator[Any]:
+        """A mutable draft of the state, committed when the ``with`` block ends normally.
+
+        An exception inside the block discards the draft: nothing is written. The draft's
+        type is a :class:`Draft` that behaves like a mutable copy of the schema class.
+
+        Raises:
+            TransactionError: a transaction of this thread is already open.
+        """
+        mode = _durability(durability, self._durability)
+        with self._lock:
+            self._check_writable()
+            if self._txn_owner is not None:
+                raise TransactionError("transactions do not nest; finish the open one first")
+            self._txn_owner = threading.get_ident()
+            draft = Draft(self._state)
+            try:
+                yield draft
+                new_state = build(draft)
+                self._commit_locked(new_state, mode)
+            finally:
+                close(draft)
+                self._txn_owner = None
+
+    def _commit_locked(self, state: T, mode: Durability) -> int:
+        self._check_writable()
+        if type(state) is not self._schema.cls:
+            raise InvalidValue(
+                "<root>",
+                f"expected a {self._schema.cls.__name__}, got {type(state).__name__}",
+            )
+        patches = self._schema.diff(self._state, state)
+        if not patches:
+            self._state = state
+            if mode is Durability.COMMIT:
+                self._sync_journal()
+            return self._seq
+        payload = encode_patches(patches)
+        size = record_size(len(payload))
+        limit = max_payload(self._journal_size)
+        if len(payload) > limit:
+            raise TransactionTooLarge(size, record_size(limit))
+        if self._tail + size + END_MARKER_SIZE - self._base_position > self._journal_size:
+            self._checkpoint_locked()
+        seq = self._seq + 1
+        record = encode_record(
+            epoch=self._epoch,
+            seq=seq,
+            position=self._tail,
+            durable_seq=self._durable_seq,
+            generation=self._generation,
+            payload=payload,
+        )
+        # Crash window: the record is in the page cache, not on disk. Process death keeps it
+        # (recovery replays it); an OS crash may keep any subset of its sectors, which the
+        # record's crc rejects as a torn tail, so recovery stops at the previous commit.
+        self._ring_write(self._tail, record + _ZERO_MARKER)
+        self._tail += size
+        self._seq = seq
+        for offset, data in patches:
+            self._image[offset : offset + len(data)] = data
+        self._state = state
+        self.stats.commits += 1
+        self.stats.bytes_journaled += size
+        if mode is Durability.COMMIT:
+            # The commit point: once this msync returns, the record is durable.
+            self._sync_journal()
+        if self._tail - self._base_position > self._threshold * self._journal_size:
+            self._checkpoint_locked()
+        return seq
+
+    # --- flushing and checkpoints ----------------------------------------------------------
+
+    def flush(self) -> None:
+        """Make every commit so far durable against an OS crash (msync of the journal)."""
+        with self._lock:
+            self._check_writable()
+            self._sync_journal()
+
+    def checkpoint(self) -> None:
+        """Write the full state into the older slot and release the whole journal.
+
+        When this returns the current state is durable in a slot, whatever the durability.
+        """
+        with self._lock:
+            self._check_writable()
+            self._checkpoint_locked()
+
+    def _ring_write(self, position: int, data: bytes) -> None:
+        start = position % self._journal_size
+        first = min(len(data), self._journal_size - start)
+        self._ring.write(start, data[:first])
+        if first < len(data):  # the record straddles the ring's end
+            self._ring.write(0, data[first:])
+
+    def _sync_journal(self) -> None:
+        if self._synced >= self._tail:
+            return
+        start = self._synced % self._journal_size
+        length = self._tail - self._synced
+        first = min(length, self._journal_size - start)
+        self._guarded_sync(self._ring, start, first)
+        if first < length:
+            self._guarded_sync(self._ring, 0, length - first)
+        self.stats.journal_syncs += 1
+        self._synced = self._tail
+        self._durable_seq = self._seq
+
+    def _guarded_sync(self, region: Region, offset: int, length: int) -> None:
+        try:
+            region.sync(offset, length)
+        except OSError as e:
+            # Never retry: after a failed msync the kernel may have dropped the dirty pages,
+            # and a second msync that succeeds proves nothing about them.
+            self._poisoned = e
+            raise StorePoisoned(e) from e
+
+    def _checkpoint_locked(self, *, new_epoch: int | None = None) -> None:
+        target = 1 - self._base_slot
+        generation = self._generation + 1
+        epoch = self._epoch if new_epoch is None else new_epoch
+        head = SlotHead(generation, epoch, self._seq, self._tail, self._header.state_size)
+        data = encode_slot(head, self._image)
+        offset = target * self._header.slot_size
+        # Crash window: the target slot is partly written. Its crc fails (or it still holds
+        # its older, valid contents), so recovery starts from the base slot and replays the
+        # journal, none of which has been released yet.
+        self._slots.write(offset, data)
+        self._guarded_sync(self._slots, offset, len(data))
+        # The slot is durable: from here recovery starts from it. Only now may the journal
+        # space before the tail be reused.
+        self.stats.slot_syncs += 1
+        self.stats.checkpoints += 1
+        self._base_slot = target
+        self._generation = generation
+        self._epoch = epoch
+        self._base_position = self._tail
+        self._base_seq = self._seq
+        self._synced = self._tail
+        self._durable_seq = self._seq
+
+    def _begin_session(self, max_generation: int, max_epoch: int) -> None:
+        """Make the recovered state this session's durable starting point (open for writing)."""
+        self._generation = max_generation
+        # Crash window: zeroing the end marker only touches bytes past the recovered chain
+        # (a torn tail at most), so recovery from the base slot is unchanged if we stop here.
+        self._ring_write(self._tail, _ZERO_MARKER)
+        self._guarded_sync(self._ring, self._tail % self._journal_size, END_MARKER_SIZE)
+        if self._tail % self._journal_size + END_MARKER_SIZE > self._journal_size:
+            self._guarded_sync(self._ring, 0, END_MARKER_SIZE)
+        # A new epoch, durable in a slot before any record of this session is written: records
+        # left by earlier sessions (including unsynced ones recovery could not see) carry older
+        # epochs and can never be replayed after this point.
+        self._checkpoint_locked(new_epoch=max_epoch + 1)
+
+    # --- life cycle ------------------------------------------------------------------------
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise StoreClosed(f"{self._path}: the store is closed")
+        if self._poisoned is not None:
+            raise StorePoisoned(self._poisoned)
+
+    def _check_writable(self) -> None:
+        self._check_open()
+        if self._readonly:
+            raise ReadOnlyStore(f"{self._path}: the store was opened read-only")
+
+    def _start_flusher(self, interval: float) -> None:
+        def run() -> None:
+            while not self._stop_flusher.wait(interval):
+                with self._lock:
+                    if self._closed or self._poisoned is not None:
+                        return
+                    try:
+                        self._sync_journal()
+                    except StorePoisoned:
+                        return
+
+        self._flusher = threading.Thread(target=run, name=f"journalstate-flush:{self._path}")
+        self._flusher.daemon = True
+        self._flusher.start()
+
+    def close(self) -> None:
+        """Checkpoint (when writable and anything changed), unmap and release the lock.
+
+        Closing twice is harmless. A poisoned store is closed without writing anything.
+        """
+        with self._lock:
+            if self._closed:
+                return
+            self._stop_flusher.set()
+            try:
+                if not self._readonly and self._poisoned is None and self._seq != self._base_seq:
+                    self._checkpoint_locked()
+            finally:
+                self._closed = True
+                self._release()
+        if self._flusher is not None and self._flusher is not threading.current_thread():
+            self._flusher.join()
+
+    def _release(self) -> None:
+        for part in (self._ring, self._slots):
+            part.close()
+        self._file.close()
+
+    def __enter__(self) -> Store[T]:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        status = "closed" if self._closed else f"seq={self._seq} generation={self._generation}"
+        return f"<journalstate.Store {self._path!r} {status}>"
+
+
+def _durability(value: Durability | str | None, default: Durability) -> Durability:
+    if value is None:
+        return default
+    try:
+        return Durability(value)
+    except ValueError:
+        choices = ", ".join(d.value for d in Durability)
+        raise ValueError(f"unknown durability {value!r}; use one of {choices}") from None
+
+
+def _new_file_chunks(
+    schema: Schema, initial: object, journal_size: int
+) -> tuple[Header, list[tuple[int, bytes]]]:
+    """The header and the bytes of a new store (the journal starts as zeros)."""
+    image = schema.encode(initial)
+    descriptor = schema.descriptor
+    if len(descriptor) > MAX_SCHEMA_LENGTH:
+        raise JournalStateError("the schema descriptor is too large")
+    header_size = align(HEADER_FIXED_SIZE + len(descriptor), PAGE_SIZE)
+    slot_size = slot_size_for(schema.size, PAGE_SIZE)
+    header = Header(
+        header_size=header_size,
+        page_size=PAGE_SIZE,
+        file_id=os.urandom(16),
+        slot_size=slot_size,
+        slot0_offset=header_size,
+        slot1_offset=header_size + slot_size,
+        journal_offset=header_size + 2 * slot_size,
+        journal_size=journal_size,
+        state_size=schema.size,
+        schema=descriptor,
+    )
+    # Both slots valid from the start (generations 1 and 0, epoch 0, no records yet), so a
+    # new store opens cleanly even in strict mode.
+    chunks = [
+        (0, encode_header(header)),
+        (header.slot0_offset, encode_slot(SlotHead(1, 0, 0, 0, schema.size), image)),
+        (header.slot1_offset, encode_slot(SlotHead(0, 0, 0, 0, schema.size), image)),
+    ]
+    return header, chunks
+
+
+def open(
+    path: str | os.PathLike[str],
+    schema: type[T],
+    *,
+    durability: Durability | str = Durability.COMMIT,
+    journal_size: int | None = None,
+    create: bool = True,
+    readonly: bool = False,
+    initial: T | None = None,
+    recovery: RecoveryMode | str = RecoveryMode.TOLERATE_TAIL,
+    previous_generation: bool = False,
+    flush_interval: float = 1.0,
+    lock_timeout: float = 0.0,
+    checkpoint_threshold: float = DEFAULT_CHECKPOINT_THRESHOLD,
+    storage: Storage | None = None,
+) -> Store[T]:
+    """Open the store at ``path``, creating it if missing, and recover its latest state.
+
+    Args:
+        path: the store file.
+        schema: the attrs class describing the state.
+        durability: ``"commit"``, ``"interval"`` or ``"process"`` (see :class:`Durability`).
+        journal_size: journal ring size in bytes for a new store (rounded up to whole pages);
+            ignored for an existing one, whose size was fixed at creation.
+        create: create the store when ``path`` does not exist.
+        readonly: open without the writer lock; commits raise :class:`ReadOnlyStore`.
+        initial: the state of a new store (default: the schema class with no arguments).
+        recovery: ``"tolerate-tail"`` (default), ``"strict"`` or ``"salvage"``.
+        previous_generation: open at the state of the older slot, discarding everything after
+            it (a writable open makes that roll-back durable).
+        flush_interval: seconds between background flushes in ``"interval"`` durability.
+        lock_timeout: seconds to wait for another writer's lock (0: fail at once).
+        checkpoint_threshold: journal fill fraction that triggers an automatic checkpoint.
+        storage: where files live (default: the real file system).
+
+    Returns:
+        The open store. When a writable open returns, the recovered state is durable.
+
+    Raises:
+        StoreNotFound, NotAStore, TruncatedStore, UnsupportedVersion, SchemaMismatch,
+        UnsafePath, NoSpace, StoreLocked, StoreCorrupt, Unrecoverable, SchemaError.
+    """
+    path = os.fspath(path)
+    mode = _durability(durability, Durability.COMMIT)
+    rec_mode = RecoveryMode(recovery)
+    if not 0.0 < checkpoint_threshold <= 1.0:
+        raise ValueError("checkpoint_threshold must be in (0, 1]")
+    if flush_interval <= 0:
+        raise ValueError("flush_interval must be positive")
+    compiled = compile_schema(schema)
+    storage = OsStorage() if storage is None else storage
+    if not storage.exists(path):
+        if readonly or not create:
+            raise StoreNotFound(path, "no such store")
+        size = align(journal_size or DEFAULT_JOURNAL_SIZE, PAGE_SIZE)
+        if size < PAGE_SIZE or size > 1 << 40:
+            raise ValueError(f"journal_size must be between {PAGE_SIZE} bytes and 1 TiB")
+        header, chunks = _new_file_chunks(
+            compiled, compiled.default() if initial is None else initial, size
+        )
+        storage.create(path, header.file_size, chunks)  # False: created meanwhile; open it
+
+    file = storage.open(path, writable=not readonly)
+    regions: list[Region] = []
+    try:
+        if not readonly:
+            file.lock(lock_timeout)
+        file_size = file.size
+        head = file.read(0, HEADER_FIXED_SIZE)
+        if len(head) >= HEADER_FIXED_SIZE:
+            schema_length = int.from_bytes(head[88:92], "little")
+            wanted = HEADER_FIXED_SIZE + min(schema_length, MAX_SCHEMA_LENGTH, file_size)
+            head = file.read(0, wanted)
+        header = decode_header(path, head, file_size)
+        if header.page_size % PAGE_SIZE:
+            raise StoreFileError(
+                path, f"page size {header.page_size} is not a multiple of this system's {PAGE_SIZE}"
+            )
+        differences = compare_descriptors(compiled.descriptor, header.schema)
+        if differences:
+            raise SchemaMismatch(path, differences)
+        slots = file.map(header.slot0_offset, 2 * header.slot_size, writable=not readonly)
+        regions.append(slots)
+        ring = file.map(header.journal_offset, header.journal_size, writable=not readonly)
+        regions.append(ring)
+
+        def validate(data: bytes) -> None:
+            compiled.decode(data)
+
+        recovered = recover(
+            path,
+            header,
+            slots.buffer,
+            ring.buffer,
+            mode=rec_mode,
+            previous_generation=previous_generation,
+            validate=validate,
+        )
+        try:
+            state = compiled.decode(recovered.image)
+        except InvalidValue as e:  # validated by recovery; only a racing writer gets here
+            raise StoreCorrupt(path, f"the recovered state does not decode ({e})") from e
+        store: Store[T] = Store(
+            path=path,
+            schema=compiled,
+            file=file,
+            header=header,
+            slots=slots,
+            ring=ring,
+            state=state,  # type: ignore[arg-type]
+            image=recovered.image,
+            report=recovered.report,
+            durability=mode,
+            readonly=readonly,
+            checkpoint_threshold=checkpoint_threshold,
+        )
+        if not readonly:
+            store._begin_session(recovered.max_generation, recovered.max_epoch)
+            if mode is Durability.INTERVAL:
+                store._start_flusher(flush_interval)
+        return store
+    except BaseException:
+        for region in reversed(regions):
+            region.close()
+        file.close()
+        raise

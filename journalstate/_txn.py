@@ -1,0 +1,125 @@
+"""Drafts: the mutable stand-in for a frozen state inside ``with store.transaction()``.
+
+A draft records assignments and builds a new frozen instance with ``attrs.evolve`` when the
+transaction commits, so fields that were not touched keep their identity (the commit's diff
+skips them at the cost of an ``is`` check). Nested attrs values become nested drafts and
+tuples become lists on first access.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import attrs
+
+from journalstate._errors import TransactionError
+
+
+class Draft:
+    """A mutable view of one attrs instance; attribute names are checked at once."""
+
+    __slots__ = ("_closed", "_original", "_values")
+
+    _original: Any
+    _values: dict[str, Any]
+    _closed: bool
+
+    def __init__(self, original: Any) -> None:
+        object.__setattr__(self, "_original", original)
+        object.__setattr__(self, "_values", {})
+        object.__setattr__(self, "_closed", False)
+
+    def _names(self) -> tuple[str, ...]:
+        return tuple(f.name for f in attrs.fields(type(self._original)))
+
+    def _check(self, name: str) -> None:
+        if self._closed:
+            raise TransactionError("the transaction has ended; its draft can no longer be used")
+        if name not in self._names():
+            cls = type(self._original).__name__
+            raise AttributeError(f"{cls} has no field {name!r}")
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("__"):
+            raise AttributeError(name)
+        self._check(name)
+        values = self._values
+        if name not in values:
+            values[name] = _wrap(getattr(self._original, name))
+        return values[name]
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        self._check(name)
+        self._values[name] = value
+
+    def __repr__(self) -> str:
+        shown = ", ".join(f"{n}={getattr(self, n)!r}" for n in self._names())
+        return f"Draft[{type(self._original).__name__}]({shown})"
+
+    def _build(self) -> Any:
+        """The frozen instance with the draft's changes (the original itself if none)."""
+        changes: dict[str, Any] = {}
+        for name, value in self._values.items():
+            built = _unwrap(value)
+            if built is not getattr(self._original, name):
+                changes[name] = built
+        if not changes:
+            return self._original
+        fields = {f.name: f for f in attrs.fields(type(self._original))}
+        by_alias = {fields[name].alias: v for name, v in changes.items()}
+        return attrs.evolve(self._original, **by_alias)
+
+    def _close(self) -> None:
+        object.__setattr__(self, "_closed", True)
+        for value in self._values.values():
+            _close(value)
+
+
+class DraftList(list[Any]):
+    """A mutable copy of a tuple field; becomes a tuple again at commit."""
+
+    def __init__(self, original: tuple[Any, ...]) -> None:
+        super().__init__(_wrap(v) for v in original)
+        self.original = original
+
+
+def _wrap(value: Any) -> Any:
+    if attrs.has(type(value)):
+        return Draft(value)
+    if type(value) is tuple:
+        return DraftList(value)
+    return value
+
+
+def _unwrap(value: Any) -> Any:
+    if isinstance(value, Draft):
+        return value._build()
+    if isinstance(value, list):
+        built = tuple(_unwrap(v) for v in value)
+        original = getattr(value, "original", None)
+        if (
+            original is not None
+            and len(original) == len(built)
+            and all(a is b for a, b in zip(original, built, strict=True))
+        ):
+            return original
+        return built
+    return value
+
+
+def _close(value: Any) -> None:
+    if isinstance(value, Draft):
+        value._close()
+    elif isinstance(value, list):
+        for v in value:
+            _close(v)
+
+
+def build(draft: Draft) -> Any:
+    """The new state a draft describes."""
+    return draft._build()
+
+
+def close(draft: Draft) -> None:
+    """End a draft: later use raises TransactionError."""
+    draft._close()
