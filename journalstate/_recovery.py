@@ -238,6 +238,13 @@ def recover(
             ring, journal_size, position, window_end, epoch=base.epoch, after_seq=seq
         )
         newer_generation_seen |= any(h.generation > base.generation for h in later)
+        if not other.valid and not newer_generation_seen:
+            # The damaged slot may have been the open checkpoint of the next session, whose
+            # records carry the next epoch: finding one proves that checkpoint had completed.
+            next_session = scan_later_records(
+                ring, journal_size, position - 1, window_end, epoch=base.epoch + 1, after_seq=0
+            )
+            newer_generation_seen = any(h.generation > base.generation for h in next_session)
         if later:
             last = later[-1]
             dropped = last.position + record_size(last.length) - position

@@ -1,0 +1,830 @@
+"""The state schema: attrs class <-> fixed-size bytes, and the self-describing descriptor.
+
+What belongs here: the field markers (``U64``, ``Str(32)``, ``Array(...)``...), compiling an attrs
+class into a tree of layout nodes, encoding, decoding and diffing values with that tree, and the
+descriptor (the tree as bytes, stored in the file header) with its hostile-input decoder.
+Everything is pure: bytes in, values out. ``docs/schema.md`` is the spec; names match it.
+
+Encoding: little-endian, packed, no padding, fields in declaration order. A Str/Bytes field is a
+u32 length then ``capacity`` bytes (data, zero fill); an array is its elements back to back; a
+nested class is its fields inline. Descriptor: a pre-order tree of nodes, each a 16-byte head
+(``NODE_HEAD_FMT``) followed by the node's UTF-8 name.
+"""
+
+from __future__ import annotations
+
+import struct
+import typing
+from typing import Annotated, Any, Final, NoReturn, TypeAlias
+
+import attrs
+
+from journalstate._errors import InvalidValue, SchemaError
+
+# --- descriptor format -------------------------------------------------------------------------
+
+# kind u8, reserved u8 (0), name_len u16, offset u32 (within the enclosing struct), size u32
+# (encoded bytes), param u32 (capacity, array length or field count); the name follows.
+NODE_HEAD_FMT: Final = "<BBHIII"
+NODE_HEAD_SIZE: Final = 16
+assert struct.calcsize(NODE_HEAD_FMT) == NODE_HEAD_SIZE
+KIND_INT: Final = 1  # signed integer, size = width (1, 2, 4, 8)
+KIND_UINT: Final = 2  # unsigned integer, size = width
+KIND_FLOAT: Final = 3  # IEEE float, size 4 or 8
+KIND_BOOL: Final = 4  # one byte, 0 or 1
+KIND_BYTES: Final = 5  # u32 length + param bytes; size = 4 + param
+KIND_STR: Final = 6  # as BYTES, holding UTF-8
+KIND_ARRAY: Final = 7  # param elements; one element node (empty name) follows
+KIND_STRUCT: Final = 8  # param fields; their nodes follow in order
+MAX_DEPTH: Final = 32  # deepest node below the root
+MAX_NAME_LENGTH: Final = 255  # UTF-8 bytes in a node name
+MAX_STATE_SIZE: Final = 1 << 31  # encoded bytes of a whole state
+MAX_COUNT: Final = 1 << 31  # largest Str/Bytes capacity or array length
+
+_HEAD: Final = struct.Struct(NODE_HEAD_FMT)
+_U32: Final = struct.Struct("<I")
+_F32: Final = struct.Struct("<f")
+_F64: Final = struct.Struct("<d")
+_ZERO_PAGE: Final = memoryview(bytes(4096))
+
+# --- markers -----------------------------------------------------------------------------------
+
+
+@attrs.frozen
+class Int:
+    """Marks an int field stored in ``width`` bytes (1, 2, 4 or 8), two's complement if signed."""
+
+    width: int
+    signed: bool
+
+
+@attrs.frozen
+class Float:
+    """Marks a float field stored as IEEE f32 (``width`` 4) or f64 (``width`` 8)."""
+
+    width: int
+
+
+@attrs.frozen
+class Boolean:
+    """Marks a bool field: one byte, 0 or 1. A plain ``bool`` annotation means the same."""
+
+
+@attrs.frozen
+class Str:
+    """Marks a str field holding at most ``capacity`` bytes of UTF-8."""
+
+    capacity: int
+
+
+@attrs.frozen
+class Bytes:
+    """Marks a bytes field holding at most ``capacity`` bytes."""
+
+    capacity: int
+
+
+@attrs.frozen
+class Array:
+    """Marks a tuple field of exactly ``length`` elements, each as ``element`` says."""
+
+    element: Any
+    length: int
+
+
+U8: TypeAlias = Annotated[int, Int(1, False)]
+U16: TypeAlias = Annotated[int, Int(2, False)]
+U32: TypeAlias = Annotated[int, Int(4, False)]
+U64: TypeAlias = Annotated[int, Int(8, False)]
+I8: TypeAlias = Annotated[int, Int(1, True)]
+I16: TypeAlias = Annotated[int, Int(2, True)]
+I32: TypeAlias = Annotated[int, Int(4, True)]
+I64: TypeAlias = Annotated[int, Int(8, True)]
+F32: TypeAlias = Annotated[float, Float(4)]
+F64: TypeAlias = Annotated[float, Float(8)]
+Bool: TypeAlias = Annotated[bool, Boolean()]
+_MARKERS: Final = (Int, Float, Boolean, Str, Bytes, Array)
+
+
+def f32_round(x: float) -> float:
+    """The f32 value nearest ``x``: what an F32 field can hold. OverflowError beyond f32 range."""
+    return float(_F32.unpack(_F32.pack(x))[0])
+
+
+@attrs.frozen
+class FieldInfo:
+    """One leaf of a schema (an array is one leaf), with its offset in the encoded state."""
+
+    path: str
+    type_name: str
+    offset: int
+    size: int
+
+
+# --- the layout tree ---------------------------------------------------------------------------
+
+
+class _Bad(Exception):
+    """A value does not fit; ``parts`` collects the path, innermost first, as it propagates."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+        self.parts: list[str] = []
+
+
+def _got(value: object) -> str:
+    return f"got {type(value).__qualname__}"
+
+
+def _stored(message: str) -> NoReturn:
+    raise _Bad(f"stored value is invalid: {message}")
+
+
+class _Node:
+    """A node of the layout tree. Leaves override what they need; values are never stored."""
+
+    __slots__ = ("kind", "param", "size")
+
+    def __init__(self, kind: int, size: int, param: int = 0) -> None:
+        self.kind, self.size, self.param = kind, size, param
+
+    def type_name(self) -> str:
+        raise NotImplementedError
+
+    def encode_into(self, value: object, buf: bytearray, at: int) -> None:
+        """Validate ``value`` and write it at ``buf[at:]`` (a zero-filled buffer)."""
+        buf[at : at + self.size] = self.to_bytes(value)
+
+    def to_bytes(self, value: object) -> bytes:
+        buf = bytearray(self.size)
+        self.encode_into(value, buf, 0)
+        return bytes(buf)
+
+    def decode(self, mv: memoryview, at: int, as_dict: bool) -> object:
+        raise NotImplementedError
+
+    def diff(self, old: object, new: object, at: int, out: list[tuple[int, bytes]]) -> None:
+        """Append (offset, bytes) patches turning the image of ``old`` into that of ``new``."""
+        if new is old or (type(new) is type(old) and new == old):
+            return
+        out.append((at, self.to_bytes(new)))
+
+
+class _Int(_Node):
+    __slots__ = ("hi", "lo", "st")
+
+    def __init__(self, kind: int, size: int) -> None:
+        super().__init__(kind, size)
+        code = {1: "b", 2: "h", 4: "i", 8: "q"}[size]
+        signed = kind == KIND_INT
+        self.st = struct.Struct("<" + (code if signed else code.upper()))
+        self.lo = -(1 << (8 * size - 1)) if signed else 0
+        self.hi = (1 << (8 * size - 1 if signed else 8 * size)) - 1
+
+    def type_name(self) -> str:
+        return f"{'i' if self.kind == KIND_INT else 'u'}{8 * self.size}"
+
+    def to_bytes(self, value: object) -> bytes:
+        if type(value) is not int:
+            raise _Bad(f"expected int, {_got(value)}")
+        if not self.lo <= value <= self.hi:
+            raise _Bad(f"{value} is out of range for {self.type_name()} ({self.lo}..{self.hi})")
+        return self.st.pack(value)
+
+    def decode(self, mv: memoryview, at: int, as_dict: bool) -> object:
+        return self.st.unpack_from(mv, at)[0]
+
+
+class _Float(_Node):
+    __slots__ = ("st",)
+
+    def __init__(self, size: int) -> None:
+        super().__init__(KIND_FLOAT, size)
+        self.st = _F32 if size == 4 else _F64
+
+    def type_name(self) -> str:
+        return f"f{8 * self.size}"
+
+    def to_bytes(self, value: object) -> bytes:
+        if type(value) is not float:
+            raise _Bad(f"expected float, {_got(value)} (write 1.0, not 1)")
+        try:
+            packed = self.st.pack(value)
+        except OverflowError:
+            raise _Bad(f"{value!r} is too large for f32") from None
+        if self.size == 4 and _F64.pack(self.st.unpack(packed)[0]) != _F64.pack(value):
+            raise _Bad(f"{value!r} is not representable as f32; round it with js.f32_round(x)")
+        return packed
+
+    def decode(self, mv: memoryview, at: int, as_dict: bool) -> object:
+        return self.st.unpack_from(mv, at)[0]
+
+    def diff(self, old: object, new: object, at: int, out: list[tuple[int, bytes]]) -> None:
+        if new is old:
+            return
+        packed = self.to_bytes(new)  # equal images, not ==: 0.0 vs -0.0 differ, NaN == NaN
+        try:
+            if type(old) is float and self.st.pack(old) == packed:
+                return
+        except OverflowError:
+            pass
+        out.append((at, packed))
+
+
+class _Bool(_Node):
+    __slots__ = ()
+
+    def __init__(self) -> None:
+        super().__init__(KIND_BOOL, 1)
+
+    def type_name(self) -> str:
+        return "bool"
+
+    def to_bytes(self, value: object) -> bytes:
+        if type(value) is not bool:
+            raise _Bad(f"expected bool, {_got(value)}")
+        return b"\x01" if value else b"\x00"
+
+    def decode(self, mv: memoryview, at: int, as_dict: bool) -> object:
+        byte = mv[at]
+        if byte > 1:
+            _stored(f"bool byte is {byte}, not 0 or 1")
+        return byte == 1
+
+
+class _Blob(_Node):
+    """Str or Bytes: u32 length, then ``param`` bytes of data and zero fill."""
+
+    __slots__ = ()
+
+    def __init__(self, kind: int, capacity: int) -> None:
+        super().__init__(kind, 4 + capacity, capacity)
+
+    def type_name(self) -> str:
+        return f"{'str' if self.kind == KIND_STR else 'bytes'}[{self.param}]"
+
+    def raw(self, value: object) -> bytes:
+        if self.kind == KIND_BYTES:
+            if type(value) is not bytes:
+                raise _Bad(f"expected bytes, {_got(value)}")
+            data, unit = value, "bytes"
+        else:
+            if type(value) is not str:
+                raise _Bad(f"expected str, {_got(value)}")
+            try:
+                data, unit = value.encode(), "bytes of UTF-8"
+            except UnicodeEncodeError as exc:
+                raise _Bad(f"text cannot be encoded as UTF-8: {exc.reason}") from None
+        if len(data) > self.param:
+            raise _Bad(f"{len(data)} {unit} is more than the capacity of {self.param}")
+        return data
+
+    def encode_into(self, value: object, buf: bytearray, at: int) -> None:
+        data = self.raw(value)
+        _U32.pack_into(buf, at, len(data))
+        buf[at + 4 : at + 4 + len(data)] = data
+
+    def decode(self, mv: memoryview, at: int, as_dict: bool) -> object:
+        (n,) = _U32.unpack_from(mv, at)
+        if n > self.param:
+            _stored(f"length {n} is more than the capacity {self.param}")
+        start, end = at + 4 + n, at + self.size
+        while start < end:  # the fill must be zeros: then every image is exactly encode(value)
+            step = min(end - start, len(_ZERO_PAGE))
+            if mv[start : start + step] != _ZERO_PAGE[:step]:
+                _stored("nonzero bytes after the data")
+            start += step
+        if self.kind == KIND_BYTES:
+            return mv[at + 4 : at + 4 + n].tobytes()
+        try:
+            return str(mv[at + 4 : at + 4 + n], "utf-8")
+        except UnicodeDecodeError as exc:
+            _stored(f"not UTF-8 ({exc.reason} at byte {exc.start})")
+
+    def diff(self, old: object, new: object, at: int, out: list[tuple[int, bytes]]) -> None:
+        if new is old or (type(new) is type(old) and new == old):
+            return
+        data = self.raw(new)
+        try:
+            old_len = len(self.raw(old))
+        except _Bad:  # old is not a valid value: clear the whole capacity
+            old_len = self.param
+        # Only the data and the old data it replaces: the zero fill beyond is already zero.
+        pad = max(old_len - len(data), 0)
+        out.append((at, _U32.pack(len(data)) + data + bytes(pad)))
+
+
+class _Array(_Node):
+    __slots__ = ("element",)
+
+    def __init__(self, element: _Node, length: int) -> None:
+        super().__init__(KIND_ARRAY, length * element.size, length)
+        self.element = element
+
+    def type_name(self) -> str:
+        return f"{self.element.type_name()}[{self.param}]"
+
+    def check(self, value: object) -> tuple[object, ...]:
+        if type(value) is not tuple or len(value) != self.param:
+            got = f"a tuple of {len(value)}" if type(value) is tuple else type(value).__qualname__
+            element = self.element.type_name()
+            raise _Bad(f"expected a tuple of {self.param} {element}, got {got}")
+        return value
+
+    def encode_into(self, value: object, buf: bytearray, at: int) -> None:
+        items, step, i = self.check(value), self.element.size, 0
+        try:
+            for i, item in enumerate(items):
+                self.element.encode_into(item, buf, at + i * step)
+        except _Bad as exc:
+            exc.parts.append(f"[{i}]")
+            raise
+
+    def decode(self, mv: memoryview, at: int, as_dict: bool) -> object:
+        step, items = self.element.size, []
+        for i in range(self.param):
+            try:
+                items.append(self.element.decode(mv, at + i * step, as_dict))
+            except _Bad as exc:
+                exc.parts.append(f"[{i}]")
+                raise
+        return tuple(items)
+
+    def diff(self, old: object, new: object, at: int, out: list[tuple[int, bytes]]) -> None:
+        if new is old:
+            return
+        items = self.check(new)
+        if type(old) is not tuple or len(old) != self.param:
+            out.append((at, self.to_bytes(new)))
+            return
+        step, i = self.element.size, 0
+        try:
+            for i, (was, item) in enumerate(zip(old, items, strict=True)):
+                if was is not item:
+                    self.element.diff(was, item, at + i * step, out)
+        except _Bad as exc:
+            exc.parts.append(f"[{i}]")
+            raise
+
+
+_Member: TypeAlias = tuple[str, str, int, _Node]  # attribute name, __init__ name, offset, node
+
+
+class _Struct(_Node):
+    """A struct: its fields inline. ``cls`` is None for a schema read from a descriptor."""
+
+    __slots__ = ("cls", "label", "members")
+
+    def __init__(self, cls: type | None, label: str | None, members: list[_Member]) -> None:
+        super().__init__(KIND_STRUCT, sum(m[3].size for m in members), len(members))
+        self.cls, self.label, self.members = cls, label, tuple(members)
+
+    def type_name(self) -> str:
+        return self.label or "struct"
+
+    def check(self, value: object) -> None:
+        if type(value) is not self.cls:
+            raise _Bad(f"expected {self.type_name()}, {_got(value)}")
+
+    def encode_into(self, value: object, buf: bytearray, at: int) -> None:
+        self.check(value)
+        name = ""
+        try:
+            for name, _, offset, node in self.members:
+                node.encode_into(getattr(value, name), buf, at + offset)
+        except _Bad as exc:
+            exc.parts.append(name)
+            raise
+
+    def decode(self, mv: memoryview, at: int, as_dict: bool) -> object:
+        values: dict[str, object] = {}
+        for name, alias, offset, node in self.members:
+            try:
+                values[name if as_dict else alias] = node.decode(mv, at + offset, as_dict)
+            except _Bad as exc:
+                exc.parts.append(name)
+                raise
+        if as_dict or self.cls is None:
+            return values
+        try:
+            return self.cls(**values)
+        except Exception as exc:  # the class's own validators: report it as damage, like the rest
+            _stored(f"{self.type_name()} rejected the stored fields: {exc}")
+
+    def diff(self, old: object, new: object, at: int, out: list[tuple[int, bytes]]) -> None:
+        if new is old:
+            return
+        self.check(new)
+        if type(old) is not self.cls:
+            out.append((at, self.to_bytes(new)))
+            return
+        name = ""
+        try:
+            for name, _, offset, node in self.members:
+                was, value = getattr(old, name), getattr(new, name)
+                if was is not value:  # attrs.evolve keeps unchanged fields by reference
+                    node.diff(was, value, at + offset, out)
+        except _Bad as exc:
+            exc.parts.append(name)
+            raise
+
+
+def _invalid(exc: _Bad) -> InvalidValue:
+    path = ""
+    for part in reversed(exc.parts):
+        path += part if part.startswith("[") or not path else "." + part
+    return InvalidValue(path or "<root>", exc.message)
+
+
+def _leaves(node: _Node, path: str, at: int, out: list[FieldInfo]) -> list[FieldInfo]:
+    if isinstance(node, _Struct):
+        for name, _, offset, child in node.members:
+            _leaves(child, f"{path}.{name}" if path else name, at + offset, out)
+    else:
+        out.append(FieldInfo(path, node.type_name(), at, node.size))
+    return out
+
+
+def _emit(node: _Node, name: str, offset: int, out: list[bytes]) -> list[bytes]:
+    raw = name.encode()
+    out.append(_HEAD.pack(node.kind, 0, len(raw), offset, node.size, node.param) + raw)
+    if isinstance(node, _Array):
+        element = node.element
+        _emit(element, (element.label or "") if isinstance(element, _Struct) else "", 0, out)
+    elif isinstance(node, _Struct):
+        for field_name, _, field_offset, child in node.members:
+            _emit(child, field_name, field_offset, out)
+    return out
+
+
+# --- schemas -----------------------------------------------------------------------------------
+
+
+class _Layout:
+    """What a class schema and a schema read from a file share."""
+
+    def __init__(self, root: _Struct, descriptor: bytes) -> None:
+        self._root = root
+        self._fields = _leaves(root, "", 0, [])
+        self.size: int = root.size
+        self.descriptor: bytes = descriptor
+        self.root_name: str = root.type_name()
+
+    def fields(self) -> list[FieldInfo]:
+        """The leaves in offset order; an array is one leaf, nested structs are flattened."""
+        return list(self._fields)
+
+    def _decode(self, data: bytes | bytearray | memoryview, as_dict: bool) -> object:
+        with memoryview(data) as view, view.cast("B") as mv:
+            try:
+                if mv.nbytes != self.size:
+                    _stored(f"expected {self.size} bytes, got {mv.nbytes}")
+                return self._root.decode(mv, 0, as_dict)
+            except _Bad as exc:
+                raise _invalid(exc) from None
+
+    def decode_dict(self, data: bytes | bytearray | memoryview) -> dict[str, object]:
+        """Decode a state image into nested dicts, tuples and plain values.
+
+        Raises:
+            InvalidValue: the bytes do not form a valid value ("stored value is invalid: ...").
+        """
+        result = self._decode(data, True)
+        assert isinstance(result, dict)
+        return result
+
+
+class Schema(_Layout):
+    """A compiled attrs class: encodes, decodes and diffs its instances. Use compile_schema()."""
+
+    def __init__(self, cls: type, root: _Struct) -> None:
+        super().__init__(root, b"".join(_emit(root, root.type_name(), 0, [])))
+        self.cls: type = cls
+
+    def __repr__(self) -> str:
+        return f"<Schema {self.cls.__qualname__}: {self.size} bytes>"
+
+    def default(self) -> object:
+        """``cls()``: the initial state when none is given.
+
+        Raises:
+            SchemaError: some field has no default.
+        """
+        missing = [f.name for f in attrs.fields(self.cls) if f.default is attrs.NOTHING]
+        if missing:
+            raise SchemaError(
+                f"{self.cls.__qualname__} has fields without a default ({', '.join(missing)}); "
+                "give initial=... or add defaults"
+            )
+        return self.cls()
+
+    def encode(self, value: object) -> bytes:
+        """The full state image of ``value``.
+
+        Raises:
+            InvalidValue: some field does not fit; ``field`` is its path ("inner.x", "hist[2]").
+        """
+        buf = bytearray(self.size)
+        try:
+            self._root.encode_into(value, buf, 0)
+        except _Bad as exc:
+            raise _invalid(exc) from None
+        return bytes(buf)
+
+    def decode(self, data: bytes | bytearray | memoryview) -> object:
+        """An instance of ``cls`` from a state image of exactly ``size`` bytes.
+
+        Raises:
+            InvalidValue: the bytes do not form a valid value ("stored value is invalid: ...").
+        """
+        return self._decode(data, False)
+
+    def diff(self, old: object, new: object) -> list[tuple[int, bytes]]:
+        """Patches (state offset, bytes), in offset order, turning encode(old) into encode(new).
+
+        The commit hot path: costs O(changed), comparing fields by identity first, and validates
+        only the leaves that changed. ``old`` must be a value this schema encoded or decoded.
+        Adjacent patches are merged. ``diff(x, x) == []``.
+
+        Raises:
+            InvalidValue: a changed leaf does not fit, or ``new`` is not exactly a ``cls``.
+        """
+        out: list[tuple[int, bytes]] = []
+        try:
+            self._root.diff(old, new, 0, out)
+        except _Bad as exc:
+            raise _invalid(exc) from None
+        merged: list[tuple[int, bytes]] = []
+        for offset, data in out:
+            if merged and merged[-1][0] + len(merged[-1][1]) == offset:
+                merged[-1] = (merged[-1][0], merged[-1][1] + data)
+            else:
+                merged.append((offset, data))
+        return merged
+
+
+class DynamicSchema(_Layout):
+    """A schema read from a descriptor, with no class: decodes states into dicts."""
+
+    def __repr__(self) -> str:
+        return f"<DynamicSchema {self.root_name}: {self.size} bytes>"
+
+
+# --- compiling classes -------------------------------------------------------------------------
+
+_compiled: dict[type, Schema] = {}
+_INT_HELP: Final = "use js.U64, js.I64, js.U32, js.I32, js.U16, js.I16, js.U8 or js.I8"
+
+
+def compile_schema(cls: type) -> Schema:
+    """The (cached) schema of an attrs class.
+
+    Raises:
+        SchemaError: the class cannot be stored; the message names the field and the fix.
+    """
+    if not (isinstance(cls, type) and attrs.has(cls)):
+        raise SchemaError(f"{cls!r} is not an attrs class; decorate it with @attrs.frozen")
+    schema = _compiled.get(cls)
+    if schema is None:
+        root = _struct_node(cls, "", 0, ())
+        if root.size > MAX_STATE_SIZE:
+            raise SchemaError(f"{cls.__qualname__} is {root.size} bytes; at most 2**31")
+        schema = _compiled[cls] = Schema(cls, root)
+    return schema
+
+
+def _label(cls: type) -> str:
+    return cls.__qualname__.encode()[:MAX_NAME_LENGTH].decode(errors="ignore")
+
+
+def _struct_node(cls: type, path: str, depth: int, seen: tuple[type, ...]) -> _Struct:
+    where = f"field {path!r}: " if path else ""
+    if cls in seen:
+        raise SchemaError(f"{where}{cls.__qualname__} contains itself; it has no fixed size")
+    try:
+        hints = typing.get_type_hints(cls, include_extras=True)
+    except Exception as exc:  # NameError and friends from unresolvable string annotations
+        msg = f"{where}cannot resolve the annotations of {cls.__qualname__}: {exc}"
+        raise SchemaError(msg) from exc
+    members: list[_Member] = []
+    offset = 0
+    for f in attrs.fields(cls):
+        sub = f"{path}.{f.name}" if path else f.name
+        if not f.init:
+            raise SchemaError(f"field {sub!r}: init=False fields cannot be rebuilt when decoding")
+        if len(f.name.encode()) > MAX_NAME_LENGTH:
+            raise SchemaError(f"field {sub!r}: names are limited to {MAX_NAME_LENGTH} bytes")
+        node = _node_for(hints.get(f.name, f.type), sub, depth + 1, (*seen, cls))
+        members.append((f.name, f.alias or f.name, offset, node))
+        offset += node.size
+    if not members:
+        raise SchemaError(f"{where}{cls.__qualname__} has no fields; a state needs at least one")
+    return _Struct(cls, _label(cls), members)
+
+
+def _count(value: object, what: str, where: str) -> int:
+    if type(value) is not int or not 1 <= value <= MAX_COUNT:
+        raise SchemaError(f"{where}: {what} must be an int from 1 to 2**31, not {value!r}")
+    return value
+
+
+def _node_for(ann: Any, path: str, depth: int, seen: tuple[type, ...]) -> _Node:
+    where = f"field {path!r}"
+    if depth > MAX_DEPTH:
+        raise SchemaError(f"{where}: nested deeper than {MAX_DEPTH} levels")
+    base, marks = ann, []
+    if typing.get_origin(ann) is Annotated:
+        base, *meta = typing.get_args(ann)
+        marks = [m for m in meta if isinstance(m, _MARKERS)]
+    if len(marks) > 1:
+        raise SchemaError(f"{where}: several journalstate markers ({marks}); keep one")
+    if marks:
+        mark = marks[0]
+        wanted = tuple if isinstance(mark, Array) else _MARKER_TYPES[type(mark)]
+        if (typing.get_origin(base) or base) is not wanted:
+            raise SchemaError(f"{where}: {type(mark).__name__} marks a {wanted.__name__} field")
+        if isinstance(mark, Int) and mark.width in (1, 2, 4, 8) and type(mark.signed) is bool:
+            return _Int(KIND_INT if mark.signed else KIND_UINT, mark.width)
+        if isinstance(mark, Float) and mark.width in (4, 8):
+            return _Float(mark.width)
+        if isinstance(mark, Boolean):
+            return _Bool()
+        if isinstance(mark, Str | Bytes):
+            kind = KIND_STR if isinstance(mark, Str) else KIND_BYTES
+            return _Blob(kind, _count(mark.capacity, "the capacity", where))
+        if isinstance(mark, Array):
+            length = _count(mark.length, "the array length", where)
+            return _Array(_node_for(mark.element, path + "[]", depth + 1, seen), length)
+        raise SchemaError(f"{where}: invalid marker {mark!r}; use js.U8 ... js.I64, js.F32, js.F64")
+    if base is bool:
+        return _Bool()
+    if typing.get_origin(base) is None and isinstance(base, type) and attrs.has(base):
+        return _struct_node(base, path, depth, seen)
+    raise SchemaError(f"{where}: {_advice(base)}")
+
+
+_MARKER_TYPES: Final[dict[type, type]] = {
+    Int: int,
+    Float: float,
+    Boolean: bool,
+    Str: str,
+    Bytes: bytes,
+}
+
+
+def _advice(base: Any) -> str:
+    if base is None:
+        return "no type annotation; annotate it, e.g. js.U64"
+    if base is int:
+        return f"plain int has no fixed size; {_INT_HELP}"
+    if base is float:
+        return "plain float has no fixed size; use js.F64 or js.F32"
+    if base is str:
+        return "str needs a capacity; use Annotated[str, js.Str(capacity_in_utf8_bytes)]"
+    if base is bytes:
+        return "bytes needs a capacity; use Annotated[bytes, js.Bytes(capacity)]"
+    if (typing.get_origin(base) or base) in (tuple, list):
+        return "arrays are fixed-length tuples; use Annotated[tuple[T, ...], js.Array(T, length)]"
+    if isinstance(base, type):
+        return f"{base.__qualname__} is not an attrs class; decorate it with @attrs.frozen"
+    return f"unsupported annotation {base!r}; use js.U64, js.F64, js.Bool, Str, Bytes, Array"
+
+
+# --- reading descriptors -----------------------------------------------------------------------
+
+
+class _Parser:
+    """Reads a descriptor that may be hostile: every length and count is checked before use."""
+
+    def __init__(self, data: bytes) -> None:
+        self.data, self.pos = data, 0
+
+    def fail(self, at: int, message: str) -> NoReturn:
+        raise ValueError(f"schema descriptor: node at byte {at}: {message}")
+
+    def node(self, depth: int, role: str) -> tuple[str, int, _Node]:
+        """Parse the node at ``pos``; ``role`` is "root", "field" or "element"."""
+        at, data = self.pos, self.data
+        if depth > MAX_DEPTH:
+            self.fail(at, f"nested deeper than {MAX_DEPTH} levels")
+        if at + NODE_HEAD_SIZE > len(data):
+            self.fail(at, "truncated node head")
+        kind, reserved, name_len, offset, size, param = _HEAD.unpack_from(data, at)
+        end = at + NODE_HEAD_SIZE + name_len
+        if reserved or name_len > MAX_NAME_LENGTH or end > len(data):
+            self.fail(at, f"bad head (reserved {reserved}, name length {name_len})")
+        try:
+            name = data[at + NODE_HEAD_SIZE : end].decode()
+        except UnicodeDecodeError:
+            self.fail(at, "name is not UTF-8")
+        self.pos = end
+        if role == "field" and not name.isidentifier():
+            self.fail(at, f"field name {name!r} is not an identifier")
+        if role != "field" and (offset or (name and kind != KIND_STRUCT)):
+            self.fail(at, f"{role} node must have offset 0 and no name unless a struct")
+        if size > MAX_STATE_SIZE:
+            self.fail(at, f"size {size} is more than 2**31")
+        node: _Node
+        if kind in (KIND_INT, KIND_UINT, KIND_FLOAT, KIND_BOOL):
+            widths = {KIND_FLOAT: (4, 8), KIND_BOOL: (1,)}.get(kind, (1, 2, 4, 8))
+            if size not in widths or param:
+                self.fail(at, f"kind {kind} with size {size} and param {param}")
+            is_float, is_bool = kind == KIND_FLOAT, kind == KIND_BOOL
+            node = _Float(size) if is_float else _Bool() if is_bool else _Int(kind, size)
+        elif kind in (KIND_BYTES, KIND_STR):
+            if param < 1 or size != 4 + param:
+                self.fail(at, f"capacity {param} with size {size}")
+            node = _Blob(kind, param)
+        elif kind == KIND_ARRAY:
+            if param < 1:
+                self.fail(at, "array of length 0")
+            element = self.node(depth + 1, "element")[2]
+            if size != param * element.size:
+                self.fail(at, f"size {size} is not {param} x {element.size}")
+            node = _Array(element, param)
+        elif kind == KIND_STRUCT:
+            node = self.struct(at, depth, size, param, None if role == "field" else name)
+        else:
+            self.fail(at, f"unknown kind {kind}")
+        return name, offset, node
+
+    def struct(self, at: int, depth: int, size: int, count: int, label: str | None) -> _Struct:
+        if not 1 <= count <= (len(self.data) - self.pos) // NODE_HEAD_SIZE:
+            self.fail(at, f"struct with {count} fields in {len(self.data) - self.pos} bytes")
+        members: list[_Member] = []
+        names: set[str] = set()
+        expected = 0
+        for _ in range(count):
+            field_at = self.pos
+            name, offset, child = self.node(depth + 1, "field")
+            if name in names or offset != expected:
+                self.fail(field_at, f"field {name!r} repeated or not at offset {expected}")
+            names.add(name)
+            members.append((name, name, offset, child))
+            expected += child.size
+        if size != expected:
+            self.fail(at, f"struct size {size} is not the sum of its fields, {expected}")
+        return _Struct(None, label, members)
+
+
+def decode_descriptor(data: bytes | bytearray | memoryview) -> DynamicSchema:
+    """Read a descriptor (from a file that may be damaged) into a schema without a class.
+
+    Raises:
+        ValueError: the descriptor is malformed; the message gives the byte offset.
+    """
+    raw = bytes(data)
+    parser = _Parser(raw)
+    _, _, root = parser.node(0, "root")
+    if not isinstance(root, _Struct):
+        parser.fail(0, f"the root is kind {root.kind}, not a struct")
+    if parser.pos != len(raw):
+        parser.fail(parser.pos, f"{len(raw) - parser.pos} trailing bytes after the root")
+    return DynamicSchema(root, raw)
+
+
+def compare_descriptors(expected: bytes, found: bytes) -> list[str]:
+    """Differences between two layouts by field path; empty means identical (names of structs,
+    hence class renames, are ignored).
+
+    Raises:
+        ValueError: ``expected`` (the caller's own schema) is malformed.
+    """
+    want = decode_descriptor(expected)._root
+    try:
+        have = decode_descriptor(found)._root
+    except ValueError as exc:
+        return [f"root: the file's schema descriptor cannot be read ({exc})"]
+    out: list[str] = []
+    _compare(want, have, "", out)
+    return out
+
+
+def _compare(want: _Node, have: _Node, path: str, out: list[str]) -> None:
+    label = f"field {path!r}" if path else "root"
+    same = (want.kind, want.size, want.param) == (have.kind, have.size, have.param)
+    if want.kind != have.kind or (not same and not isinstance(want, _Struct)):
+        out.append(f"{label}: file has {have.type_name()}, schema has {want.type_name()}")
+    elif isinstance(want, _Array) and isinstance(have, _Array):
+        _compare(want.element, have.element, path + "[]", out)
+    elif isinstance(want, _Struct) and isinstance(have, _Struct):
+        before = len(out)
+        ours = {m[0]: m for m in want.members}
+        theirs = {m[0]: m for m in have.members}
+        sub = {name: f"{path}.{name}" if path else name for name in {*ours, *theirs}}
+        for name in ours:
+            if name not in theirs:
+                out.append(f"field {sub[name]!r}: in the schema, not in the file")
+        for name in theirs:
+            if name not in ours:
+                out.append(f"field {sub[name]!r}: in the file, not in the schema")
+        for name, _, _, node in want.members:
+            if name in theirs:
+                _compare(node, theirs[name][3], sub[name], out)
+        if len(out) == before:  # same fields and types, so only the order can differ
+            out += [
+                f"field {sub[n]!r}: at offset {theirs[n][2]} in the file, {m[2]} in the schema"
+                for n, m in ours.items()
+                if theirs[n][2] != m[2]
+            ]
