@@ -634,7 +634,9 @@ def _node_for(ann: Any, path: str, depth: int, seen: tuple[type, ...]) -> _Node:
     if depth > MAX_DEPTH:
         raise SchemaError(f"{where}: nested deeper than {MAX_DEPTH} levels")
     base, marks = ann, []
-    if typing.get_origin(ann) is Annotated:
+    if isinstance(ann, _MARKERS):  # a bare marker, handy for elements: Array(Str(8), 4)
+        base, marks = tuple if isinstance(ann, Array) else _MARKER_TYPES[type(ann)], [ann]
+    elif typing.get_origin(ann) is Annotated:
         base, *meta = typing.get_args(ann)
         marks = [m for m in meta if isinstance(m, _MARKERS)]
     if len(marks) > 1:

@@ -9,7 +9,7 @@ makes a new value that keeps some of ``old``'s parts by reference, as ``attrs.ev
 from __future__ import annotations
 
 import itertools
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import attrs
 from hypothesis import strategies as st
@@ -82,7 +82,7 @@ def _values(node: s._Node, allow_nan: bool) -> st.SearchStrategy[Any]:
     if isinstance(node, s._Int):
         return st.integers(node.lo, node.hi)
     if isinstance(node, s._Float):
-        width = 32 if node.size == 4 else 64
+        width: Literal[32, 64] = 32 if node.size == 4 else 64
         return st.floats(width=width, allow_nan=allow_nan).map(
             s.f32_round if width == 32 else float
         )
@@ -123,7 +123,10 @@ def _evolved(draw: st.DrawFn, node: s._Node, old: Any) -> Any:
         return tuple(draw(_evolved(node.element, item)) for item in old)
     assert node.cls is not None
     return node.cls(
-        **{alias: draw(_evolved(child, getattr(old, name))) for name, alias, _, child in node.members}
+        **{
+            alias: draw(_evolved(child, getattr(old, name)))
+            for name, alias, _, child in node.members
+        }
     )
 
 

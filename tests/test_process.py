@@ -1,0 +1,138 @@
+"""Real process death: children killed mid-stream lose nothing they acknowledged."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+import journalstate as js
+from tests.conftest import Progress
+
+ROOT = Path(__file__).resolve().parent.parent
+
+# The child commits Progress(step=i, ...) for i = 1, 2, ... and prints i once commit() returned:
+# a printed number is an acknowledged commit.
+CHILD = textwrap.dedent(
+    """
+    import os, sys
+    sys.path.insert(0, {root!r})
+    import journalstate as js
+    from tests.test_process import expected
+    from tests.conftest import Progress
+    path, mode, journal, abort_at = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+    store = js.open(path, Progress, durability=mode, journal_size=journal)
+    start = store.state.step
+    print("ready", start, flush=True)
+    i = start
+    while True:
+        i += 1
+        store.commit(expected(i))
+        print(i, flush=True)
+        if i == abort_at:
+            os.abort()
+    """
+).format(root=str(ROOT))
+
+
+def expected(step: int) -> Progress:
+    """The state committed at ``step``: every field derived from it, so a mix is detectable."""
+    return Progress(
+        step=step,
+        loss=step * 0.5,
+        label=f"s{step}",
+        blob=bytes([step % 251]) * (step % 97 * 30),
+    )
+
+
+def run_child(path: Path, mode: str, journal: int, stop_after: int, abort_at: int = 0) -> int:
+    """Run a committing child; SIGKILL it after ``stop_after`` acks. Returns the last ack."""
+    proc = subprocess.Popen(
+        [sys.executable, "-c", CHILD, str(path), mode, str(journal), str(abort_at)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout is not None
+    ready = proc.stdout.readline().split()
+    assert ready[:1] == ["ready"], proc.stderr.read() if proc.stderr else ""
+    start = int(ready[1])
+    last = start
+    for line in proc.stdout:
+        last = int(line)
+        if last - start >= stop_after:
+            os.kill(proc.pid, signal.SIGKILL)
+            break
+    rest, _ = proc.communicate(timeout=60)
+    for line in rest.split():
+        last = int(line)  # printed before the kill: acknowledged too
+    return last
+
+
+@pytest.mark.parametrize("mode", ["commit", "interval", "process"])
+@pytest.mark.parametrize("journal", [4096, 1 << 16])
+def test_sigkill_loses_nothing_acknowledged(tmp_path: Path, mode: str, journal: int) -> None:
+    """After SIGKILL at a random instant the state is exactly the last or the in-flight commit."""
+    rng = random.Random(f"{mode}-{journal}")
+    path = tmp_path / "kill.jst"
+    kills = 0
+    for _ in range(3):
+        last = run_child(path, mode, journal, stop_after=rng.randrange(5, 300))
+        kills += 1
+        with js.open(path, Progress, readonly=True) as store:
+            step = store.state.step
+            assert last <= step <= last + 1
+            assert store.state == expected(step)
+            assert not store.recovery.corruption
+    print(f"{kills} kills in {mode} mode, journal {journal}")
+
+
+def test_abort_loses_nothing_acknowledged(tmp_path: Path) -> None:
+    """SIGABRT (os.abort) right after a commit loses nothing."""
+    path = tmp_path / "abort.jst"
+    last = run_child(path, "process", 4096, stop_after=10_000, abort_at=57)
+    assert last == 57
+    with js.open(path, Progress) as store:
+        assert store.state == expected(57)
+
+
+LOCK_HOLDER = textwrap.dedent(
+    """
+    import sys, time
+    sys.path.insert(0, {root!r})
+    import journalstate as js
+    from tests.conftest import Progress
+    store = js.open(sys.argv[1], Progress)
+    print("locked", flush=True)
+    time.sleep(60)
+    """
+).format(root=str(ROOT))
+
+
+def test_lock_held_by_another_process(tmp_path: Path) -> None:
+    """A writer in another process makes open() raise StoreLocked naming its pid."""
+    path = tmp_path / "locked.jst"
+    proc = subprocess.Popen(
+        [sys.executable, "-c", LOCK_HOLDER, str(path)], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert proc.stdout is not None
+        assert proc.stdout.readline().strip() == "locked"
+        with pytest.raises(js.StoreLocked) as info:
+            js.open(path, Progress)
+        assert info.value.holder_pid == proc.pid
+        with pytest.raises(js.StoreLocked):
+            js.open(path, Progress, lock_timeout=0.2)
+        with js.open(path, Progress, readonly=True) as store:
+            assert store.state == Progress()
+    finally:
+        proc.kill()
+        proc.communicate()
+    with js.open(path, Progress) as store:  # the lock died with its holder
+        assert store.state == Progress()
