@@ -69,7 +69,8 @@ def run_child(path: Path, mode: str, journal: int, stop_after: int, abort_at: in
         if last - start >= stop_after:
             os.kill(proc.pid, signal.SIGKILL)
             break
-    rest, _ = proc.communicate(timeout=60)
+    rest = proc.stdout.read()  # drains what the line reader buffered, then the pipe
+    proc.communicate(timeout=60)
     for line in rest.split():
         last = int(line)  # printed before the kill: acknowledged too
     return last
