@@ -50,7 +50,7 @@ _ZERO_PAGE: Final = memoryview(bytes(4096))
 # --- markers -----------------------------------------------------------------------------------
 
 
-@attrs.frozen
+@attrs.frozen(eq=False)  # identity: typing caches Annotated[...] by ==
 class Int:
     """Marks an int field stored in ``width`` bytes (1, 2, 4 or 8), two's complement if signed."""
 
@@ -58,33 +58,33 @@ class Int:
     signed: bool
 
 
-@attrs.frozen
+@attrs.frozen(eq=False)
 class Float:
     """Marks a float field stored as IEEE f32 (``width`` 4) or f64 (``width`` 8)."""
 
     width: int
 
 
-@attrs.frozen
+@attrs.frozen(eq=False)
 class Boolean:
     """Marks a bool field: one byte, 0 or 1. A plain ``bool`` annotation means the same."""
 
 
-@attrs.frozen
+@attrs.frozen(eq=False)
 class Str:
     """Marks a str field holding at most ``capacity`` bytes of UTF-8."""
 
     capacity: int
 
 
-@attrs.frozen
+@attrs.frozen(eq=False)
 class Bytes:
     """Marks a bytes field holding at most ``capacity`` bytes."""
 
     capacity: int
 
 
-@attrs.frozen
+@attrs.frozen(eq=False)
 class Array:
     """Marks a tuple field of exactly ``length`` elements, each as ``element`` says."""
 
@@ -714,8 +714,10 @@ class _Parser:
             self.fail(at, "truncated node head")
         kind, reserved, name_len, offset, size, param = _HEAD.unpack_from(data, at)
         end = at + NODE_HEAD_SIZE + name_len
-        if reserved or name_len > MAX_NAME_LENGTH or end > len(data):
-            self.fail(at, f"bad head (reserved {reserved}, name length {name_len})")
+        if reserved or name_len > MAX_NAME_LENGTH:
+            self.fail(at, f"reserved byte is {reserved}, name length is {name_len} (at most 255)")
+        if end > len(data):
+            self.fail(at, "truncated: the name runs past the end")
         try:
             name = data[at + NODE_HEAD_SIZE : end].decode()
         except UnicodeDecodeError:
@@ -804,12 +806,13 @@ def compare_descriptors(expected: bytes, found: bytes) -> list[str]:
 
 
 def _compare(want: _Node, have: _Node, path: str, out: list[str]) -> None:
-    label = f"field {path!r}" if path else "root"
-    same = (want.kind, want.size, want.param) == (have.kind, have.size, have.param)
-    if want.kind != have.kind or (not same and not isinstance(want, _Struct)):
-        out.append(f"{label}: file has {have.type_name()}, schema has {want.type_name()}")
-    elif isinstance(want, _Array) and isinstance(have, _Array):
+    if isinstance(want, _Array) and isinstance(have, _Array) and want.param == have.param:
         _compare(want.element, have.element, path + "[]", out)
+    elif (want.kind, want.size, want.param) != (have.kind, have.size, have.param) and not (
+        isinstance(want, _Struct) and isinstance(have, _Struct)
+    ):
+        label = f"field {path!r}" if path else "root"
+        out.append(f"{label}: file has {have.type_name()}, schema has {want.type_name()}")
     elif isinstance(want, _Struct) and isinstance(have, _Struct):
         before = len(out)
         ours = {m[0]: m for m in want.members}

@@ -495,8 +495,8 @@ DEEP = (
         (root(1, 1, node(9, b"a")), "node at byte 17: unknown kind 9"),
         (root(1, 1, U8_NODE)[:-1], "truncated"),
         (root(1, 1, U8_NODE) + b"\x00", "1 trailing bytes"),
-        (U8_NODE, "not a struct"),
-        (root(1, 1, U8_NODE).replace(b"\x02\x00", b"\x02\x01", 1), "reserved 1"),
+        (node(s.KIND_UINT), "not a struct"),
+        (root(1, 1, U8_NODE).replace(b"\x02\x00", b"\x02\x01", 1), "reserved byte is 1"),
         (root(1, 1, node(s.KIND_UINT, b"\xff")), "not UTF-8"),
         (root(1, 1, node(s.KIND_UINT, b"a.b")), "not an identifier"),
         (root(2, 2, U8_NODE, U8_NODE), "repeated"),
@@ -573,7 +573,9 @@ def test_compare_descriptors() -> None:
 
 def test_compare_nested_paths() -> None:
     """Nested differences give the path, with [] for an array's elements."""
-    wider = attrs.make_class("Inner", {"x": field(type=s.I64, default=0), "ok": bool})
+    wider = attrs.make_class(
+        "Inner", {"x": field(type=s.I64, default=0), "ok": field(type=bool, default=False)}
+    )
     outer = attrs.make_class(
         "Outer",
         {
