@@ -1,14 +1,9 @@
-"""The state schema: attrs class <-> fixed-size bytes, and the self-describing descriptor.
+"""The state schema: attrs class <-> fixed-size bytes, and the descriptor that describes it.
 
 What belongs here: the field markers (``U64``, ``Str(32)``, ``Array(...)``...), compiling an attrs
 class into a tree of layout nodes, encoding, decoding and diffing values with that tree, and the
-descriptor (the tree as bytes, stored in the file header) with its hostile-input decoder.
+descriptor (the same tree as bytes, stored in the file header) with its hostile-input decoder.
 Everything is pure: bytes in, values out. ``docs/schema.md`` is the spec; names match it.
-
-Encoding: little-endian, packed, no padding, fields in declaration order. A Str/Bytes field is a
-u32 length then ``capacity`` bytes (data, zero fill); an array is its elements back to back; a
-nested class is its fields inline. Descriptor: a pre-order tree of nodes, each a 16-byte head
-(``NODE_HEAD_FMT``) followed by the node's UTF-8 name.
 """
 
 from __future__ import annotations
@@ -24,7 +19,7 @@ from journalstate._errors import InvalidValue, SchemaError
 # --- descriptor format -------------------------------------------------------------------------
 
 # kind u8, reserved u8 (0), name_len u16, offset u32 (within the enclosing struct), size u32
-# (encoded bytes), param u32 (capacity, array length or field count); the name follows.
+# (encoded bytes), param u32 (capacity, array length or field count); then name_len name bytes.
 NODE_HEAD_FMT: Final = "<BBHIII"
 NODE_HEAD_SIZE: Final = 16
 assert struct.calcsize(NODE_HEAD_FMT) == NODE_HEAD_SIZE
@@ -34,7 +29,7 @@ KIND_FLOAT: Final = 3  # IEEE float, size 4 or 8
 KIND_BOOL: Final = 4  # one byte, 0 or 1
 KIND_BYTES: Final = 5  # u32 length + param bytes; size = 4 + param
 KIND_STR: Final = 6  # as BYTES, holding UTF-8
-KIND_ARRAY: Final = 7  # param elements; one element node (empty name) follows
+KIND_ARRAY: Final = 7  # param elements; one element node follows
 KIND_STRUCT: Final = 8  # param fields; their nodes follow in order
 MAX_DEPTH: Final = 32  # deepest node below the root
 MAX_NAME_LENGTH: Final = 255  # UTF-8 bytes in a node name
@@ -47,10 +42,10 @@ _F32: Final = struct.Struct("<f")
 _F64: Final = struct.Struct("<d")
 _ZERO_PAGE: Final = memoryview(bytes(4096))
 
-# --- markers -----------------------------------------------------------------------------------
+# --- markers (eq=False: typing caches Annotated[...] by ==, and Str(1) == Str(True)) -----------
 
 
-@attrs.frozen(eq=False)  # identity: typing caches Annotated[...] by ==
+@attrs.frozen(eq=False)
 class Int:
     """Marks an int field stored in ``width`` bytes (1, 2, 4 or 8), two's complement if signed."""
 
@@ -104,6 +99,14 @@ F32: TypeAlias = Annotated[float, Float(4)]
 F64: TypeAlias = Annotated[float, Float(8)]
 Bool: TypeAlias = Annotated[bool, Boolean()]
 _MARKERS: Final = (Int, Float, Boolean, Str, Bytes, Array)
+_MARKED: Final[dict[type, type]] = {
+    Int: int,
+    Float: float,
+    Boolean: bool,
+    Str: str,
+    Bytes: bytes,
+    Array: tuple,
+}
 
 
 def f32_round(x: float) -> float:
@@ -122,6 +125,8 @@ class FieldInfo:
 
 
 # --- the layout tree ---------------------------------------------------------------------------
+
+Patches: TypeAlias = list[tuple[int, bytes]]  # (state offset, new bytes), in offset order
 
 
 class _Bad(Exception):
@@ -142,7 +147,7 @@ def _stored(message: str) -> NoReturn:
 
 
 class _Node:
-    """A node of the layout tree. Leaves override what they need; values are never stored."""
+    """A node of the layout tree; it knows a layout, never a value."""
 
     __slots__ = ("kind", "param", "size")
 
@@ -153,7 +158,7 @@ class _Node:
         raise NotImplementedError
 
     def encode_into(self, value: object, buf: bytearray, at: int) -> None:
-        """Validate ``value`` and write it at ``buf[at:]`` (a zero-filled buffer)."""
+        """Validate ``value`` and write it at ``buf[at:]``, a zero-filled buffer."""
         buf[at : at + self.size] = self.to_bytes(value)
 
     def to_bytes(self, value: object) -> bytes:
@@ -164,51 +169,44 @@ class _Node:
     def decode(self, mv: memoryview, at: int, as_dict: bool) -> object:
         raise NotImplementedError
 
-    def diff(self, old: object, new: object, at: int, out: list[tuple[int, bytes]]) -> None:
-        """Append (offset, bytes) patches turning the image of ``old`` into that of ``new``."""
-        if new is old or (type(new) is type(old) and new == old):
-            return
-        out.append((at, self.to_bytes(new)))
+    def diff(self, old: object, new: object, at: int, out: Patches) -> None:
+        """Append the patches turning the image of valid ``old`` into the image of ``new``."""
+        raise NotImplementedError
 
 
-class _Int(_Node):
-    __slots__ = ("hi", "lo", "st")
+class _Scalar(_Node):
+    """An int, float or bool leaf: one struct format, one Python type, a range for ints."""
+
+    __slots__ = ("hi", "lo", "pytype", "st")
+    pytype: type
 
     def __init__(self, kind: int, size: int) -> None:
         super().__init__(kind, size)
-        code = {1: "b", 2: "h", 4: "i", 8: "q"}[size]
-        signed = kind == KIND_INT
-        self.st = struct.Struct("<" + (code if signed else code.upper()))
-        self.lo = -(1 << (8 * size - 1)) if signed else 0
-        self.hi = (1 << (8 * size - 1 if signed else 8 * size)) - 1
+        bits = 8 * size
+        self.lo, self.hi = (-(1 << bits - 1), (1 << bits - 1) - 1) if kind == KIND_INT else (0, 0)
+        if kind == KIND_FLOAT:
+            code, self.pytype = ("f" if size == 4 else "d"), float
+        elif kind == KIND_BOOL:
+            code, self.pytype, self.hi = "B", bool, 1
+        else:
+            code, self.pytype = {1: "b", 2: "h", 4: "i", 8: "q"}[size], int
+            if kind == KIND_UINT:
+                code, self.hi = code.upper(), (1 << bits) - 1
+        self.st = struct.Struct("<" + code)
 
     def type_name(self) -> str:
-        return f"{'i' if self.kind == KIND_INT else 'u'}{8 * self.size}"
+        prefix = {KIND_INT: "i", KIND_UINT: "u", KIND_FLOAT: "f"}.get(self.kind)
+        return f"{prefix}{8 * self.size}" if prefix else "bool"
 
     def to_bytes(self, value: object) -> bytes:
-        if type(value) is not int:
-            raise _Bad(f"expected int, {_got(value)}")
-        if not self.lo <= value <= self.hi:
-            raise _Bad(f"{value} is out of range for {self.type_name()} ({self.lo}..{self.hi})")
-        return self.st.pack(value)
-
-    def decode(self, mv: memoryview, at: int, as_dict: bool) -> object:
-        return self.st.unpack_from(mv, at)[0]
-
-
-class _Float(_Node):
-    __slots__ = ("st",)
-
-    def __init__(self, size: int) -> None:
-        super().__init__(KIND_FLOAT, size)
-        self.st = _F32 if size == 4 else _F64
-
-    def type_name(self) -> str:
-        return f"f{8 * self.size}"
-
-    def to_bytes(self, value: object) -> bytes:
-        if type(value) is not float:
-            raise _Bad(f"expected float, {_got(value)} (write 1.0, not 1)")
+        if type(value) is not self.pytype:
+            hint = " (write 1.0, not 1)" if self.pytype is float and type(value) is int else ""
+            raise _Bad(f"expected {self.pytype.__name__}, {_got(value)}{hint}")
+        if self.kind != KIND_FLOAT:
+            assert isinstance(value, int)
+            if not self.lo <= value <= self.hi:
+                raise _Bad(f"{value} is out of range for {self.type_name()} ({self.lo}..{self.hi})")
+            return self.st.pack(value)
         try:
             packed = self.st.pack(value)
         except OverflowError:
@@ -218,39 +216,24 @@ class _Float(_Node):
         return packed
 
     def decode(self, mv: memoryview, at: int, as_dict: bool) -> object:
-        return self.st.unpack_from(mv, at)[0]
+        value = self.st.unpack_from(mv, at)[0]
+        if self.kind != KIND_BOOL:
+            return value
+        if value > 1:
+            _stored(f"bool byte is {value}, not 0 or 1")
+        return value == 1
 
-    def diff(self, old: object, new: object, at: int, out: list[tuple[int, bytes]]) -> None:
+    def diff(self, old: object, new: object, at: int, out: Patches) -> None:
         if new is old:
             return
-        packed = self.to_bytes(new)  # equal images, not ==: 0.0 vs -0.0 differ, NaN == NaN
-        try:
-            if type(old) is float and self.st.pack(old) == packed:
-                return
-        except OverflowError:
-            pass
+        packed = self.to_bytes(new)
+        if type(old) is type(new):  # equal images, not ==: 0.0 vs -0.0 differ, a NaN is itself
+            try:
+                if self.st.pack(old) == packed:
+                    return
+            except (OverflowError, struct.error):
+                pass
         out.append((at, packed))
-
-
-class _Bool(_Node):
-    __slots__ = ()
-
-    def __init__(self) -> None:
-        super().__init__(KIND_BOOL, 1)
-
-    def type_name(self) -> str:
-        return "bool"
-
-    def to_bytes(self, value: object) -> bytes:
-        if type(value) is not bool:
-            raise _Bad(f"expected bool, {_got(value)}")
-        return b"\x01" if value else b"\x00"
-
-    def decode(self, mv: memoryview, at: int, as_dict: bool) -> object:
-        byte = mv[at]
-        if byte > 1:
-            _stored(f"bool byte is {byte}, not 0 or 1")
-        return byte == 1
 
 
 class _Blob(_Node):
@@ -290,7 +273,7 @@ class _Blob(_Node):
         if n > self.param:
             _stored(f"length {n} is more than the capacity {self.param}")
         start, end = at + 4 + n, at + self.size
-        while start < end:  # the fill must be zeros: then every image is exactly encode(value)
+        while start < end:  # zero fill only: then every valid image is exactly encode(value)
             step = min(end - start, len(_ZERO_PAGE))
             if mv[start : start + step] != _ZERO_PAGE[:step]:
                 _stored("nonzero bytes after the data")
@@ -302,17 +285,17 @@ class _Blob(_Node):
         except UnicodeDecodeError as exc:
             _stored(f"not UTF-8 ({exc.reason} at byte {exc.start})")
 
-    def diff(self, old: object, new: object, at: int, out: list[tuple[int, bytes]]) -> None:
+    def diff(self, old: object, new: object, at: int, out: Patches) -> None:
         if new is old or (type(new) is type(old) and new == old):
             return
         data = self.raw(new)
         try:
-            old_len = len(self.raw(old))
-        except _Bad:  # old is not a valid value: clear the whole capacity
-            old_len = self.param
-        # Only the data and the old data it replaces: the zero fill beyond is already zero.
-        pad = max(old_len - len(data), 0)
-        out.append((at, _U32.pack(len(data)) + data + bytes(pad)))
+            old_length = len(self.raw(old))
+        except _Bad:  # not a valid old value: clear the whole capacity
+            old_length = self.param
+        # The length, the data and zeros over the rest of the old data; the fill is still zero.
+        zeros = bytes(max(old_length - len(data), 0))
+        out.append((at, _U32.pack(len(data)) + data + zeros))
 
 
 class _Array(_Node):
@@ -351,7 +334,7 @@ class _Array(_Node):
                 raise
         return tuple(items)
 
-    def diff(self, old: object, new: object, at: int, out: list[tuple[int, bytes]]) -> None:
+    def diff(self, old: object, new: object, at: int, out: Patches) -> None:
         if new is old:
             return
         items = self.check(new)
@@ -372,7 +355,7 @@ _Member: TypeAlias = tuple[str, str, int, _Node]  # attribute name, __init__ nam
 
 
 class _Struct(_Node):
-    """A struct: its fields inline. ``cls`` is None for a schema read from a descriptor."""
+    """Fields inline. ``cls`` is None when read from a descriptor; ``label`` names the type."""
 
     __slots__ = ("cls", "label", "members")
 
@@ -409,10 +392,10 @@ class _Struct(_Node):
             return values
         try:
             return self.cls(**values)
-        except Exception as exc:  # the class's own validators: report it as damage, like the rest
+        except Exception as exc:  # the class's own validators: report it like any damage
             _stored(f"{self.type_name()} rejected the stored fields: {exc}")
 
-    def diff(self, old: object, new: object, at: int, out: list[tuple[int, bytes]]) -> None:
+    def diff(self, old: object, new: object, at: int, out: Patches) -> None:
         if new is old:
             return
         self.check(new)
@@ -462,7 +445,7 @@ def _emit(node: _Node, name: str, offset: int, out: list[bytes]) -> list[bytes]:
 
 
 class _Layout:
-    """What a class schema and a schema read from a file share."""
+    """What a class schema and a schema read from a descriptor share."""
 
     def __init__(self, root: _Struct, descriptor: bytes) -> None:
         self._root = root
@@ -471,12 +454,15 @@ class _Layout:
         self.descriptor: bytes = descriptor
         self.root_name: str = root.type_name()
 
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.root_name}: {self.size} bytes>"
+
     def fields(self) -> list[FieldInfo]:
         """The leaves in offset order; an array is one leaf, nested structs are flattened."""
         return list(self._fields)
 
     def _decode(self, data: bytes | bytearray | memoryview, as_dict: bool) -> object:
-        with memoryview(data) as view, view.cast("B") as mv:
+        with memoryview(data) as view, view.cast("B") as mv:  # released: no export outlives us
             try:
                 if mv.nbytes != self.size:
                     _stored(f"expected {self.size} bytes, got {mv.nbytes}")
@@ -485,10 +471,10 @@ class _Layout:
                 raise _invalid(exc) from None
 
     def decode_dict(self, data: bytes | bytearray | memoryview) -> dict[str, object]:
-        """Decode a state image into nested dicts, tuples and plain values.
+        """Decode a state image of exactly ``size`` bytes into nested dicts, tuples and values.
 
         Raises:
-            InvalidValue: the bytes do not form a valid value ("stored value is invalid: ...").
+            InvalidValue: the bytes form no valid value ("stored value is invalid: ...").
         """
         result = self._decode(data, True)
         assert isinstance(result, dict)
@@ -496,17 +482,14 @@ class _Layout:
 
 
 class Schema(_Layout):
-    """A compiled attrs class: encodes, decodes and diffs its instances. Use compile_schema()."""
+    """A compiled attrs class: encodes, decodes and diffs its instances. See compile_schema()."""
 
     def __init__(self, cls: type, root: _Struct) -> None:
         super().__init__(root, b"".join(_emit(root, root.type_name(), 0, [])))
         self.cls: type = cls
 
-    def __repr__(self) -> str:
-        return f"<Schema {self.cls.__qualname__}: {self.size} bytes>"
-
     def default(self) -> object:
-        """``cls()``: the initial state when none is given.
+        """``cls()``, the initial state when none is given.
 
         Raises:
             SchemaError: some field has no default.
@@ -520,10 +503,10 @@ class Schema(_Layout):
         return self.cls()
 
     def encode(self, value: object) -> bytes:
-        """The full state image of ``value``.
+        """The full state image of ``value``, validating every field.
 
         Raises:
-            InvalidValue: some field does not fit; ``field`` is its path ("inner.x", "hist[2]").
+            InvalidValue: a field does not fit; ``field`` is its path ("inner.x", "hist[2]").
         """
         buf = bytearray(self.size)
         try:
@@ -536,49 +519,52 @@ class Schema(_Layout):
         """An instance of ``cls`` from a state image of exactly ``size`` bytes.
 
         Raises:
-            InvalidValue: the bytes do not form a valid value ("stored value is invalid: ...").
+            InvalidValue: the bytes form no valid value ("stored value is invalid: ...").
         """
         return self._decode(data, False)
 
-    def diff(self, old: object, new: object) -> list[tuple[int, bytes]]:
+    def diff(self, old: object, new: object) -> Patches:
         """Patches (state offset, bytes), in offset order, turning encode(old) into encode(new).
 
-        The commit hot path: costs O(changed), comparing fields by identity first, and validates
-        only the leaves that changed. ``old`` must be a value this schema encoded or decoded.
-        Adjacent patches are merged. ``diff(x, x) == []``.
+        The commit hot path: O(changed). Fields are compared by identity first and only the
+        leaves that changed are validated, so ``old`` must be a value this schema encoded or
+        decoded. Adjacent patches are merged; ``diff(x, x) == []``.
 
         Raises:
             InvalidValue: a changed leaf does not fit, or ``new`` is not exactly a ``cls``.
         """
-        out: list[tuple[int, bytes]] = []
+        out: Patches = []
         try:
             self._root.diff(old, new, 0, out)
         except _Bad as exc:
             raise _invalid(exc) from None
-        merged: list[tuple[int, bytes]] = []
+        merged: Patches = []
+        run: list[bytes] = []
+        start = end = 0
         for offset, data in out:
-            if merged and merged[-1][0] + len(merged[-1][1]) == offset:
-                merged[-1] = (merged[-1][0], merged[-1][1] + data)
-            else:
-                merged.append((offset, data))
+            if run and offset != end:
+                merged.append((start, b"".join(run)))
+                run = []
+            if not run:
+                start = offset
+            run.append(data)
+            end = offset + len(data)
+        if run:
+            merged.append((start, b"".join(run)))
         return merged
 
 
 class DynamicSchema(_Layout):
-    """A schema read from a descriptor, with no class: decodes states into dicts."""
-
-    def __repr__(self) -> str:
-        return f"<DynamicSchema {self.root_name}: {self.size} bytes>"
+    """A schema read from a descriptor, without its class: decodes states into dicts."""
 
 
 # --- compiling classes -------------------------------------------------------------------------
 
 _compiled: dict[type, Schema] = {}
-_INT_HELP: Final = "use js.U64, js.I64, js.U32, js.I32, js.U16, js.I16, js.U8 or js.I8"
 
 
 def compile_schema(cls: type) -> Schema:
-    """The (cached) schema of an attrs class.
+    """The schema of an attrs class, compiled once and cached.
 
     Raises:
         SchemaError: the class cannot be stored; the message names the field and the fix.
@@ -594,17 +580,13 @@ def compile_schema(cls: type) -> Schema:
     return schema
 
 
-def _label(cls: type) -> str:
-    return cls.__qualname__.encode()[:MAX_NAME_LENGTH].decode(errors="ignore")
-
-
 def _struct_node(cls: type, path: str, depth: int, seen: tuple[type, ...]) -> _Struct:
     where = f"field {path!r}: " if path else ""
     if cls in seen:
         raise SchemaError(f"{where}{cls.__qualname__} contains itself; it has no fixed size")
     try:
         hints = typing.get_type_hints(cls, include_extras=True)
-    except Exception as exc:  # NameError and friends from unresolvable string annotations
+    except Exception as exc:  # NameError and friends, from string annotations
         msg = f"{where}cannot resolve the annotations of {cls.__qualname__}: {exc}"
         raise SchemaError(msg) from exc
     members: list[_Member] = []
@@ -620,7 +602,8 @@ def _struct_node(cls: type, path: str, depth: int, seen: tuple[type, ...]) -> _S
         offset += node.size
     if not members:
         raise SchemaError(f"{where}{cls.__qualname__} has no fields; a state needs at least one")
-    return _Struct(cls, _label(cls), members)
+    label = cls.__qualname__.encode()[:MAX_NAME_LENGTH].decode(errors="ignore")
+    return _Struct(cls, label, members)
 
 
 def _count(value: object, what: str, where: str) -> int:
@@ -635,51 +618,41 @@ def _node_for(ann: Any, path: str, depth: int, seen: tuple[type, ...]) -> _Node:
         raise SchemaError(f"{where}: nested deeper than {MAX_DEPTH} levels")
     base, marks = ann, []
     if isinstance(ann, _MARKERS):  # a bare marker, handy for elements: Array(Str(8), 4)
-        base, marks = tuple if isinstance(ann, Array) else _MARKER_TYPES[type(ann)], [ann]
+        base, marks = _MARKED[type(ann)], [ann]
     elif typing.get_origin(ann) is Annotated:
         base, *meta = typing.get_args(ann)
         marks = [m for m in meta if isinstance(m, _MARKERS)]
     if len(marks) > 1:
         raise SchemaError(f"{where}: several journalstate markers ({marks}); keep one")
-    if marks:
-        mark = marks[0]
-        wanted = tuple if isinstance(mark, Array) else _MARKER_TYPES[type(mark)]
-        if (typing.get_origin(base) or base) is not wanted:
-            raise SchemaError(f"{where}: {type(mark).__name__} marks a {wanted.__name__} field")
-        if isinstance(mark, Int) and mark.width in (1, 2, 4, 8) and type(mark.signed) is bool:
-            return _Int(KIND_INT if mark.signed else KIND_UINT, mark.width)
-        if isinstance(mark, Float) and mark.width in (4, 8):
-            return _Float(mark.width)
-        if isinstance(mark, Boolean):
-            return _Bool()
-        if isinstance(mark, Str | Bytes):
-            kind = KIND_STR if isinstance(mark, Str) else KIND_BYTES
-            return _Blob(kind, _count(mark.capacity, "the capacity", where))
-        if isinstance(mark, Array):
-            length = _count(mark.length, "the array length", where)
-            return _Array(_node_for(mark.element, path + "[]", depth + 1, seen), length)
-        raise SchemaError(f"{where}: invalid marker {mark!r}; use js.U8 ... js.I64, js.F32, js.F64")
-    if base is bool:
-        return _Bool()
-    if typing.get_origin(base) is None and isinstance(base, type) and attrs.has(base):
-        return _struct_node(base, path, depth, seen)
-    raise SchemaError(f"{where}: {_advice(base)}")
-
-
-_MARKER_TYPES: Final[dict[type, type]] = {
-    Int: int,
-    Float: float,
-    Boolean: bool,
-    Str: str,
-    Bytes: bytes,
-}
+    if not marks:
+        if base is bool:
+            return _Scalar(KIND_BOOL, 1)
+        if typing.get_origin(base) is None and isinstance(base, type) and attrs.has(base):
+            return _struct_node(base, path, depth, seen)
+        raise SchemaError(f"{where}: {_advice(base)}")
+    mark, wanted = marks[0], _MARKED[type(marks[0])]
+    if (typing.get_origin(base) or base) is not wanted:
+        raise SchemaError(f"{where}: {type(mark).__name__} marks a {wanted.__name__} field")
+    if isinstance(mark, Int) and mark.width in (1, 2, 4, 8) and type(mark.signed) is bool:
+        return _Scalar(KIND_INT if mark.signed else KIND_UINT, mark.width)
+    if isinstance(mark, Float) and mark.width in (4, 8):
+        return _Scalar(KIND_FLOAT, mark.width)
+    if isinstance(mark, Boolean):
+        return _Scalar(KIND_BOOL, 1)
+    if isinstance(mark, Str | Bytes):
+        kind = KIND_STR if isinstance(mark, Str) else KIND_BYTES
+        return _Blob(kind, _count(mark.capacity, "the capacity", where))
+    if isinstance(mark, Array):
+        length = _count(mark.length, "the array length", where)
+        return _Array(_node_for(mark.element, path + "[]", depth + 1, seen), length)
+    raise SchemaError(f"{where}: invalid marker {mark!r}; use js.U8 ... js.I64, js.F32, js.F64")
 
 
 def _advice(base: Any) -> str:
     if base is None:
         return "no type annotation; annotate it, e.g. js.U64"
     if base is int:
-        return f"plain int has no fixed size; {_INT_HELP}"
+        return "plain int has no fixed size; use js.U64, js.I64, js.U32, js.I32, ... js.U8, js.I8"
     if base is float:
         return "plain float has no fixed size; use js.F64 or js.F32"
     if base is str:
@@ -706,14 +679,14 @@ class _Parser:
         raise ValueError(f"schema descriptor: node at byte {at}: {message}")
 
     def node(self, depth: int, role: str) -> tuple[str, int, _Node]:
-        """Parse the node at ``pos``; ``role`` is "root", "field" or "element"."""
+        """The node at ``pos`` as (name, offset, node); ``role``: "root", "field", "element"."""
         at, data = self.pos, self.data
         if depth > MAX_DEPTH:
             self.fail(at, f"nested deeper than {MAX_DEPTH} levels")
         if at + NODE_HEAD_SIZE > len(data):
             self.fail(at, "truncated node head")
         kind, reserved, name_len, offset, size, param = _HEAD.unpack_from(data, at)
-        end = at + NODE_HEAD_SIZE + name_len
+        self.pos = end = at + NODE_HEAD_SIZE + name_len
         if reserved or name_len > MAX_NAME_LENGTH:
             self.fail(at, f"reserved byte is {reserved}, name length is {name_len} (at most 255)")
         if end > len(data):
@@ -722,58 +695,50 @@ class _Parser:
             name = data[at + NODE_HEAD_SIZE : end].decode()
         except UnicodeDecodeError:
             self.fail(at, "name is not UTF-8")
-        self.pos = end
         if role == "field" and not name.isidentifier():
             self.fail(at, f"field name {name!r} is not an identifier")
         if role != "field" and (offset or (name and kind != KIND_STRUCT)):
-            self.fail(at, f"{role} node must have offset 0 and no name unless a struct")
+            self.fail(at, f"{role} node must have offset 0 and, unless a struct, no name")
         if size > MAX_STATE_SIZE:
             self.fail(at, f"size {size} is more than 2**31")
-        node: _Node
         if kind in (KIND_INT, KIND_UINT, KIND_FLOAT, KIND_BOOL):
             widths = {KIND_FLOAT: (4, 8), KIND_BOOL: (1,)}.get(kind, (1, 2, 4, 8))
             if size not in widths or param:
                 self.fail(at, f"kind {kind} with size {size} and param {param}")
-            is_float, is_bool = kind == KIND_FLOAT, kind == KIND_BOOL
-            node = _Float(size) if is_float else _Bool() if is_bool else _Int(kind, size)
-        elif kind in (KIND_BYTES, KIND_STR):
+            return name, offset, _Scalar(kind, size)
+        if kind in (KIND_BYTES, KIND_STR):
             if param < 1 or size != 4 + param:
                 self.fail(at, f"capacity {param} with size {size}")
-            node = _Blob(kind, param)
-        elif kind == KIND_ARRAY:
+            return name, offset, _Blob(kind, param)
+        if kind == KIND_ARRAY:
             if param < 1:
                 self.fail(at, "array of length 0")
             element = self.node(depth + 1, "element")[2]
             if size != param * element.size:
                 self.fail(at, f"size {size} is not {param} x {element.size}")
-            node = _Array(element, param)
-        elif kind == KIND_STRUCT:
-            node = self.struct(at, depth, size, param, None if role == "field" else name)
-        else:
+            return name, offset, _Array(element, param)
+        if kind != KIND_STRUCT:
             self.fail(at, f"unknown kind {kind}")
-        return name, offset, node
-
-    def struct(self, at: int, depth: int, size: int, count: int, label: str | None) -> _Struct:
-        if not 1 <= count <= (len(self.data) - self.pos) // NODE_HEAD_SIZE:
-            self.fail(at, f"struct with {count} fields in {len(self.data) - self.pos} bytes")
+        if not 1 <= param <= (len(data) - self.pos) // NODE_HEAD_SIZE:
+            self.fail(at, f"struct of {param} fields in {len(data) - self.pos} bytes")
         members: list[_Member] = []
         names: set[str] = set()
-        expected = 0
-        for _ in range(count):
+        expected = 0  # fields are packed in order: each starts where the previous one ends
+        for _ in range(param):
             field_at = self.pos
-            name, offset, child = self.node(depth + 1, "field")
-            if name in names or offset != expected:
-                self.fail(field_at, f"field {name!r} repeated or not at offset {expected}")
-            names.add(name)
-            members.append((name, name, offset, child))
+            field_name, field_offset, child = self.node(depth + 1, "field")
+            if field_name in names or field_offset != expected:
+                self.fail(field_at, f"field {field_name!r} repeated or not at offset {expected}")
+            names.add(field_name)
+            members.append((field_name, field_name, field_offset, child))
             expected += child.size
         if size != expected:
             self.fail(at, f"struct size {size} is not the sum of its fields, {expected}")
-        return _Struct(None, label, members)
+        return name, offset, _Struct(None, None if role == "field" else name, members)
 
 
 def decode_descriptor(data: bytes | bytearray | memoryview) -> DynamicSchema:
-    """Read a descriptor (from a file that may be damaged) into a schema without a class.
+    """Read a descriptor, from a file that may be damaged, into a schema without a class.
 
     Raises:
         ValueError: the descriptor is malformed; the message gives the byte offset.
@@ -789,11 +754,12 @@ def decode_descriptor(data: bytes | bytearray | memoryview) -> DynamicSchema:
 
 
 def compare_descriptors(expected: bytes, found: bytes) -> list[str]:
-    """Differences between two layouts by field path; empty means identical (names of structs,
-    hence class renames, are ignored).
+    """How the layout ``found`` (the file's) differs from ``expected`` (the schema's), by field.
+
+    Empty means identical layouts; struct names (so class renames) are ignored.
 
     Raises:
-        ValueError: ``expected`` (the caller's own schema) is malformed.
+        ValueError: ``expected`` itself is malformed.
     """
     want = decode_descriptor(expected)._root
     try:
@@ -806,30 +772,28 @@ def compare_descriptors(expected: bytes, found: bytes) -> list[str]:
 
 
 def _compare(want: _Node, have: _Node, path: str, out: list[str]) -> None:
-    if isinstance(want, _Array) and isinstance(have, _Array) and want.param == have.param:
-        _compare(want.element, have.element, path + "[]", out)
-    elif (want.kind, want.size, want.param) != (have.kind, have.size, have.param) and not (
-        isinstance(want, _Struct) and isinstance(have, _Struct)
-    ):
-        label = f"field {path!r}" if path else "root"
-        out.append(f"{label}: file has {have.type_name()}, schema has {want.type_name()}")
-    elif isinstance(want, _Struct) and isinstance(have, _Struct):
-        before = len(out)
+    if isinstance(want, _Struct) and isinstance(have, _Struct):
         ours = {m[0]: m for m in want.members}
         theirs = {m[0]: m for m in have.members}
         sub = {name: f"{path}.{name}" if path else name for name in {*ours, *theirs}}
-        for name in ours:
-            if name not in theirs:
-                out.append(f"field {sub[name]!r}: in the schema, not in the file")
-        for name in theirs:
-            if name not in ours:
-                out.append(f"field {sub[name]!r}: in the file, not in the schema")
+        before = len(out)
+        out += [
+            f"field {sub[n]!r}: in the schema, not in the file" for n in ours if n not in theirs
+        ]
+        out += [
+            f"field {sub[n]!r}: in the file, not in the schema" for n in theirs if n not in ours
+        ]
         for name, _, _, node in want.members:
             if name in theirs:
                 _compare(node, theirs[name][3], sub[name], out)
-        if len(out) == before:  # same fields and types, so only the order can differ
+        if len(out) == before:  # same fields, same types: only their order can differ
             out += [
                 f"field {sub[n]!r}: at offset {theirs[n][2]} in the file, {m[2]} in the schema"
                 for n, m in ours.items()
                 if theirs[n][2] != m[2]
             ]
+    elif isinstance(want, _Array) and isinstance(have, _Array) and want.param == have.param:
+        _compare(want.element, have.element, path + "[]", out)
+    elif (want.kind, want.size, want.param) != (have.kind, have.size, have.param):
+        label = f"field {path!r}" if path else "root"
+        out.append(f"{label}: file has {have.type_name()}, schema has {want.type_name()}")

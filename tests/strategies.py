@@ -79,15 +79,15 @@ def values_for(schema: s.Schema, *, allow_nan: bool = True) -> st.SearchStrategy
 
 
 def _values(node: s._Node, allow_nan: bool) -> st.SearchStrategy[Any]:
-    if isinstance(node, s._Int):
-        return st.integers(node.lo, node.hi)
-    if isinstance(node, s._Float):
+    if isinstance(node, s._Scalar):
+        if node.kind == s.KIND_BOOL:
+            return st.booleans()
+        if node.kind != s.KIND_FLOAT:
+            return st.integers(node.lo, node.hi)
         width: Literal[32, 64] = 32 if node.size == 4 else 64
         return st.floats(width=width, allow_nan=allow_nan).map(
             s.f32_round if width == 32 else float
         )
-    if isinstance(node, s._Bool):
-        return st.booleans()
     if isinstance(node, s._Blob):
         capacity = node.param
         if node.kind == s.KIND_BYTES:

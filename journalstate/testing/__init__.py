@@ -1,0 +1,17 @@
+"""Crash-testing tools: a simulated disk with a page cache, for the store and for users' schemas.
+
+``SimStorage`` plugs in under :func:`journalstate.open` (``storage=``) and produces the disk
+images an OS crash or a process death may leave. See docs/testing.md for the crash model.
+"""
+
+from journalstate.testing._disk import (
+    SECTOR_SIZE,
+    Chooser,
+    CrashHook,
+    Event,
+    Op,
+    SimStorage,
+    SimulatedCrash,
+)
+
+__all__ = ["SECTOR_SIZE", "Chooser", "CrashHook", "Event", "Op", "SimStorage", "SimulatedCrash"]
