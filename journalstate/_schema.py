@@ -8,6 +8,8 @@ Everything is pure: bytes in, values out. ``docs/schema.md`` is the spec; names 
 
 from __future__ import annotations
 
+import itertools
+import operator
 import struct
 import typing
 from typing import Annotated, Any, Final, NoReturn, TypeAlias
@@ -342,10 +344,9 @@ class _Array(_Node):
             out.append((at, self.to_bytes(new)))
             return
         step, i = self.element.size, 0
-        try:
-            for i, (was, item) in enumerate(zip(old, items, strict=True)):
-                if was is not item:
-                    self.element.diff(was, item, at + i * step, out)
+        try:  # the scan for replaced elements runs in C; only those are looked at
+            for i in itertools.compress(itertools.count(), map(operator.is_not, old, items)):
+                self.element.diff(old[i], items[i], at + i * step, out)
         except _Bad as exc:
             exc.parts.append(f"[{i}]")
             raise

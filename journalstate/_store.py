@@ -22,6 +22,7 @@ from typing import Any, Generic, TypeVar
 
 import attrs
 
+from journalstate._dynamic import class_from_descriptor
 from journalstate._errors import (
     InvalidValue,
     JournalStateError,
@@ -34,6 +35,7 @@ from journalstate._errors import (
     StorePoisoned,
     TransactionError,
     TransactionTooLarge,
+    Unrecoverable,
 )
 from journalstate._format import (
     END_MARKER_SIZE,
@@ -166,6 +168,12 @@ class Store(Generic[T]):
     def schema(self) -> Schema:
         """The compiled schema."""
         return self._schema
+
+    @property
+    def state_class(self) -> type[T]:
+        """The attrs class of the state (rebuilt from the file when opened with schema=None)."""
+        cls: type[T] = self._schema.cls
+        return cls
 
     @property
     def header(self) -> Header:
@@ -499,7 +507,7 @@ def _new_file_chunks(
 
 def open(
     path: str | os.PathLike[str],
-    schema: type[T],
+    schema: type[T] | None,
     *,
     durability: Durability | str = Durability.COMMIT,
     journal_size: int | None = None,
@@ -517,7 +525,8 @@ def open(
 
     Args:
         path: the store file.
-        schema: the attrs class describing the state.
+        schema: the attrs class describing the state, or None to use a class rebuilt from
+            the file's stored schema (an existing store only; see ``store.state_class``).
         durability: ``"commit"``, ``"interval"`` or ``"process"`` (see :class:`Durability`).
         journal_size: journal ring size in bytes for a new store (rounded up to whole pages);
             ignored for an existing one, whose size was fixed at creation.
@@ -546,10 +555,10 @@ def open(
         raise ValueError("checkpoint_threshold must be in (0, 1]")
     if flush_interval <= 0:
         raise ValueError("flush_interval must be positive")
-    compiled = compile_schema(schema)
+    compiled = None if schema is None else compile_schema(schema)
     storage = OsStorage() if storage is None else storage
     if not storage.exists(path):
-        if readonly or not create:
+        if readonly or not create or compiled is None:
             raise StoreNotFound(path, "no such store")
         size = align(journal_size or DEFAULT_JOURNAL_SIZE, PAGE_SIZE)
         if size < PAGE_SIZE or size > 1 << 40:
@@ -575,6 +584,11 @@ def open(
             raise StoreFileError(
                 path, f"page size {header.page_size} is not a multiple of this system's {PAGE_SIZE}"
             )
+        if compiled is None:
+            try:
+                compiled = compile_schema(class_from_descriptor(header.schema))
+            except (ValueError, JournalStateError) as e:
+                raise Unrecoverable(path, f"the stored schema is unusable: {e}", offset=0) from e
         differences = compare_descriptors(compiled.descriptor, header.schema)
         if differences:
             raise SchemaMismatch(path, differences)

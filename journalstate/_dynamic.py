@@ -1,0 +1,91 @@
+"""Schema classes rebuilt from a file's stored descriptor, so a store opens without user code.
+
+The descriptor comes from a file that may be hostile, and attrs builds ``__init__`` from field
+names, so every name must be a plain identifier before it reaches attrs.
+"""
+
+from __future__ import annotations
+
+import keyword
+from typing import Annotated, Any
+
+import attrs
+
+from journalstate._schema import (
+    KIND_ARRAY,
+    KIND_BOOL,
+    KIND_BYTES,
+    KIND_FLOAT,
+    KIND_INT,
+    KIND_STR,
+    KIND_STRUCT,
+    KIND_UINT,
+    Array,
+    Boolean,
+    Bytes,
+    Float,
+    Int,
+    Str,
+    _Array,
+    _Node,
+    _Struct,
+    decode_descriptor,
+)
+
+
+def _check_name(name: str, where: str) -> str:
+    if not name.isidentifier() or keyword.iskeyword(name) or name.startswith("__"):
+        raise ValueError(f"schema descriptor: {where} has the name {name!r}, not an identifier")
+    return name
+
+
+def _class_name(label: str) -> str:
+    last = label.rsplit(".", 1)[-1]
+    return last if last.isidentifier() and not keyword.iskeyword(last) else "State"
+
+
+def _field(node: _Node, where: str) -> tuple[Any, Any]:
+    """(annotation, default) for a node."""
+    kind = node.kind
+    if kind in (KIND_INT, KIND_UINT):
+        return Annotated[int, Int(node.size, kind == KIND_INT)], 0
+    if kind == KIND_FLOAT:
+        return Annotated[float, Float(node.size)], 0.0
+    if kind == KIND_BOOL:
+        return Annotated[bool, Boolean()], False
+    if kind == KIND_STR:
+        return Annotated[str, Str(node.param)], ""
+    if kind == KIND_BYTES:
+        return Annotated[bytes, Bytes(node.param)], b""
+    if kind == KIND_ARRAY:
+        assert isinstance(node, _Array)
+        element, default = _field(node.element, f"{where}[]")
+        return Annotated[tuple[Any, ...], Array(element, node.param)], (default,) * node.param
+    if kind == KIND_STRUCT:
+        assert isinstance(node, _Struct)
+        cls = _class_for(node, where)
+        return cls, cls()
+    raise ValueError(f"schema descriptor: {where} has unknown kind {kind}")
+
+
+def _class_for(node: _Struct, where: str) -> type:
+    fields: dict[str, Any] = {}
+    for name, _init, _offset, child in node.members:
+        path = f"{where}.{name}" if where else name
+        annotation, default = _field(child, path)
+        if _check_name(name, f"field {path!r}").startswith("_"):
+            raise ValueError(f"schema descriptor: field {path!r} starts with an underscore")
+        fields[name] = attrs.field(default=default, type=annotation)
+    return attrs.make_class(_class_name(node.type_name()), fields, frozen=True)
+
+
+def class_from_descriptor(descriptor: bytes) -> type:
+    """A frozen attrs class whose schema has exactly this descriptor's layout.
+
+    Every field defaults to its zero value.
+
+    Raises:
+        ValueError: the descriptor is malformed or names something that is not an identifier.
+    """
+    root = decode_descriptor(descriptor)._root
+    return _class_for(root, "")
