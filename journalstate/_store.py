@@ -424,6 +424,9 @@ class Store(Generic[T]):
                         self._sync_journal()
                     except StorePoisoned:
                         return
+                    except BaseException as e:  # nobody to raise to: poison the store
+                        self._poisoned = e
+                        return
 
         self._flusher = threading.Thread(target=run, name=f"journalstate-flush:{self._path}")
         self._flusher.daemon = True

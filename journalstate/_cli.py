@@ -1,0 +1,414 @@
+"""The `journalstate` command: recover, check, dump, info, log, demo.
+
+The only module that prints or exits. Each command maps its outcome to one of the documented
+exit codes (docs/cli.md); bad input is one line on stderr, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any, TextIO
+
+import journalstate as js
+from journalstate import _demo, _inspect
+from journalstate._io import OsStorage
+from journalstate._recovery import RecoveryReport
+
+EXIT_OK = 0
+"""Clean: nothing was wrong."""
+EXIT_TORN = 1
+"""Recovered normally after a crash: a torn tail was dropped or a torn slot ignored."""
+EXIT_USAGE = 2
+"""Usage error, missing file, or not a journalstate store."""
+EXIT_CORRUPT = 3
+"""Corruption found (the state before it is kept only with --mode salvage)."""
+EXIT_UNRECOVERABLE = 4
+"""No consistent state can be recovered."""
+EXIT_BUSY = 5
+"""The store is locked by a live writer, or the file cannot be accessed (permissions)."""
+
+
+class _Fail(Exception):
+    def __init__(self, code: int, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def _exit_code(error: BaseException) -> int:
+    if isinstance(error, js.Unrecoverable | js.TruncatedStore):
+        return EXIT_UNRECOVERABLE
+    if isinstance(error, js.StoreCorrupt):
+        return EXIT_CORRUPT
+    if isinstance(error, js.StoreLocked):
+        return EXIT_BUSY
+    if isinstance(error, js.NotAStore | js.StoreNotFound | js.UnsafePath | js.UnsupportedVersion):
+        return EXIT_USAGE
+    if isinstance(error, js.NoPreviousGeneration):
+        return EXIT_USAGE
+    return EXIT_BUSY
+
+
+def _report_code(report: RecoveryReport) -> int:
+    if report.corruption:
+        return EXIT_CORRUPT
+    if report.torn_tail or not all(s.valid for s in report.slots):
+        return EXIT_TORN
+    return EXIT_OK
+
+
+@contextmanager
+def _open(path: str, **kwargs: Any) -> Iterator[js.Store[Any]]:
+    try:
+        store = js.open(path, None, **kwargs)
+    except js.StoreNotFound:
+        raise _Fail(EXIT_USAGE, f"{path}: no such file") from None
+    except js.JournalStateError as e:
+        hint = ""
+        if isinstance(e, js.StoreCorrupt) and not isinstance(e, js.Unrecoverable):
+            hint = " (run `journalstate recover --mode salvage` to keep the state before it)"
+        raise _Fail(_exit_code(e), f"{e}{hint}") from None
+    try:
+        yield store
+    finally:
+        store.close()
+
+
+def _emit(out: TextIO, args: argparse.Namespace, data: Any, human: Callable[[], None]) -> None:
+    if args.json:
+        json.dump(_inspect.jsonable(data), out, indent=2, sort_keys=False)
+        out.write("\n")
+    else:
+        human()
+
+
+def _show(value: Any, width: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= width else text[: width - 3] + "..."
+
+
+def _say_report(out: TextIO, report: RecoveryReport) -> None:
+    p = out.write
+    p(f"slot chosen       {report.slot} (generation {report.generation}, epoch {report.epoch})\n")
+    p(f"state             seq {report.seq} (slot covers seq {report.base_seq})\n")
+    p(f"records replayed  {report.records_replayed} ({report.bytes_replayed} bytes)\n")
+    if report.torn_tail:
+        p(
+            f"torn tail         {report.torn_tail_bytes} bytes dropped at offset "
+            f"{report.torn_tail_offset}\n"
+        )
+    else:
+        p("torn tail         none\n")
+    for s in report.slots:
+        status = "valid" if s.valid else f"INVALID ({s.reason.value if s.reason else '?'})"
+        gen = f"generation {s.generation}" if s.generation is not None else "-"
+        p(f"slot {s.index}            {status}, {gen}\n")
+    if not report.corruption:
+        p("corruption        none\n")
+    for d in report.corruption:
+        p(f"CORRUPTION        {d.region} at offset {d.offset}: {d.reason.value}\n")
+        p(f"                  {d.detail} ({d.bytes_dropped} bytes dropped)\n")
+
+
+# --- commands ------------------------------------------------------------------------------------
+
+
+def cmd_info(args: argparse.Namespace, out: TextIO) -> int:
+    with _open(args.path, readonly=True, recovery="salvage") as store:
+        data = _inspect.info(store, os.path.getsize(args.path))
+
+    def human() -> None:
+        p = out.write
+        h = data["header"]
+        p(f"file        {data['path']} ({h['file_size']} bytes)\n")
+        p(f"format      version {h['format_version']}, page size {h['page_size']}\n")
+        p(f"file id     {h['file_id']}\n")
+        p("regions     name       offset        size\n")
+        for r in h["regions"]:
+            p(f"            {r['name']:<8}{r['offset']:>9}{r['size']:>12}\n")
+        p(f"schema      {data['schema']['name']}, {h['state_size']} bytes\n")
+        p("            offset    size  type               field\n")
+        for f in data["schema"]["fields"]:
+            p(f"            {f['offset']:>6}{f['size']:>8}  {f['type']:<18} {f['name']}\n")
+        for s in data["slots"]:
+            if s["valid"]:
+                desc = f"generation {s['generation']}, epoch {s['epoch']}, seq {s['seq']}, crc ok"
+            else:
+                desc = f"INVALID ({s['reason']})"
+            p(f"slot {s['index']}      {desc}\n")
+        j = data["journal"]
+        p(
+            f"journal     {j['fill']:.1%} full ({j['live_bytes']} of {j['size']} bytes), "
+            f"{j['records']} records after the newest slot, next seq {j['next_seq']}\n"
+        )
+        if j["fill"] > 0.5:
+            p("            (a writer would checkpoint now; opening for writing does so)\n")
+
+    _emit(out, args, data, human)
+    return _report_code(store.recovery)
+
+
+def cmd_check(args: argparse.Namespace, out: TextIO) -> int:
+    progress = sys.stderr.isatty() and not args.json
+    if progress:
+        sys.stderr.write(f"checking {args.path}...\r")
+    with _open(args.path, readonly=True, recovery="salvage") as store:
+        report = store.recovery
+    if progress:
+        sys.stderr.write(" " * 60 + "\r")
+    code = _report_code(report)
+    verdict = {
+        EXIT_OK: "clean",
+        EXIT_TORN: "recoverable after a crash (torn tail or torn slot)",
+        EXIT_CORRUPT: "CORRUPTION found",
+    }[code]
+    data = {"path": args.path, "verdict": verdict, "exit_code": code, **_inspect.report_dict(report)}
+
+    def human() -> None:
+        out.write(f"{args.path}: {verdict}\n")
+        _say_report(out, report)
+
+    _emit(out, args, data, human)
+    return code
+
+
+def cmd_dump(args: argparse.Namespace, out: TextIO) -> int:
+    with _open(args.path, readonly=True, recovery=args.mode) as store:
+        report = store.recovery
+        if args.generation is None:
+            state: Any = _inspect.state_dict(store.state)
+            generation = report.generation
+            seq = report.seq
+        else:
+            found = [(s, b) for s, b in _inspect.slot_states(store) if s.generation == args.generation]
+            if not found or found[0][1] is None:
+                have = [s.generation for s, _ in _inspect.slot_states(store) if s.valid]
+                raise _Fail(
+                    EXIT_USAGE,
+                    f"{args.path}: generation {args.generation} is not reachable "
+                    f"(valid slots hold generations {have})",
+                )
+            status, image = found[0]
+            assert image is not None and status.head is not None
+            state = store.schema.decode_dict(image)
+            generation, seq = args.generation, status.head.seq
+    data = {"path": args.path, "generation": generation, "seq": seq, "state": state}
+
+    def human() -> None:
+        out.write(f"# {args.path}: generation {generation}, seq {seq}\n")
+        _print_tree(out, state, "")
+
+    _emit(out, args, data, human)
+    return _report_code(report)
+
+
+def _print_tree(out: TextIO, value: Any, prefix: str) -> None:
+    if isinstance(value, dict):
+        for key, item in value.items():
+            _print_tree(out, item, f"{prefix}.{key}" if prefix else key)
+    else:
+        out.write(f"{prefix} = {value!r}\n")
+
+
+def cmd_log(args: argparse.Namespace, out: TextIO) -> int:
+    with _open(args.path, readonly=True, recovery="salvage") as store:
+        entries = _inspect.history(store)
+        report = store.recovery
+    if args.limit is not None:
+        entries = entries[-args.limit :] if args.limit > 0 else []
+    data = {
+        "path": args.path,
+        "transactions": [
+            {
+                "seq": e.seq,
+                "generation": e.generation,
+                "epoch": e.epoch,
+                "offset": e.offset,
+                "size": e.size,
+                "changes": [{"field": c.field, "old": c.old, "new": c.new} for c in e.changes],
+            }
+            for e in entries
+        ],
+    }
+
+    def human() -> None:
+        if not entries:
+            out.write("no transactions in the journal\n")
+        for e in entries:
+            out.write(f"seq {e.seq}  generation {e.generation}  offset {e.offset}\n")
+            for c in e.changes:
+                out.write(f"    {c.field}: {_show(c.old, 30)} -> {_show(c.new, 30)}\n")
+
+    _emit(out, args, data, human)
+    return _report_code(report)
+
+
+def cmd_recover(args: argparse.Namespace, out: TextIO) -> int:
+    target = args.path
+    if args.output is not None and not args.dry_run:
+        target = _copy(args.path, args.output)
+    kwargs: dict[str, Any] = {
+        "recovery": args.mode,
+        "previous_generation": args.previous_generation,
+    }
+    if args.dry_run:
+        kwargs["readonly"] = True
+    with _open(target, **kwargs) as store:
+        report = store.recovery
+    action = "would recover" if args.dry_run else "recovered"
+    data = {
+        "path": args.path,
+        "output": args.output,
+        "dry_run": args.dry_run,
+        **_inspect.report_dict(report),
+    }
+
+    def human() -> None:
+        where = f" into {args.output}" if args.output and not args.dry_run else ""
+        out.write(f"{args.path}: {action}{where}\n")
+        _say_report(out, report)
+        if not args.dry_run:
+            out.write(
+                f"wrote a fresh checkpoint (generation {report.generation + 1}) "
+                "and cut the torn tail\n"
+                if not args.previous_generation
+                else "rolled back to the previous generation and made it durable\n"
+            )
+
+    _emit(out, args, data, human)
+    return _report_code(report)
+
+
+def _copy(source: str, dest: str) -> str:
+    """Copy a store file to a new path atomically (the copy is a crash image of the source)."""
+    storage = OsStorage()
+    if storage.exists(dest):
+        raise _Fail(EXIT_USAGE, f"{dest}: already exists; choose a new --output path")
+    try:
+        with open(source, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            chunks = [(offset, f.read(1 << 20)) for offset in range(0, size, 1 << 20)]
+    except FileNotFoundError:
+        raise _Fail(EXIT_USAGE, f"{source}: no such file") from None
+    except IsADirectoryError:
+        raise _Fail(EXIT_USAGE, f"{source}: is a directory, not a store file") from None
+    except PermissionError as e:
+        raise _Fail(EXIT_BUSY, f"{source}: no permission to read it ({e.strerror})") from None
+    storage.create(dest, size, chunks)
+    return dest
+
+
+def cmd_demo(args: argparse.Namespace, out: TextIO) -> int:
+    lines: list[str] = []
+
+    def say(line: str) -> None:
+        lines.append(line)
+        if not args.json:
+            out.write(line + "\n")
+            out.flush()
+
+    ok = _demo.run(say, seed=args.seed)
+    if args.json:
+        json.dump({"ok": ok, "lines": lines}, out, indent=2)
+        out.write("\n")
+    return EXIT_OK if ok else EXIT_CORRUPT
+
+
+# --- parser ---------------------------------------------------------------------------------------
+
+EXIT_CODES = """exit codes:
+  0  clean
+  1  recovered normally after a crash (torn tail dropped, torn slot ignored)
+  2  usage error, missing file, or not a journalstate store
+  3  corruption found
+  4  unrecoverable
+  5  locked by a live writer, or no permission"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="journalstate",
+        description="Inspect, check and repair journalstate store files.",
+        epilog=EXIT_CODES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"journalstate {js.__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    def add(name: str, help: str, example: str, func: Callable[..., int]) -> argparse.ArgumentParser:
+        p = sub.add_parser(
+            name,
+            help=help,
+            description=help,
+            epilog=f"example:\n  {example}\n\n{EXIT_CODES}",
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+        p.add_argument("--json", action="store_true", help="print one JSON document")
+        p.set_defaults(func=func)
+        return p
+
+    modes = [m.value for m in js.RecoveryMode]
+    p = add(
+        "recover",
+        "run recovery and repair the store in place (or into --output)",
+        "journalstate recover state.jst --output repaired.jst --mode salvage",
+        cmd_recover,
+    )
+    p.add_argument("path")
+    p.add_argument("--output", metavar="NEW", help="write the repaired store here instead")
+    p.add_argument("--mode", choices=modes, default="tolerate-tail")
+    p.add_argument(
+        "--previous-generation", action="store_true", help="roll back to the older slot"
+    )
+    p.add_argument("--dry-run", action="store_true", help="say what would be done, change nothing")
+    p = add("check", "read-only integrity check", "journalstate check state.jst", cmd_check)
+    p.add_argument("path")
+    p = add("dump", "print the recovered state", "journalstate dump state.jst --json", cmd_dump)
+    p.add_argument("path")
+    p.add_argument("--generation", type=int, help="the state stored in the slot of generation N")
+    p.add_argument("--mode", choices=modes, default="tolerate-tail")
+    p = add("info", "header, schema, slots and journal fill", "journalstate info s.jst", cmd_info)
+    p.add_argument("path")
+    p = add("log", "transactions in the journal, oldest first", "journalstate log s.jst", cmd_log)
+    p.add_argument("path")
+    p.add_argument("--limit", type=int, help="only the last N transactions")
+    p = add("demo", "SIGKILL and simulated OS crashes, explained", "journalstate demo", cmd_demo)
+    p.add_argument("--seed", type=int, help="seed for the random choices")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
+    """Run the command line; returns the exit code."""
+    out = sys.stdout if out is None else out
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as e:  # argparse's way of reporting usage errors and --help
+        return int(e.code) if isinstance(e.code, int) else EXIT_USAGE
+    if args.command is None:
+        parser.print_help(sys.stderr)
+        return EXIT_USAGE
+    try:
+        code: int = args.func(args, out)
+        return code
+    except _Fail as e:
+        sys.stderr.write(f"journalstate: {e}\n")
+        return e.code
+    except js.JournalStateError as e:
+        sys.stderr.write(f"journalstate: {e}\n")
+        return _exit_code(e)
+    except OSError as e:
+        sys.stderr.write(f"journalstate: {e.filename or ''}: {e.strerror or e}\n")
+        return EXIT_BUSY
+    except KeyboardInterrupt:
+        sys.stderr.write("journalstate: interrupted\n")
+        return 130
+
+
+def run() -> None:
+    """Console entry point."""
+    sys.exit(main())

@@ -1,0 +1,252 @@
+"""Read-only views of a store for the command line: summaries, the journal's history, slots.
+
+Everything here returns plain data (dicts, lists, attrs values) and never prints; ``_cli``
+formats it. Stores are opened with the schema stored in their file, so no user code is needed.
+"""
+
+from __future__ import annotations
+
+import base64
+import math
+from collections.abc import Iterator
+from typing import Any
+
+import attrs
+
+from journalstate._format import Header, SlotHead
+from journalstate._journal import check_patches, read_record
+from journalstate._recovery import RecoveryReport
+from journalstate._slots import SlotStatus, read_slot
+from journalstate._store import Store
+
+
+def jsonable(value: Any) -> Any:
+    """A state value as JSON: bytes become {"$bytes": base64}, non-finite floats {"$float": s}.
+
+    Both encodings are lossless; everything else maps to its natural JSON form.
+    """
+    if isinstance(value, bytes):
+        return {"$bytes": base64.b64encode(value).decode("ascii")}
+    if isinstance(value, float) and not math.isfinite(value):
+        return {"$float": repr(value)}
+    if isinstance(value, dict):
+        return {k: jsonable(v) for k, v in value.items()}
+    if isinstance(value, (tuple, list)):
+        return [jsonable(v) for v in value]
+    if attrs.has(type(value)):
+        return {f.name: jsonable(getattr(value, f.name)) for f in attrs.fields(type(value))}
+    if hasattr(value, "value") and isinstance(value.value, str):  # enums
+        return value.value
+    return value
+
+
+def state_dict(state: Any) -> dict[str, Any]:
+    """A state instance as nested dicts; tuples, bytes and scalars stay as they are."""
+
+    def convert(value: Any) -> Any:
+        if attrs.has(type(value)):
+            return {f.name: convert(getattr(value, f.name)) for f in attrs.fields(type(value))}
+        if type(value) is tuple:
+            return tuple(convert(v) for v in value)
+        return value
+
+    result: dict[str, Any] = convert(state)
+    return result
+
+
+def report_dict(report: RecoveryReport) -> dict[str, Any]:
+    """The recovery report as plain data."""
+    return {
+        "mode": report.mode.value,
+        "previous_generation": report.previous_generation,
+        "slot": report.slot,
+        "generation": report.generation,
+        "epoch": report.epoch,
+        "base_seq": report.base_seq,
+        "seq": report.seq,
+        "records_replayed": report.records_replayed,
+        "bytes_replayed": report.bytes_replayed,
+        "torn_tail": report.torn_tail,
+        "torn_tail_offset": report.torn_tail_offset,
+        "torn_tail_bytes": report.torn_tail_bytes,
+        "corruption": [
+            {
+                "region": d.region,
+                "offset": d.offset,
+                "reason": d.reason.value,
+                "bytes_dropped": d.bytes_dropped,
+                "detail": d.detail,
+            }
+            for d in report.corruption
+        ],
+        "slots": [slot_dict(s) for s in report.slots],
+        "clean": report.clean,
+    }
+
+
+def slot_dict(status: SlotStatus) -> dict[str, Any]:
+    """One slot's status as plain data."""
+    head = status.head
+    return {
+        "index": status.index,
+        "offset": status.offset,
+        "valid": status.valid,
+        "reason": None if status.reason is None else status.reason.value,
+        "generation": None if head is None else head.generation,
+        "epoch": None if head is None else head.epoch,
+        "seq": None if head is None else head.seq,
+        "position": None if head is None else head.position,
+    }
+
+
+def header_dict(header: Header, file_size: int) -> dict[str, Any]:
+    """The header's fields and the region layout."""
+    return {
+        "format_version": header.format_version,
+        "page_size": header.page_size,
+        "file_id": header.file_id.hex(),
+        "file_size": file_size,
+        "state_size": header.state_size,
+        "regions": [
+            {"name": "header", "offset": 0, "size": header.header_size},
+            {"name": "slot0", "offset": header.slot0_offset, "size": header.slot_size},
+            {"name": "slot1", "offset": header.slot1_offset, "size": header.slot_size},
+            {"name": "journal", "offset": header.journal_offset, "size": header.journal_size},
+        ],
+    }
+
+
+def info(store: Store[Any], file_size: int) -> dict[str, Any]:
+    """Everything `journalstate info` shows."""
+    report = store.recovery
+    base = report.slots[report.slot].head
+    live = report.position - (base.position if base is not None else report.position)
+    return {
+        "path": store.path,
+        "header": header_dict(store.header, file_size),
+        "schema": {
+            "name": store.schema.root_name,
+            "fields": [
+                {"name": f.path, "type": f.type_name, "offset": f.offset, "size": f.size}
+                for f in store.schema.fields()
+            ],
+        },
+        "slots": [slot_dict(s) for s in report.slots],
+        "journal": {
+            "size": store.header.journal_size,
+            "live_bytes": live,
+            "fill": live / store.header.journal_size,
+            "records": report.records_replayed,
+            "next_seq": report.seq + 1,
+        },
+        "recovery": report_dict(report),
+    }
+
+
+def slot_states(store: Store[Any]) -> Iterator[tuple[SlotStatus, bytes | None]]:
+    """Both slots with their state bytes (None for an invalid slot)."""
+    header = store.header
+    buffer = store._slots.buffer
+    for index in (0, 1):
+        yield read_slot(
+            buffer,
+            index * header.slot_size,
+            index=index,
+            file_offset=header.slot_offsets[index],
+            state_size=header.state_size,
+        )
+
+
+def _leaf(tree: dict[str, Any], path: str) -> Any:
+    value: Any = tree
+    for part in path.split("."):
+        value = value[part]
+    return value
+
+
+@attrs.frozen
+class Change:
+    """One field a record changed."""
+
+    field: str
+    old: Any
+    new: Any
+
+
+@attrs.frozen
+class LogEntry:
+    """One transaction found in the journal."""
+
+    seq: int
+    generation: int
+    epoch: int
+    offset: int
+    """File offset of the record."""
+    size: int
+    durable_seq: int
+    changes: tuple[Change, ...]
+
+
+def history(store: Store[Any]) -> list[LogEntry]:
+    """The transactions still readable in the journal, oldest first.
+
+    Starts from the older slot when it belongs to the same epoch as the newest (its records are
+    usually still in the ring), else from the newest, and follows the chain as far as it goes.
+    """
+    header = store.header
+    slots = list(slot_states(store))
+    valid = [(s.head, image) for s, image in slots if s.head is not None and image is not None]
+    if not valid:
+        return []
+    valid.sort(key=lambda v: v[0].generation)
+    newest = valid[-1][0]
+    start: tuple[SlotHead, bytes] = valid[-1]
+    if len(valid) == 2 and valid[0][0].epoch == newest.epoch:
+        start = valid[0]
+    head, image_bytes = start
+    image = bytearray(image_bytes)
+    schema = store.schema
+    fields = schema.fields()
+    ring = store._ring.buffer
+    position, seq = head.position, head.seq
+    end = head.position + header.journal_size
+    entries: list[LogEntry] = []
+    before = schema.decode_dict(image)
+    while position < end:
+        record, _, _ = read_record(ring, header.journal_size, position, epoch=head.epoch, seq=seq + 1)
+        if record is None or position + record.size > end:
+            break
+        try:
+            patches = check_patches(record.payload, header.state_size)
+        except ValueError:
+            break
+        touched = set()
+        for offset, data in patches:
+            image[offset : offset + len(data)] = data
+            touched.update(
+                f.path for f in fields if f.offset < offset + len(data) and offset < f.offset + f.size
+            )
+        try:
+            after = schema.decode_dict(image)
+        except ValueError:
+            break
+        changes = tuple(
+            Change(f.path, _leaf(before, f.path), _leaf(after, f.path))
+            for f in fields
+            if f.path in touched
+        )
+        entries.append(
+            LogEntry(
+                seq=record.header.seq,
+                generation=record.header.generation,
+                epoch=record.header.epoch,
+                offset=header.journal_offset + position % header.journal_size,
+                size=record.size,
+                durable_seq=record.header.durable_seq,
+                changes=changes,
+            )
+        )
+        before = after
+        seq += 1
+        position += record.size
+    return entries
