@@ -166,7 +166,12 @@ def cmd_check(args: argparse.Namespace, out: TextIO) -> int:
         EXIT_TORN: "recoverable after a crash (torn tail or torn slot)",
         EXIT_CORRUPT: "CORRUPTION found",
     }[code]
-    data = {"path": args.path, "verdict": verdict, "exit_code": code, **_inspect.report_dict(report)}
+    data = {
+        "path": args.path,
+        "verdict": verdict,
+        "exit_code": code,
+        **_inspect.report_dict(report),
+    }
 
     def human() -> None:
         out.write(f"{args.path}: {verdict}\n")
@@ -184,7 +189,9 @@ def cmd_dump(args: argparse.Namespace, out: TextIO) -> int:
             generation = report.generation
             seq = report.seq
         else:
-            found = [(s, b) for s, b in _inspect.slot_states(store) if s.generation == args.generation]
+            found = [
+                (s, b) for s, b in _inspect.slot_states(store) if s.generation == args.generation
+            ]
             if not found or found[0][1] is None:
                 have = [s.generation for s, _ in _inspect.slot_states(store) if s.valid]
                 raise _Fail(
@@ -193,7 +200,8 @@ def cmd_dump(args: argparse.Namespace, out: TextIO) -> int:
                     f"(valid slots hold generations {have})",
                 )
             status, image = found[0]
-            assert image is not None and status.head is not None
+            assert image is not None
+            assert status.head is not None
             state = store.schema.decode_dict(image)
             generation, seq = args.generation, status.head.seq
     data = {"path": args.path, "generation": generation, "seq": seq, "state": state}
@@ -339,7 +347,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"journalstate {js.__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
-    def add(name: str, help: str, example: str, func: Callable[..., int]) -> argparse.ArgumentParser:
+    def add(
+        name: str, help: str, example: str, func: Callable[..., int]
+    ) -> argparse.ArgumentParser:
         p = sub.add_parser(
             name,
             help=help,
@@ -361,9 +371,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("path")
     p.add_argument("--output", metavar="NEW", help="write the repaired store here instead")
     p.add_argument("--mode", choices=modes, default="tolerate-tail")
-    p.add_argument(
-        "--previous-generation", action="store_true", help="roll back to the older slot"
-    )
+    p.add_argument("--previous-generation", action="store_true", help="roll back to the older slot")
     p.add_argument("--dry-run", action="store_true", help="say what would be done, change nothing")
     p = add("check", "read-only integrity check", "journalstate check state.jst", cmd_check)
     p.add_argument("path")

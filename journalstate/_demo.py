@@ -59,9 +59,7 @@ def child(path: str) -> None:
 
 def _kill_child(path: str, acks: int) -> int:
     code = "import sys; from journalstate._demo import child; child(sys.argv[1])"
-    proc = subprocess.Popen(
-        [sys.executable, "-c", code, path], stdout=subprocess.PIPE, text=True
-    )
+    proc = subprocess.Popen([sys.executable, "-c", code, path], stdout=subprocess.PIPE, text=True)
     assert proc.stdout is not None
     last = 0
     try:
@@ -96,9 +94,7 @@ def _simulate(mode: str, commits: int, flush_at: int, rng: random.Random) -> dic
             store.flush()  # what the background flush does every flush_interval
     syncs = store.stats.journal_syncs
     worst = disk.durable_image("demo.jst")
-    random_images = [
-        disk.crash_image("demo.jst", lambda n: rng.randrange(n)) for _ in range(50)
-    ]
+    random_images = [disk.crash_image("demo.jst", lambda n: rng.randrange(n)) for _ in range(50)]
     # The machine goes down: the store object is dead with it.
     disk.restart("demo.jst", worst)
     with js.open("demo.jst", Progress, storage=disk, readonly=True) as store:
@@ -159,9 +155,7 @@ def run(say: Callable[[str], None], *, seed: int | None = None) -> bool:
         expected = {"commit": 200, "interval": 150, "process": 0}[mode]
         ok2 &= result["kept"] == expected
         ok2 &= mode != "commit" or result["lowest"] == 200
-        say(
-            f"   {mode:<10}{200:>7}{result['kept']:>7}{result['syncs']:>8}  {explain[mode]}"
-        )
+        say(f"   {mode:<10}{200:>7}{result['kept']:>7}{result['syncs']:>8}  {explain[mode]}")
     say("")
     say(
         "   => Every recovered state, in every mode and every crash image, was exactly one"

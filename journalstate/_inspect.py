@@ -213,18 +213,22 @@ def history(store: Store[Any]) -> list[LogEntry]:
     entries: list[LogEntry] = []
     before = schema.decode_dict(image)
     while position < end:
-        record, _, _ = read_record(ring, header.journal_size, position, epoch=head.epoch, seq=seq + 1)
+        record, _, _ = read_record(
+            ring, header.journal_size, position, epoch=head.epoch, seq=seq + 1
+        )
         if record is None or position + record.size > end:
             break
         try:
             patches = check_patches(record.payload, header.state_size)
         except ValueError:
             break
-        touched = set()
+        touched: set[str] = set()
         for offset, data in patches:
             image[offset : offset + len(data)] = data
             touched.update(
-                f.path for f in fields if f.offset < offset + len(data) and offset < f.offset + f.size
+                f.path
+                for f in fields
+                if f.offset < offset + len(data) and offset < f.offset + f.size
             )
         try:
             after = schema.decode_dict(image)
