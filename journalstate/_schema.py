@@ -172,7 +172,10 @@ class _Node:
         raise NotImplementedError
 
     def diff(self, old: object, new: object, at: int, out: Patches) -> None:
-        """Append the patches turning the image of valid ``old`` into the image of ``new``."""
+        """Append patches turning the image of ``old`` into that of ``new`` (``new is not old``).
+
+        Validates ``new`` only where it differs; where ``old`` is not valid, rewrites it all.
+        """
         raise NotImplementedError
 
 
@@ -226,8 +229,6 @@ class _Scalar(_Node):
         return value == 1
 
     def diff(self, old: object, new: object, at: int, out: Patches) -> None:
-        if new is old:
-            return
         packed = self.to_bytes(new)
         if type(old) is type(new):  # equal images, not ==: 0.0 vs -0.0 differ, a NaN is itself
             try:
@@ -288,7 +289,7 @@ class _Blob(_Node):
             _stored(f"not UTF-8 ({exc.reason} at byte {exc.start})")
 
     def diff(self, old: object, new: object, at: int, out: Patches) -> None:
-        if new is old or (type(new) is type(old) and new == old):
+        if type(new) is type(old) and new == old:
             return
         data = self.raw(new)
         try:
@@ -337,8 +338,6 @@ class _Array(_Node):
         return tuple(items)
 
     def diff(self, old: object, new: object, at: int, out: Patches) -> None:
-        if new is old:
-            return
         items = self.check(new)
         if type(old) is not tuple or len(old) != self.param:
             out.append((at, self.to_bytes(new)))

@@ -100,6 +100,7 @@ def test_golden_encoding() -> None:
     assert schema.encode(GOLDEN_VALUE) == bytes.fromhex(GOLDEN_IMAGE)
     assert schema.decode(bytes.fromhex(GOLDEN_IMAGE)) == GOLDEN_VALUE
     assert schema.size == 14
+    assert repr(schema) == "<Schema Golden: 14 bytes>"
 
 
 def test_golden_descriptor() -> None:
@@ -168,10 +169,14 @@ def test_decode_accepts_only_canonical_images(image: bytes) -> None:
 
 
 def test_decode_releases_the_buffer() -> None:
-    """decode keeps no view on its input, so a bytearray can be resized afterwards."""
+    """decode keeps no view on its input, even when it fails: a bytearray can be resized."""
     buf = bytearray(PROGRESS.encode(Progress()))
     PROGRESS.decode(buf)
     buf.append(0)
+    with pytest.raises(InvalidValue) as info:
+        PROGRESS.decode(buf)
+    buf.append(0)  # `info` keeps the traceback, and decode's frame, alive
+    assert info.value.field == "<root>"
 
 
 def test_private_attribute_uses_init_alias() -> None:
@@ -184,6 +189,7 @@ def test_private_attribute_uses_init_alias() -> None:
     schema = s.compile_schema(Private)
     assert schema.decode(schema.encode(Private(x=7))) == Private(x=7)
     assert schema.fields()[0].path == "_x"
+    assert schema.decode_dict(schema.encode(Private(x=7))) == {"_x": 7}
 
 
 def test_compile_is_cached() -> None:
@@ -288,6 +294,16 @@ def test_diff_validates_and_compares_only_changed_fields() -> None:
     """Fields shared by reference are neither compared nor validated."""
     old = Progress(step=-1, hist=(Bomb(),) * 4)  # type: ignore[arg-type]
     assert PROGRESS.diff(old, attrs.evolve(old, loss=1.0)) == [(8, struct.pack("<d", 1.0))]
+
+
+def test_diff_from_an_invalid_old_value_rewrites_those_fields() -> None:
+    """Where the old value is not valid, the patches rewrite the whole field."""
+    bad = attrs.evolve(Progress(), step=-1, label=3, hist=[1, 2, 3, 4], inner="x")  # type: ignore[arg-type]
+    new = attrs.evolve(bad, step=5, label="hi", hist=(1, 2, 3, 4), inner=Inner(x=1))
+    image, wanted = apply(b"\xff" * PROGRESS.size, PROGRESS.diff(bad, new)), PROGRESS.encode(new)
+    for f in PROGRESS.fields():
+        if f.path.split(".")[0] in ("step", "label", "hist", "inner"):
+            assert image[f.offset : f.offset + f.size] == wanted[f.offset : f.offset + f.size]
 
 
 def test_diff_rejects_invalid_changes_with_path() -> None:
@@ -667,6 +683,7 @@ def nested_arrays(levels: int) -> object:
         (one_field(Annotated[bytes, s.Bytes(2**31)]), "at most 2**31"),
         (one_field(nested_arrays(32)), "field 'step[][][]"),
         (attrs.make_class("Empty", {}), "Empty has no fields"),
+        (attrs.make_class("Long", {"x" * 256: field(type=s.U8)}), "limited to 255 bytes"),
         (attrs.make_class("Hidden", {"x": field(type=s.U8, init=False)}), "init=False"),
         (Recursive, "field 'child': Recursive contains itself"),
         (RecursiveArray, "field 'kids[]': RecursiveArray contains itself"),

@@ -1,0 +1,91 @@
+"""The stateful crash model: commits, checkpoints and every kind of crash, over several layouts."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import attrs
+import pytest
+from hypothesis import settings
+from hypothesis import strategies as st
+
+import journalstate as js
+from journalstate.testing._machine import CrashMachine
+
+
+@attrs.frozen
+class Small:
+    """A small state whose blob can outgrow a one-page journal."""
+
+    step: js.U64 = 0
+    loss: js.F64 = 0.0
+    label: Annotated[str, js.Str(32)] = ""
+    blob: Annotated[bytes, js.Bytes(6000)] = b""
+
+
+def small_states(max_blob: int) -> st.SearchStrategy[Small]:
+    """Small states, mostly cheap, sometimes with a large blob."""
+    return st.builds(
+        Small,
+        step=st.integers(0, 2**64 - 1),
+        loss=st.floats(allow_nan=False),
+        label=st.text(max_size=8),
+        blob=st.one_of(st.binary(max_size=64), st.binary(min_size=0, max_size=max_blob)),
+    )
+
+
+@attrs.frozen
+class Wide:
+    """A state spanning several pages, changed a few fields at a time."""
+
+    counters: Annotated[tuple[int, ...], js.Array(js.U32, 2048)] = (0,) * 2048
+    name: Annotated[str, js.Str(16)] = ""
+
+
+def wide_states() -> st.SearchStrategy[Any]:
+    """Wide states with a few counters set."""
+    return st.builds(
+        lambda changes, name: Wide(
+            counters=tuple(changes.get(i, 0) for i in range(2048)), name=name
+        ),
+        st.dictionaries(st.integers(0, 2047), st.integers(0, 2**32 - 1), max_size=4),
+        st.text(max_size=4),
+    )
+
+
+class TinyJournal(CrashMachine):
+    """A one-page journal: records straddle the ring's end and wrap every few commits."""
+
+    schema = Small
+    states = small_states(6000)
+    journal_size = 4096
+
+
+class DefaultJournal(CrashMachine):
+    """The default-sized journal with small states."""
+
+    schema = Small
+    states = small_states(200)
+    journal_size = 64 * 1024
+
+
+class ManyPages(CrashMachine):
+    """A state of several pages over a two-page journal."""
+
+    schema = Wide
+    states = wide_states()
+    journal_size = 8192
+
+
+TestTinyJournal = TinyJournal.TestCase
+TestDefaultJournal = DefaultJournal.TestCase
+TestManyPages = ManyPages.TestCase
+for case in (TestTinyJournal, TestDefaultJournal, TestManyPages):
+    case.settings = settings(stateful_step_count=25)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def report_counts() -> Any:
+    """Print how many crash images and deaths the model tried."""
+    yield
+    print(f"\ncrash model counts: {CrashMachine.counts}")
