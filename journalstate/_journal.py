@@ -18,6 +18,7 @@ from journalstate._format import (
     KIND_COMMIT,
     PATCH_HEAD_FMT,
     PATCH_HEAD_SIZE,
+    RECORD_ALIGN,
     RECORD_ANCHOR_OFFSET,
     RECORD_HEADER_SIZE,
     RecordHeader,
@@ -202,3 +203,32 @@ def _valid_header_at(
         ring, journal_size, position + RECORD_HEADER_SIZE, record_size(head.length) - len(raw)
     )
     return head if record_crc(whole) == head.crc else None
+
+
+_KIND_ANCHOR = struct.pack("<HH", KIND_COMMIT, 0)
+
+
+def max_epoch_in_ring(ring: Buffer, journal_size: int) -> int:
+    """The highest epoch of any checksummed record anywhere in the ring (0 if none).
+
+    Used when a slot is damaged: the damaged slot may have held the highest epoch ever used,
+    and a new session must never reuse an epoch whose records may still be in the ring.
+    """
+    best = 0
+    lo = 0
+    while True:
+        at = ring.find(_KIND_ANCHOR, lo, journal_size)
+        if at < 0:
+            return best
+        lo = at + 1
+        start = at - 12
+        if start < 0 or start % RECORD_ALIGN:
+            continue
+        head = decode_record_header(ring_read(ring, journal_size, start, RECORD_HEADER_SIZE))
+        if head.epoch <= best or head.position % journal_size != start:
+            continue
+        if head.length > max_payload(journal_size):
+            continue
+        whole = ring_read(ring, journal_size, start, record_size(head.length))
+        if record_crc(whole) == head.crc:
+            best = head.epoch

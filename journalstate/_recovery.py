@@ -24,6 +24,7 @@ from journalstate._io import Buffer
 from journalstate._journal import (
     Reason,
     check_patches,
+    max_epoch_in_ring,
     max_payload,
     read_record,
     ring_read,
@@ -325,11 +326,15 @@ def recover(
                 corruption=(*report.corruption, damage),
             )
     _apply_mode(path, report)
+    max_epoch = max(h.epoch for h in valid_heads)
+    if not all(s.valid for s in statuses):
+        # The damaged slot may have carried the highest epoch: look for it in the ring too.
+        max_epoch = max(max_epoch, max_epoch_in_ring(ring, journal_size))
     return Recovered(
         report=report,
         image=image,
         max_generation=max(h.generation for h in valid_heads),
-        max_epoch=max(h.epoch for h in valid_heads),
+        max_epoch=max_epoch,
     )
 
 

@@ -46,20 +46,19 @@ def read_slot(
     buf: Buffer, at: int, *, index: int, file_offset: int, state_size: int
 ) -> tuple[SlotStatus, bytes | None]:
     """Validate the slot starting at ``at`` in ``buf``; return its status and state bytes."""
-    head_raw = bytes(buf[at : at + SLOT_HEAD_SIZE])
-    generation, epoch, flags, seq, position, size, stored_crc, reserved = struct.unpack(
-        SLOT_HEAD_FMT, head_raw
+    # One copy of the whole slot: fields and checksummed bytes must come from the same read.
+    whole = bytes(buf[at : at + SLOT_HEAD_SIZE + state_size + SLOT_TAIL_SIZE])
+    generation, epoch, flags, seq, position, size, stored_crc, reserved = struct.unpack_from(
+        SLOT_HEAD_FMT, whole
     )
 
     def bad(reason: Reason) -> tuple[SlotStatus, None]:
         return SlotStatus(index, file_offset, False, reason, None), None
 
-    if head_raw.count(0) == SLOT_HEAD_SIZE:
+    if whole[:SLOT_HEAD_SIZE].count(0) == SLOT_HEAD_SIZE:
         return bad(Reason.ZEROED)
     if size != state_size:
         return bad(Reason.BAD_SIZE)
-    end = at + SLOT_HEAD_SIZE + state_size + SLOT_TAIL_SIZE
-    whole = bytes(buf[at:end])
     if slot_crc(whole, state_size) != stored_crc:
         return bad(Reason.BAD_CHECKSUM)
     (tail_generation,) = struct.unpack_from("<Q", whole, SLOT_HEAD_SIZE + state_size)

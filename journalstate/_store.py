@@ -16,7 +16,7 @@ from __future__ import annotations
 import enum
 import os
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, Generic, TypeVar
 
@@ -41,6 +41,7 @@ from journalstate._format import (
     END_MARKER_SIZE,
     HEADER_FIXED_SIZE,
     MAX_SCHEMA_LENGTH,
+    SLOT_HEAD_SIZE,
     Header,
     SlotHead,
     align,
@@ -54,7 +55,7 @@ from journalstate._format import (
 )
 from journalstate._io import PAGE_SIZE, OsStorage, Region, Storage, StoreFile
 from journalstate._journal import max_payload
-from journalstate._recovery import RecoveryMode, RecoveryReport, recover
+from journalstate._recovery import Recovered, RecoveryMode, RecoveryReport, recover
 from journalstate._schema import Schema, compare_descriptors, compile_schema
 from journalstate._txn import Draft, build, close
 
@@ -62,6 +63,8 @@ T = TypeVar("T")
 
 DEFAULT_JOURNAL_SIZE = 1 << 20
 """Journal ring size for new stores (bytes): room for thousands of small commits."""
+MAX_JOURNAL_SIZE = 1 << 30
+"""Largest journal ring (bytes): record lengths are u32 and replay reads the ring in memory."""
 DEFAULT_CHECKPOINT_THRESHOLD = 0.5
 """A commit that leaves the journal fuller than this fraction is followed by a checkpoint."""
 _ZERO_MARKER = bytes(END_MARKER_SIZE)
@@ -113,8 +116,10 @@ class Store(Generic[T]):
         durability: Durability,
         readonly: bool,
         checkpoint_threshold: float,
+        flush_interval: float = 1.0,
     ) -> None:
         self._path = path
+        self._flush_interval = flush_interval
         self._schema = schema
         self._file = file
         self._header = header
@@ -279,9 +284,9 @@ class Store(Generic[T]):
             )
         patches = self._schema.diff(self._state, state)
         if not patches:
-            self._state = state
             if mode is Durability.COMMIT:
                 self._sync_journal()
+            self._state = state
             return self._seq
         payload = encode_patches(patches)
         size = record_size(len(payload))
@@ -303,16 +308,21 @@ class Store(Generic[T]):
         # (recovery replays it); an OS crash may keep any subset of its sectors, which the
         # record's crc rejects as a torn tail, so recovery stops at the previous commit.
         self._ring_write(self._tail, record + _ZERO_MARKER)
-        self._tail += size
+        tail = self._tail + size
+        if mode is Durability.COMMIT:
+            # The commit point: once this msync returns, the record is durable. If it fails,
+            # the store is poisoned and its state stays the previous one (the commit is in
+            # doubt: recovery decides).
+            self._sync_journal(tail, seq)
+        self._tail = tail
         self._seq = seq
         for offset, data in patches:
             self._image[offset : offset + len(data)] = data
         self._state = state
         self.stats.commits += 1
         self.stats.bytes_journaled += size
-        if mode is Durability.COMMIT:
-            # The commit point: once this msync returns, the record is durable.
-            self._sync_journal()
+        if mode is Durability.INTERVAL and self._flusher is None:
+            self._start_flusher(self._flush_interval)
         if self._tail - self._base_position > self._threshold * self._journal_size:
             self._checkpoint_locked()
         return seq
@@ -341,18 +351,22 @@ class Store(Generic[T]):
         if first < len(data):  # the record straddles the ring's end
             self._ring.write(0, data[first:])
 
-    def _sync_journal(self) -> None:
-        if self._synced >= self._tail:
+    def _sync_journal(self, tail: int | None = None, seq: int | None = None) -> None:
+        """msync the journal from the last synced position through ``tail``'s end marker."""
+        tail = self._tail if tail is None else tail
+        seq = self._seq if seq is None else seq
+        if self._synced >= tail:
             return
         start = self._synced % self._journal_size
-        length = self._tail - self._synced
+        # The end marker after the last record is synced too, so a clean end stays clean.
+        length = tail + END_MARKER_SIZE - self._synced
         first = min(length, self._journal_size - start)
         self._guarded_sync(self._ring, start, first)
         if first < length:
             self._guarded_sync(self._ring, 0, length - first)
         self.stats.journal_syncs += 1
-        self._synced = self._tail
-        self._durable_seq = self._seq
+        self._synced = tail
+        self._durable_seq = seq
 
     def _guarded_sync(self, region: Region, offset: int, length: int) -> None:
         try:
@@ -363,8 +377,10 @@ class Store(Generic[T]):
             self._poisoned = e
             raise StorePoisoned(e) from e
 
-    def _checkpoint_locked(self, *, new_epoch: int | None = None) -> None:
-        target = 1 - self._base_slot
+    def _checkpoint_locked(
+        self, *, new_epoch: int | None = None, target: int | None = None
+    ) -> None:
+        target = 1 - self._base_slot if target is None else target
         generation = self._generation + 1
         epoch = self._epoch if new_epoch is None else new_epoch
         head = SlotHead(generation, epoch, self._seq, self._tail, self._header.state_size)
@@ -397,9 +413,20 @@ class Store(Generic[T]):
         if self._tail % self._journal_size + END_MARKER_SIZE > self._journal_size:
             self._guarded_sync(self._ring, 0, END_MARKER_SIZE)
         # A new epoch, durable in a slot before any record of this session is written: records
-        # left by earlier sessions (including unsynced ones recovery could not see) carry older
-        # epochs and can never be replayed after this point.
-        self._checkpoint_locked(new_epoch=max_epoch + 1)
+        # left by earlier sessions (including unsynced ones recovery could not see) carry other
+        # epochs and can never be replayed after this point. The slot with the highest epoch
+        # is never the one written here: normally the older slot is the target; a roll-back
+        # to the previous generation rewrites the older slot in place (torn, it leaves the
+        # newer one, and with it the highest epoch, intact; the roll-back just did not happen).
+        epoch = (max_epoch + 1) & 0xFFFFFFFF
+        if not self._report.previous_generation:
+            self._checkpoint_locked(new_epoch=epoch)
+            return
+        self._checkpoint_locked(new_epoch=epoch, target=self._base_slot)
+        # Crash window: the rolled-back state is durable in the newest slot; the other slot
+        # still holds the discarded generation. Overwrite it too, so a later roll-back or a
+        # fallback can never bring the discarded state back.
+        self._checkpoint_locked()
 
     # --- life cycle ------------------------------------------------------------------------
 
@@ -474,6 +501,51 @@ def _durability(value: Durability | str | None, default: Durability) -> Durabili
     except ValueError:
         choices = ", ".join(d.value for d in Durability)
         raise ValueError(f"unknown durability {value!r}; use one of {choices}") from None
+
+
+def _recover(
+    path: str,
+    header: Header,
+    slots: Region,
+    ring: Region,
+    *,
+    mode: RecoveryMode,
+    previous_generation: bool,
+    validate: Callable[[bytes], None],
+    concurrent_writer: bool,
+) -> Recovered:
+    """Run recovery; a reader (no lock) retries while a live writer moves the slots under it.
+
+    A writer can only reuse journal space after a checkpoint, and a checkpoint rewrites a slot
+    head. So when both slot heads read the same before and after recovery, the journal bytes
+    recovery read were appended to at most (a torn tail), never overwritten.
+    """
+
+    def heads() -> bytes:
+        buf = slots.buffer
+        second = header.slot_size
+        return bytes(buf[0:SLOT_HEAD_SIZE]) + bytes(buf[second : second + SLOT_HEAD_SIZE])
+
+    attempts = 50 if concurrent_writer else 1
+    for attempt in range(attempts):
+        before = heads() if concurrent_writer else b""
+        try:
+            recovered = recover(
+                path,
+                header,
+                slots.buffer,
+                ring.buffer,
+                mode=mode,
+                previous_generation=previous_generation,
+                validate=validate,
+            )
+        except StoreCorrupt:
+            if not concurrent_writer or heads() == before or attempt == attempts - 1:
+                raise
+            continue
+        if not concurrent_writer or heads() == before:
+            return recovered
+    return recovered
 
 
 def _new_file_chunks(
@@ -564,8 +636,8 @@ def open(
         if readonly or not create or compiled is None:
             raise StoreNotFound(path, "no such store")
         size = align(journal_size or DEFAULT_JOURNAL_SIZE, PAGE_SIZE)
-        if size < PAGE_SIZE or size > 1 << 40:
-            raise ValueError(f"journal_size must be between {PAGE_SIZE} bytes and 1 TiB")
+        if size < PAGE_SIZE or size > MAX_JOURNAL_SIZE:
+            raise ValueError(f"journal_size must be between {PAGE_SIZE} bytes and 1 GiB")
         header, chunks = _new_file_chunks(
             compiled, compiled.default() if initial is None else initial, size
         )
@@ -603,14 +675,15 @@ def open(
         def validate(data: bytes) -> None:
             compiled.decode(data)
 
-        recovered = recover(
+        recovered = _recover(
             path,
             header,
-            slots.buffer,
-            ring.buffer,
+            slots,
+            ring,
             mode=rec_mode,
             previous_generation=previous_generation,
             validate=validate,
+            concurrent_writer=readonly,
         )
         try:
             state = compiled.decode(recovered.image)
@@ -629,6 +702,7 @@ def open(
             durability=mode,
             readonly=readonly,
             checkpoint_threshold=checkpoint_threshold,
+            flush_interval=flush_interval,
         )
         if not readonly:
             store._begin_session(recovered.max_generation, recovered.max_epoch)

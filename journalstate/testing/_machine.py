@@ -123,8 +123,9 @@ class CrashMachine(RuleBasedStateMachine):
         else:
             self.disk.restart(PATH)
             self._count("process deaths")
+        # What the model accepts on reopen: seq in [low, last]. Only an OS crash can fall back
+        # to the durable point; a process death keeps every commit that returned.
         low = self.durable if os_crash else self.last - (1 if in_flight is not None else 0)
-        self.durable = low  # what the model accepts from now on: seq in [low, last]
         self._after_crash_low = low
 
     def _reopen_after_crash(self, data: st.DataObject) -> None:
@@ -254,7 +255,9 @@ class CrashMachine(RuleBasedStateMachine):
         start = len(self.disk.events)
         self.disk.crash_at = lambda e: 0 if e.index >= start + at else None
         try:
-            store = js.open(PATH, self.schema, storage=self.disk, flush_interval=3600)
+            store: js.Store[Any] = js.open(
+                PATH, self.schema, storage=self.disk, flush_interval=3600
+            )
             store.close()
             event("recovery finished before the crash point")
         except SimulatedCrash:
@@ -262,8 +265,7 @@ class CrashMachine(RuleBasedStateMachine):
         finally:
             self.disk.crash_at = None
         self._crash(data, os_crash=data.draw(st.booleans()), in_flight=None)
-        self._after_crash_low = low
-        self.durable = low
+        self._after_crash_low = min(low, self._after_crash_low)
         self._reopen_after_crash(data)
 
     @precondition(lambda self: self.store is not None and not self.poisoned)
@@ -301,7 +303,7 @@ class CrashMachine(RuleBasedStateMachine):
             event("store poisoned")
             for call in (lambda: self.store.commit(new), self.store.flush, self.store.checkpoint):
                 try:
-                    call()  # type: ignore[no-untyped-call]
+                    call()
                     raise AssertionError("a poisoned store accepted a call")
                 except js.StorePoisoned:
                     pass
