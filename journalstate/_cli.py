@@ -12,7 +12,7 @@ import os
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any, TextIO
+from typing import Any, NoReturn, TextIO
 
 import journalstate as js
 from journalstate import _demo, _inspect
@@ -69,7 +69,11 @@ def _open(path: str, **kwargs: Any) -> Iterator[js.Store[Any]]:
         raise _Fail(EXIT_USAGE, f"{path}: no such file") from None
     except js.JournalStateError as e:
         hint = ""
-        if isinstance(e, js.StoreCorrupt) and not isinstance(e, js.Unrecoverable):
+        if (
+            isinstance(e, js.StoreCorrupt)
+            and not isinstance(e, js.Unrecoverable)
+            and "--mode salvage" not in str(e)
+        ):
             hint = " (run `journalstate recover --mode salvage` to keep the state before it)"
         raise _Fail(_exit_code(e), f"{e}{hint}") from None
     try:
@@ -265,8 +269,16 @@ def cmd_recover(args: argparse.Namespace, out: TextIO) -> int:
     }
     if args.dry_run:
         kwargs["readonly"] = True
-    with _open(target, **kwargs) as store:
-        report = store.recovery
+    try:
+        with _open(target, **kwargs) as store:
+            report = store.recovery
+    except BaseException as e:
+        if target != args.path:
+            # Nothing was repaired: leave no copy behind, and name the file the user gave.
+            os.unlink(target)
+            if isinstance(e, _Fail) and str(e).startswith(f"{target}:"):
+                raise _Fail(e.code, args.path + str(e)[len(target) :]) from None
+        raise
     action = "would recover" if args.dry_run else "recovered"
     data = {
         "path": args.path,
@@ -279,13 +291,17 @@ def cmd_recover(args: argparse.Namespace, out: TextIO) -> int:
         where = f" into {args.output}" if args.output and not args.dry_run else ""
         out.write(f"{args.path}: {action}{where}\n")
         _say_report(out, report)
-        if not args.dry_run:
-            out.write(
-                f"wrote a fresh checkpoint (generation {report.generation + 1}) "
-                "and cut the torn tail\n"
-                if not args.previous_generation
-                else "rolled back to the previous generation and made it durable\n"
-            )
+        if args.dry_run:
+            return
+        if args.previous_generation:
+            out.write("rolled back to the previous generation and made it durable\n")
+            return
+        cut = ""
+        if report.torn_tail:
+            cut = " and cut the torn tail"
+        elif any(d.region == "journal" for d in report.corruption):
+            cut = " and cut the journal after the damage"
+        out.write(f"wrote a fresh checkpoint (generation {report.generation + 1}){cut}\n")
 
     _emit(out, args, data, human)
     return _report_code(report)
@@ -296,6 +312,9 @@ def _copy(source: str, dest: str) -> str:
     storage = OsStorage()
     if storage.exists(dest):
         raise _Fail(EXIT_USAGE, f"{dest}: already exists; choose a new --output path")
+    directory = os.path.dirname(os.path.abspath(dest))
+    if not os.path.isdir(directory):
+        raise _Fail(EXIT_USAGE, f"{dest}: directory {directory} does not exist")
     try:
         with open(source, "rb") as f:
             size = os.fstat(f.fileno()).st_size
@@ -306,7 +325,8 @@ def _copy(source: str, dest: str) -> str:
         raise _Fail(EXIT_USAGE, f"{source}: is a directory, not a store file") from None
     except PermissionError as e:
         raise _Fail(EXIT_BUSY, f"{source}: no permission to read it ({e.strerror})") from None
-    storage.create(dest, size, chunks)
+    if not storage.create(dest, size, chunks):  # something appeared at dest meanwhile
+        raise _Fail(EXIT_USAGE, f"{dest}: already exists; choose a new --output path")
     return dest
 
 
@@ -336,12 +356,34 @@ EXIT_CODES = """exit codes:
   4  unrecoverable
   5  locked by a live writer, or no permission"""
 
+EXAMPLES = """examples:
+  journalstate check state.jst
+  journalstate recover state.jst --output repaired.jst --mode salvage
+  journalstate dump state.jst --json"""
+
+
+def _count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
+    return value
+
+
+class _Parser(argparse.ArgumentParser):
+    """An ArgumentParser whose usage errors are one line on stderr, like every other error."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"journalstate: {message} (see `{self.prog} --help`)\n")
+
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="journalstate",
         description="Inspect, check and repair journalstate store files.",
-        epilog=EXIT_CODES,
+        epilog=f"{EXAMPLES}\n\n{EXIT_CODES}",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"journalstate {js.__version__}")
@@ -383,7 +425,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("path")
     p = add("log", "transactions in the journal, oldest first", "journalstate log s.jst", cmd_log)
     p.add_argument("path")
-    p.add_argument("--limit", type=int, help="only the last N transactions")
+    p.add_argument("--limit", type=_count, help="only the last N transactions")
     p = add("demo", "SIGKILL and simulated OS crashes, explained", "journalstate demo", cmd_demo)
     p.add_argument("--seed", type=int, help="seed for the random choices")
     return parser
@@ -409,8 +451,13 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
     except js.JournalStateError as e:
         sys.stderr.write(f"journalstate: {e}\n")
         return _exit_code(e)
+    except BrokenPipeError:
+        # Whoever read stdout went away (`journalstate log s.jst | head`): nothing to say.
+        # 141 is what a shell reports for a process that SIGPIPE ended.
+        return 141
     except OSError as e:
-        sys.stderr.write(f"journalstate: {e.filename or ''}: {e.strerror or e}\n")
+        where = f"{e.filename}: " if e.filename else ""
+        sys.stderr.write(f"journalstate: {where}{e.strerror or e}\n")
         return EXIT_BUSY
     except KeyboardInterrupt:
         sys.stderr.write("journalstate: interrupted\n")
