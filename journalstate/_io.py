@@ -43,7 +43,7 @@ class Region(Protocol):
         """The mapped bytes, for reading. Never keep slices of it past a call."""
         ...
 
-    def write(self, offset: int, data: bytes) -> None:
+    def write(self, offset: int, data: bytes | bytearray) -> None:
         """Copy ``data`` into the mapping at ``offset`` (not durable until :meth:`sync`)."""
         ...
 
@@ -126,7 +126,7 @@ class MmapRegion:
     def buffer(self) -> Buffer:
         return self._mm
 
-    def write(self, offset: int, data: bytes) -> None:
+    def write(self, offset: int, data: bytes | bytearray) -> None:
         self._mm[offset : offset + len(data)] = data
 
     def sync(self, offset: int, length: int) -> None:

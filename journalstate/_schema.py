@@ -229,6 +229,11 @@ class _Scalar(_Node):
         return value == 1
 
     def diff(self, old: object, new: object, at: int, out: Patches) -> None:
+        if self.kind != KIND_FLOAT:  # for ints and bools of one type, == is equal images
+            if type(old) is type(new) and old == new:
+                return
+            out.append((at, self.to_bytes(new)))
+            return
         packed = self.to_bytes(new)
         if type(old) is type(new):  # equal images, not ==: 0.0 vs -0.0 differ, a NaN is itself
             try:
@@ -538,19 +543,20 @@ class Schema(_Layout):
             self._root.diff(old, new, 0, out)
         except _Bad as exc:
             raise _invalid(exc) from None
+        if len(out) < 2:
+            return out
         merged: Patches = []
-        run: list[bytes] = []
-        start = end = 0
-        for offset, data in out:
-            if run and offset != end:
-                merged.append((start, b"".join(run)))
-                run = []
-            if not run:
-                start = offset
-            run.append(data)
+        start, first = out[0]
+        run = [first]
+        end = start + len(first)
+        for offset, data in out[1:]:
+            if offset == end:
+                run.append(data)
+            else:
+                merged.append((start, run[0] if len(run) == 1 else b"".join(run)))
+                start, run = offset, [data]
             end = offset + len(data)
-        if run:
-            merged.append((start, b"".join(run)))
+        merged.append((start, run[0] if len(run) == 1 else b"".join(run)))
         return merged
 
 

@@ -41,14 +41,14 @@ from journalstate._format import (
     END_MARKER_SIZE,
     HEADER_FIXED_SIZE,
     MAX_SCHEMA_LENGTH,
+    RECORD_HEADER_SIZE,
     SLOT_HEAD_SIZE,
     Header,
     SlotHead,
     align,
+    build_record,
     decode_header,
     encode_header,
-    encode_patches,
-    encode_record,
     encode_slot,
     record_size,
     slot_size_for,
@@ -130,8 +130,9 @@ class Store(Generic[T]):
         self._report = report
         self._durability = durability
         self._readonly = readonly
-        self._threshold = checkpoint_threshold
         self._journal_size = header.journal_size
+        self._max_payload = max_payload(header.journal_size)
+        self._checkpoint_at = checkpoint_threshold * header.journal_size
         self._lock = threading.RLock()
         self._txn_owner: int | None = None
         self._closed = False
@@ -242,13 +243,14 @@ class Store(Generic[T]):
             TransactionError: called inside this thread's open transaction.
             StorePoisoned: an earlier msync failed.
         """
+        mode = self._durability if durability is None else _durability(durability, None)
         with self._lock:
-            if self._txn_owner == threading.get_ident():
+            if self._txn_owner is not None and self._txn_owner == threading.get_ident():
                 raise TransactionError(
                     "commit() inside a transaction of the same thread; "
                     "change the draft instead and let the transaction commit it"
                 )
-            return self._commit_locked(state, _durability(durability, self._durability))
+            return self._commit_locked(state, mode)
 
     @contextmanager
     def transaction(self, *, durability: Durability | str | None = None) -> Iterator[Any]:
@@ -276,38 +278,30 @@ class Store(Generic[T]):
                 self._txn_owner = None
 
     def _commit_locked(self, state: T, mode: Durability) -> int:
-        self._check_writable()
-        if type(state) is not self._schema.cls:
+        if self._closed or self._poisoned is not None or self._readonly:
+            self._check_writable()
+        schema = self._schema
+        if type(state) is not schema.cls:
             raise InvalidValue(
-                "<root>",
-                f"expected a {self._schema.cls.__name__}, got {type(state).__name__}",
+                "<root>", f"expected a {schema.cls.__name__}, got {type(state).__name__}"
             )
-        patches = self._schema.diff(self._state, state)
+        patches = schema.diff(self._state, state)
         if not patches:
             if mode is Durability.COMMIT:
                 self._sync_journal()
             self._state = state
             return self._seq
-        payload = encode_patches(patches)
-        size = record_size(len(payload))
-        limit = max_payload(self._journal_size)
-        if len(payload) > limit:
-            raise TransactionTooLarge(size, record_size(limit))
+        seq = self._seq + 1
+        record, size = self._build(seq, patches)
+        if size - RECORD_HEADER_SIZE > self._max_payload:
+            raise TransactionTooLarge(size, record_size(self._max_payload))
         if self._tail + size + END_MARKER_SIZE - self._base_position > self._journal_size:
             self._checkpoint_locked()
-        seq = self._seq + 1
-        record = encode_record(
-            epoch=self._epoch,
-            seq=seq,
-            position=self._tail,
-            durable_seq=self._durable_seq,
-            generation=self._generation,
-            payload=payload,
-        )
+            record, size = self._build(seq, patches)  # the generation and durable_seq moved
         # Crash window: the record is in the page cache, not on disk. Process death keeps it
         # (recovery replays it); an OS crash may keep any subset of its sectors, which the
         # record's crc rejects as a torn tail, so recovery stops at the previous commit.
-        self._ring_write(self._tail, record + _ZERO_MARKER)
+        self._ring_write(self._tail, record)
         tail = self._tail + size
         if mode is Durability.COMMIT:
             # The commit point: once this msync returns, the record is durable. If it fails,
@@ -316,16 +310,28 @@ class Store(Generic[T]):
             self._sync_journal(tail, seq)
         self._tail = tail
         self._seq = seq
+        image = self._image
         for offset, data in patches:
-            self._image[offset : offset + len(data)] = data
+            image[offset : offset + len(data)] = data
         self._state = state
-        self.stats.commits += 1
-        self.stats.bytes_journaled += size
+        stats = self.stats
+        stats.commits += 1
+        stats.bytes_journaled += size
         if mode is Durability.INTERVAL and self._flusher is None:
             self._start_flusher(self._flush_interval)
-        if self._tail - self._base_position > self._threshold * self._journal_size:
+        if tail - self._base_position > self._checkpoint_at:
             self._checkpoint_locked()
         return seq
+
+    def _build(self, seq: int, patches: list[tuple[int, bytes]]) -> tuple[bytes, int]:
+        return build_record(
+            epoch=self._epoch,
+            seq=seq,
+            position=self._tail,
+            durable_seq=self._durable_seq,
+            generation=self._generation,
+            patches=patches,
+        )
 
     # --- flushing and checkpoints ----------------------------------------------------------
 
@@ -344,12 +350,14 @@ class Store(Generic[T]):
             self._check_writable()
             self._checkpoint_locked()
 
-    def _ring_write(self, position: int, data: bytes) -> None:
+    def _ring_write(self, position: int, data: bytes | bytearray) -> None:
         start = position % self._journal_size
-        first = min(len(data), self._journal_size - start)
+        if start + len(data) <= self._journal_size:
+            self._ring.write(start, data)
+            return
+        first = self._journal_size - start  # the record straddles the ring's end
         self._ring.write(start, data[:first])
-        if first < len(data):  # the record straddles the ring's end
-            self._ring.write(0, data[first:])
+        self._ring.write(0, data[first:])
 
     def _sync_journal(self, tail: int | None = None, seq: int | None = None) -> None:
         """msync the journal from the last synced position through ``tail``'s end marker."""
@@ -493,8 +501,9 @@ class Store(Generic[T]):
         return f"<journalstate.Store {self._path!r} {status}>"
 
 
-def _durability(value: Durability | str | None, default: Durability) -> Durability:
+def _durability(value: Durability | str | None, default: Durability | None) -> Durability:
     if value is None:
+        assert default is not None
         return default
     try:
         return Durability(value)

@@ -62,7 +62,7 @@ class CountingRegion:
     def buffer(self) -> Buffer:
         return self._inner.buffer
 
-    def write(self, offset: int, data: bytes) -> None:
+    def write(self, offset: int, data: bytes | bytearray) -> None:
         self._inner.write(offset, data)
 
     def sync(self, offset: int, length: int) -> None:

@@ -215,7 +215,7 @@ class SimStorage:
         self.events.append(event)
         return None if self.crash_at is None else self.crash_at(event)
 
-    def _write(self, f: _File, offset: int, data: bytes) -> None:
+    def _write(self, f: _File, offset: int, data: bytes | bytearray) -> None:
         crash = self._event(f, Op.WRITE, offset, len(data))
         if crash is not None:
             data = data[: max(0, min(crash, len(data)))]
@@ -309,7 +309,7 @@ class _SimRegion:
         f = self._owner._live()
         return bytes(f.cache[self._base : self._base + self._length])
 
-    def write(self, offset: int, data: bytes) -> None:
+    def write(self, offset: int, data: bytes | bytearray) -> None:
         assert self._writable, "write to a read-only mapping"
         assert offset >= 0
         assert offset + len(data) <= self._length
