@@ -5,6 +5,7 @@ images an OS crash or a process death may leave. See docs/testing.md for the cra
 """
 
 from journalstate.testing._disk import (
+    CRASH_POINTS,
     SECTOR_SIZE,
     Chooser,
     CrashHook,
@@ -12,6 +13,17 @@ from journalstate.testing._disk import (
     Op,
     SimStorage,
     SimulatedCrash,
+    crash_point,
 )
 
-__all__ = ["SECTOR_SIZE", "Chooser", "CrashHook", "Event", "Op", "SimStorage", "SimulatedCrash"]
+__all__ = [
+    "CRASH_POINTS",
+    "SECTOR_SIZE",
+    "Chooser",
+    "CrashHook",
+    "Event",
+    "Op",
+    "SimStorage",
+    "SimulatedCrash",
+    "crash_point",
+]

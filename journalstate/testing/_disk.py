@@ -320,3 +320,55 @@ class _SimRegion:
 
     def close(self) -> None:
         pass
+
+
+# --- named crash points --------------------------------------------------------------------------
+
+CRASH_POINTS: dict[str, tuple[Op, str, bool]] = {
+    # name: (operation, region, crash after it rather than at it)
+    "journal-write-torn": (Op.WRITE, "journal", False),
+    "journal-written": (Op.WRITE, "journal", True),
+    "journal-synced": (Op.SYNC, "journal", True),
+    "slot-write-torn": (Op.WRITE, "slots", False),
+    "slot-written": (Op.WRITE, "slots", True),
+    "slot-synced": (Op.SYNC, "slots", True),
+}
+"""Crash points, each the instant around the first matching disk event after arming.
+
+``journal-write-torn``: during the copy of a record (or end marker) into the journal, after
+``cut`` bytes. ``journal-written``: the copy is complete, its msync has not started (in a
+commit: after the record is written and before the commit point). ``journal-synced``: right
+after the journal msync (in a commit: right after the commit point). ``slot-write-torn``,
+``slot-written``, ``slot-synced``: the same for the slot a checkpoint writes.
+"""
+
+
+def crash_point(disk: SimStorage, name: str, *, cut: int = 0, skip: int = 0) -> CrashHook:
+    """A hook for ``disk.crash_at`` that crashes at the named point.
+
+    Args:
+        disk: the simulated disk (its event count marks where arming happened).
+        name: a key of :data:`CRASH_POINTS`.
+        cut: for ``*-torn`` points, how many bytes of the write reach the page cache.
+        skip: ignore this many matching events first.
+    """
+    op, region, after = CRASH_POINTS[name]
+    start = len(disk.events)
+    state = {"seen": 0, "fire_next": False}
+
+    def hook(event: Event) -> int | None:
+        if event.index < start:
+            return None
+        if state["fire_next"]:
+            return 0
+        if event.op is op and event.region == region:
+            if state["seen"] < skip:
+                state["seen"] += 1
+                return None
+            if after:
+                state["fire_next"] = True
+                return None
+            return cut
+        return None
+
+    return hook
