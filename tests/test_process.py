@@ -27,15 +27,26 @@ CHILD = textwrap.dedent(
     from tests.test_process import expected
     from tests.conftest import Progress
     path, mode, journal, abort_at = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+    behaviour = sys.argv[5]
     store = js.open(path, Progress, durability=mode, journal_size=journal)
     start = store.state.step
     print("ready", start, flush=True)
     i = start
     while True:
+        if behaviour == "reopen":  # spend the time in recovery and the open checkpoint
+            store.close()
+            store = js.open(path, Progress, durability=mode)
+            print(store.state.step, flush=True)
+            continue
         i += 1
         store.commit(expected(i))
+        if behaviour == "checkpoint":
+            store.checkpoint()
         print(i, flush=True)
         if i == abort_at:
+            if behaviour == "segv":
+                import ctypes
+                ctypes.string_at(0)
             os.abort()
     """
 ).format(root=str(ROOT))
@@ -51,10 +62,17 @@ def expected(step: int) -> Progress:
     )
 
 
-def run_child(path: Path, mode: str, journal: int, stop_after: int, abort_at: int = 0) -> int:
+def run_child(
+    path: Path,
+    mode: str,
+    journal: int,
+    stop_after: int,
+    abort_at: int = 0,
+    behaviour: str = "commit",
+) -> int:
     """Run a committing child; SIGKILL it after ``stop_after`` acks. Returns the last ack."""
     proc = subprocess.Popen(
-        [sys.executable, "-c", CHILD, str(path), mode, str(journal), str(abort_at)],
+        [sys.executable, "-c", CHILD, str(path), mode, str(journal), str(abort_at), behaviour],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -64,9 +82,9 @@ def run_child(path: Path, mode: str, journal: int, stop_after: int, abort_at: in
     assert ready[:1] == ["ready"], proc.stderr.read() if proc.stderr else ""
     start = int(ready[1])
     last = start
-    for line in proc.stdout:
+    for acks, line in enumerate(proc.stdout, start=1):
         last = int(line)
-        if last - start >= stop_after:
+        if acks >= stop_after:
             os.kill(proc.pid, signal.SIGKILL)
             break
     rest = proc.stdout.read()  # drains what the line reader buffered, then the pipe
@@ -101,6 +119,42 @@ def test_abort_loses_nothing_acknowledged(tmp_path: Path) -> None:
     assert last == 57
     with js.open(path, Progress) as store:
         assert store.state == expected(57)
+
+
+@pytest.mark.parametrize("mode", ["commit", "process"])
+def test_sigkill_during_checkpoints(tmp_path: Path, mode: str) -> None:
+    """A child that checkpoints after every commit, killed at random, loses nothing."""
+    rng = random.Random(mode)
+    path = tmp_path / "ckpt.jst"
+    for _ in range(3):
+        last = run_child(path, mode, 8192, stop_after=rng.randrange(5, 100), behaviour="checkpoint")
+        with js.open(path, Progress, readonly=True) as store:
+            step = store.state.step
+            assert last <= step <= last + 1
+            assert store.state == expected(step)
+
+
+def test_sigkill_during_recovery(tmp_path: Path) -> None:
+    """A child that does nothing but reopen (recover, open checkpoint), killed at random."""
+    path = tmp_path / "reopen.jst"
+    committed = run_child(path, "process", 4096, stop_after=37)
+    rng = random.Random(7)
+    for _ in range(4):
+        run_child(path, "process", 4096, stop_after=rng.randrange(1, 40), behaviour="reopen")
+        with js.open(path, Progress, readonly=True) as store:
+            assert committed <= store.state.step <= committed + 1
+            assert store.state == expected(store.state.step)
+            committed = store.state.step
+            assert not store.recovery.corruption
+
+
+def test_segfault_loses_nothing_acknowledged(tmp_path: Path) -> None:
+    """SIGSEGV right after a commit (a crash in native code) loses nothing."""
+    path = tmp_path / "segv.jst"
+    last = run_child(path, "process", 4096, stop_after=10_000, abort_at=23, behaviour="segv")
+    assert last == 23
+    with js.open(path, Progress) as store:
+        assert store.state == expected(23)
 
 
 LOCK_HOLDER = textwrap.dedent(
