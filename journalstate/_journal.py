@@ -215,20 +215,25 @@ def max_epoch_in_ring(ring: Buffer, journal_size: int) -> int:
     and a new session must never reuse an epoch whose records may still be in the ring.
     """
     best = 0
-    lo = 0
-    while True:
-        at = ring.find(_KIND_ANCHOR, lo, journal_size)
-        if at < 0:
-            return best
-        lo = at + 1
-        start = at - 12
-        if start < 0 or start % RECORD_ALIGN:
-            continue
+
+    def consider(start: int) -> None:
+        nonlocal best
         head = decode_record_header(ring_read(ring, journal_size, start, RECORD_HEADER_SIZE))
         if head.epoch <= best or head.position % journal_size != start:
-            continue
-        if head.length > max_payload(journal_size):
-            continue
+            return
+        if head.kind != KIND_COMMIT or head.length > max_payload(journal_size):
+            return
         whole = ring_read(ring, journal_size, start, record_size(head.length))
         if record_crc(whole) == head.crc:
             best = head.epoch
+
+    at = ring.find(_KIND_ANCHOR, 0, journal_size)
+    while at >= 0:
+        start = (at - 12) % journal_size  # the kind field sits at offset 12 of a header
+        if start % RECORD_ALIGN == 0:
+            consider(start)
+        at = ring.find(_KIND_ANCHOR, at + 1, journal_size)
+    # Headers whose kind field straddles the ring's end are not found by the search above.
+    for start in range(journal_size - 16, journal_size - 8, RECORD_ALIGN):
+        consider(start)
+    return best

@@ -49,7 +49,8 @@ def record_field_offset(name: str) -> int:
 def put(buf: bytearray, offset: int, data: bytes, journal_size: int | None = None) -> None:
     """Write ``data`` at ``offset``; with ``journal_size``, wrap at the ring's end."""
     if journal_size is None:
-        assert 0 <= offset and offset + len(data) <= len(buf)
+        assert offset >= 0
+        assert offset + len(data) <= len(buf)
         buf[offset : offset + len(data)] = data
         return
     assert len(data) <= journal_size == len(buf)
@@ -109,9 +110,7 @@ def set_record_field(
     )
 
 
-def set_length(
-    buf: bytearray, record_offset: int, n: int, journal_size: int | None = None
-) -> None:
+def set_length(buf: bytearray, record_offset: int, n: int, journal_size: int | None = None) -> None:
     """Set the payload length of the record at ``record_offset`` to ``n`` (crc not fixed)."""
     set_record_field(buf, record_offset, "length", n, journal_size)
 

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import struct
+from typing import Any
 
+import attrs
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -16,6 +19,7 @@ from journalstate._errors import (
     UnsupportedVersion,
 )
 from journalstate._format import (
+    END_MARKER_SIZE,
     FORMAT_VERSION,
     HEADER_CRC_OFFSET,
     HEADER_FIXED_SIZE,
@@ -29,6 +33,7 @@ from journalstate._format import (
     Header,
     SlotHead,
     align,
+    build_record,
     crc,
     decode_header,
     decode_record_header,
@@ -77,7 +82,7 @@ def reference_crc32c(data: bytes) -> int:
     return value ^ 0xFFFF_FFFF
 
 
-# --- checksums -------------------------------------------------------------------------------
+# --- checksums ------------------------------------------------------------------------------------
 
 
 def test_crc_is_castagnoli() -> None:
@@ -127,7 +132,7 @@ def test_align_and_sizes() -> None:
     assert slot_size_for(512 - SLOT_HEAD_SIZE - 7, 512) == 1024
 
 
-# --- golden bytes ----------------------------------------------------------------------------
+# --- golden bytes ---------------------------------------------------------------------------------
 
 
 def test_golden_header_bytes() -> None:
@@ -214,16 +219,14 @@ def test_golden_record_bytes() -> None:
 
 def test_decode_record_header_reads_every_field() -> None:
     """decode_record_header returns the fields encode_record wrote."""
-    encoded = encode_record(
-        epoch=9, seq=8, position=7, durable_seq=6, generation=5, payload=b"abc"
-    )
+    encoded = encode_record(epoch=9, seq=8, position=7, durable_seq=6, generation=5, payload=b"abc")
     head = decode_record_header(encoded)
     assert (head.length, head.epoch, head.kind, head.reserved) == (3, 9, KIND_COMMIT, 0)
     assert (head.seq, head.position, head.durable_seq, head.generation) == (8, 7, 6, 5)
     assert head.crc == record_crc(encoded)
 
 
-# --- decode_header ---------------------------------------------------------------------------
+# --- decode_header --------------------------------------------------------------------------------
 
 
 def test_decode_header_round_trip() -> None:
@@ -284,6 +287,35 @@ def test_decode_header_newer_and_zero_version() -> None:
     data[8:12] = bytes(4)
     with pytest.raises(Unrecoverable, match="version 0"):
         decode_header("f", bytes(data), GOLDEN_HEADER.file_size)
+
+
+def test_decode_header_file_one_byte_short() -> None:
+    """A file one byte shorter than the header's layout is TruncatedStore."""
+    data = encode_header(GOLDEN_HEADER)
+    with pytest.raises(TruncatedStore, match=str(GOLDEN_HEADER.file_size)):
+        decode_header("f", data, GOLDEN_HEADER.file_size - 1)
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("flags", 1),
+        ("page_size", 256),
+        ("page_size", 768),
+        ("header_size", 500),
+        ("slot_size", 1024),
+        ("slot1_offset", 1025),
+        ("journal_offset", 2048),
+        ("journal_size", 1000),
+        ("journal_size", 0),
+    ],
+)
+def test_decode_header_inconsistent_layout(field: str, value: int) -> None:
+    """A checksummed header whose layout does not add up is Unrecoverable."""
+    changes: dict[str, Any] = {field: value}
+    header = attrs.evolve(GOLDEN_HEADER, **changes)
+    with pytest.raises(Unrecoverable, match="damaged"):
+        decode_header("f", encode_header(header), 1 << 20)
 
 
 def test_decode_header_every_truncation() -> None:
@@ -352,10 +384,8 @@ def test_decode_header_mutations_raise_only_store_errors(
     damaged = bytearray(encode_header(GOLDEN_HEADER))
     for offset, bit in flips:
         flip_byte(damaged, offset, 1 << bit)
-    try:
+    with contextlib.suppress(*HEADER_ERRORS):
         decode_header("f", bytes(damaged[:cut]), file_size)
-    except HEADER_ERRORS:
-        pass
 
 
 @given(st.binary(max_size=300), st.booleans(), st.integers(0, 1 << 40))
@@ -364,10 +394,8 @@ def test_decode_header_random_bytes_raise_only_store_errors(
 ) -> None:
     """Random bytes, with or without the magic in front, raise only the four header errors."""
     data = (MAGIC + tail) if with_magic else tail
-    try:
+    with contextlib.suppress(*HEADER_ERRORS):
         decode_header("f", data, file_size)
-    except HEADER_ERRORS:
-        pass
 
 
 def _checksummed_header(fields: tuple[int | bytes, ...], schema: bytes) -> bytes:
@@ -442,9 +470,11 @@ def test_decode_header_checksummed_hostile_fields(
     assert header.slot_size >= SLOT_HEAD_SIZE + header.state_size + 8
     assert header.journal_size >= header.page_size
     assert header.file_size <= file_size
+    assert header.flags == 0
+    assert header.format_version == FORMAT_VERSION
 
 
-# --- all-zero bytes never validate -----------------------------------------------------------
+# --- all-zero bytes never validate ----------------------------------------------------------------
 
 
 def test_zero_record_header_is_the_end_not_a_record() -> None:
@@ -476,3 +506,32 @@ def test_zero_slot_is_invalid() -> None:
     assert not status.valid
     assert status.reason is Reason.ZEROED
     assert state is None
+
+
+@given(
+    patches=st.lists(st.tuples(st.integers(0, 2**32 - 1), st.binary(max_size=64)), max_size=5),
+    fields=st.tuples(*[st.integers(0, 2**32 - 1)] * 5),
+)
+def test_build_record_equals_encode_record(
+    patches: list[tuple[int, bytes]], fields: tuple[int, int, int, int, int]
+) -> None:
+    """The commit path's one-pass record is encode_record(encode_patches(...)) + end marker."""
+    epoch, seq, position, durable_seq, generation = fields
+    built, size = build_record(
+        epoch=epoch,
+        seq=seq,
+        position=position,
+        durable_seq=durable_seq,
+        generation=generation,
+        patches=patches,
+    )
+    expected = encode_record(
+        epoch=epoch,
+        seq=seq,
+        position=position,
+        durable_seq=durable_seq,
+        generation=generation,
+        payload=encode_patches(patches),
+    )
+    assert size == len(expected)
+    assert built == expected + bytes(END_MARKER_SIZE)

@@ -21,6 +21,7 @@ from journalstate._journal import (
     Reason,
     check_patches,
     iter_patches,
+    max_epoch_in_ring,
     max_payload,
     read_record,
     ring_read,
@@ -33,12 +34,13 @@ from tests.damage import (
     put,
     set_length,
     set_record_field,
+    torn_write,
     zero,
 )
 
 JS = 4096  # journal size of the rings built here
 LAP = 3 * JS  # logical positions start a few laps in, so that position != ring offset
-PAYLOAD = encode_patches([(0, b"abc"), (10, b"defgh")])  # 24 bytes: a 72-byte record
+PAYLOAD = encode_patches([(0, b"abc"), (10, b"de")])  # 21 bytes: a 72-byte record, 3 padding
 
 
 def write_record(
@@ -68,7 +70,7 @@ def write_record(
     return record
 
 
-# --- ring_read -------------------------------------------------------------------------------
+# --- ring_read ------------------------------------------------------------------------------------
 
 
 def test_ring_read_wraps_at_the_end() -> None:
@@ -86,7 +88,7 @@ def test_max_payload_leaves_room_for_header_and_end_marker() -> None:
     assert record_size(max_payload(JS)) + END_MARKER_SIZE == JS
 
 
-# --- read_record ---------------------------------------------------------------------------
+# --- read_record ----------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -130,7 +132,7 @@ def test_read_record_any_damaged_byte_is_rejected(offset: int, bits: int) -> Non
     position = LAP + offset
     clean = bytearray(JS)
     record = write_record(clean, position)
-    assert record[-1] == 0  # the last bytes are padding
+    assert record[-3:] == bytes(3)  # the last bytes are padding
     for i in range(len(record)):
         ring = bytearray(clean)
         flip_byte(ring, position + i, bits, JS)
@@ -139,20 +141,27 @@ def test_read_record_any_damaged_byte_is_rejected(offset: int, bits: int) -> Non
         assert read_record(ring, JS, position, epoch=1, seq=1) == (None, expected, None), i
 
 
-def test_read_record_torn_writes() -> None:
-    """A record whose write stopped after any number of bytes is rejected."""
+@pytest.mark.parametrize("background", ["zeros", "older-record"])
+def test_read_record_torn_writes(background: str) -> None:
+    """A record whose write stopped after any number of bytes is never read as valid."""
     position = LAP + JS - 40
     record = encode_record(
-        epoch=1, seq=1, position=position, durable_seq=0, generation=1, payload=PAYLOAD
+        epoch=2, seq=1, position=position, durable_seq=0, generation=1, payload=PAYLOAD
     )
+    clean = bytearray(JS)
+    if background == "older-record":  # the same ring offset, one lap and one epoch earlier
+        write_record(clean, position - JS, epoch=1, payload=bytes(range(100)))
     for keep in range(len(record)):
-        ring = bytearray(JS)
-        put(ring, position, record[:keep], JS)
-        _, reason, head = read_record(ring, JS, position, epoch=1, seq=1)
-        expected = Reason.ZEROED if keep == 0 else Reason.BAD_CHECKSUM
-        if 4 <= keep < 8 and decode_record_header(get(ring, position, 48, JS)).length > 4000:
-            expected = Reason.BAD_LENGTH
-        assert (reason, head) == (expected, None), keep
+        ring = bytearray(clean)
+        torn_write(ring, position, record, keep, JS)
+        _, reason, _ = read_record(ring, JS, position, epoch=2, seq=1)
+        if get(ring, position, len(record), JS) == record:
+            expected = None  # only zero padding was missing, and zeros were there already
+        elif keep == 0:
+            expected = Reason.ZEROED if background == "zeros" else Reason.STALE_EPOCH
+        else:
+            expected = Reason.BAD_CHECKSUM
+        assert reason is expected, keep
 
 
 def test_read_record_bad_length() -> None:
@@ -256,7 +265,7 @@ def test_read_record_on_mmap() -> None:
         )
 
 
-# --- patches -------------------------------------------------------------------------------
+# --- patches --------------------------------------------------------------------------------------
 
 
 STATE_SIZE = 64
@@ -329,7 +338,47 @@ def test_patch_edges() -> None:
         check_patches(encode_patches([(STATE_SIZE + 1, b"")]), STATE_SIZE)
 
 
-# --- scan_later_records ------------------------------------------------------------------------
+# --- max_epoch_in_ring ----------------------------------------------------------------------------
+
+
+def test_max_epoch_in_ring_empty() -> None:
+    """A ring without records has max epoch 0."""
+    assert max_epoch_in_ring(bytes(JS), JS) == 0
+
+
+def test_max_epoch_in_ring_finds_the_highest_checksummed_epoch() -> None:
+    """The highest epoch of any valid record, wherever it is and whatever lap it is from."""
+    ring = bytearray(JS)
+    write_record(ring, LAP + 80, epoch=3)
+    write_record(ring, LAP + 400, epoch=5, stamped_position=LAP + 400 - 2 * JS)
+    write_record(ring, LAP + JS - 40, epoch=4)  # header straddles the end
+    assert max_epoch_in_ring(ring, JS) == 5
+    write_record(ring, LAP + 800, epoch=9)
+    flip_byte(ring, LAP + 800 + 60, 0x01, JS)  # damaged: not counted
+    write_record(ring, LAP + 1000, epoch=11)
+    set_length(ring, LAP + 1000, JS, JS)  # impossible length: not counted
+    write_record(ring, LAP + 1200, epoch=12, stamped_position=LAP + 1208)  # wrong place
+    write_record(ring, LAP + 1400, epoch=13)
+    set_record_field(ring, LAP + 1400, "kind", 2, JS)
+    fix_record_crc(ring, LAP + 1400, JS)  # not a commit record
+    assert max_epoch_in_ring(ring, JS) == 5
+    write_record(ring, LAP + JS - 16, epoch=6)
+    assert max_epoch_in_ring(ring, JS) == 6
+    with mmap.mmap(-1, JS) as mapped:
+        mapped[:] = ring
+        assert max_epoch_in_ring(mapped, JS) == 6
+
+
+def test_max_epoch_in_ring_counts_a_record_at_the_last_8_bytes() -> None:
+    """A record starting 8 bytes before the ring's end (header wrapping) is counted."""
+    ring = bytearray(JS)
+    write_record(ring, LAP + 400, epoch=3)
+    write_record(ring, LAP + JS - 8, epoch=7)
+    assert read_record(ring, JS, LAP + JS - 8, epoch=7, seq=1)[1] is None
+    assert max_epoch_in_ring(ring, JS) == 7
+
+
+# --- scan_later_records ---------------------------------------------------------------------------
 
 
 def scan(
@@ -370,30 +419,27 @@ def test_scan_ignores_other_epochs_stale_laps_old_seqs_and_damage() -> None:
 
 @pytest.mark.parametrize(
     "offset",
-    [JS - 8, JS - 12, JS - 16, JS - 40, JS - 48, 0],
+    [JS - 8, JS - 12, JS - 16, JS - 40, JS - 48, JS],
     ids=[
         "anchor-after-end",
         "anchor-straddles-end",
         "anchor-ends-at-end",
         "header-straddles-end",
         "payload-straddles-end",
-        "ring-start",
+        "next-lap-start",
     ],
 )
-@pytest.mark.parametrize("window_end", [JS + 200, JS + 2], ids=["wrapped", "barely-wrapped"])
-def test_scan_across_the_ring_end(offset: int, window_end: int) -> None:
+@pytest.mark.parametrize("window", ["wide", "tight"])
+def test_scan_across_the_ring_end(offset: int, window: str) -> None:
     """A record near the ring's end is found wherever its anchor and header fall."""
-    assume_end = LAP + window_end
-    if offset == 0:
-        offset = JS  # the first record of the next lap
     position = LAP + offset
     ring = bytearray(JS)
     write_record(ring, position, seq=2)
-    found = scan(ring, LAP + JS - 300, assume_end)
-    if position < assume_end:
-        assert [(h.position, h.seq) for h in found] == [(position, 2)]
+    if window == "wide":
+        start, end = LAP + JS - 300, LAP + JS + 200
     else:
-        assert found == []
+        start, end = position - 1, position + 72
+    assert [(h.position, h.seq) for h in scan(ring, start, end)] == [(position, 2)]
 
 
 def test_scan_window_is_exclusive() -> None:
@@ -411,57 +457,69 @@ def test_scan_window_is_exclusive() -> None:
 def test_scan_on_mmap_matches_bytes() -> None:
     """scan_later_records finds the same records in an mmap as in bytes."""
     ring = bytearray(JS)
-    for i, pos in enumerate((LAP + JS - 40, LAP + JS + 32, LAP + JS + 400)):
+    for i, pos in enumerate((LAP + 500, LAP + JS - 40, LAP + JS + 32)):
         write_record(ring, pos, seq=i + 2)
     with mmap.mmap(-1, JS) as mapped:
         mapped[:] = ring
-        from_map = scan_later_records(mapped, JS, LAP + 100, LAP + JS + 100 - 48, epoch=1, after_seq=0)
+        from_map = scan_later_records(
+            mapped, JS, LAP + 100, LAP + JS + 100 - 48, epoch=1, after_seq=0
+        )
     assert from_map == scan(bytes(ring), LAP + 100, LAP + JS + 100 - 48)
     assert [h.seq for h in from_map] == [2, 3, 4]
 
 
 @st.composite
-def ring_layouts(draw: st.DrawFn) -> tuple[bytearray, list[tuple[RecordHeader, bool]], int]:
-    """A ring with records laid out one after another from near ``start``, and ``start``.
+def ring_layouts(draw: st.DrawFn) -> tuple[bytearray, list[RecordHeader], int]:
+    """A ring of records laid out one after another from near ``start``; and ``start``.
 
-    Each record is paired with whether it is a genuine record of epoch 1 (not another epoch,
-    not a stale lap). Records never overlap, and the last end marker stays clear of the first.
+    Records carry epoch 1 or 2 and are stamped with the position they were written at, or one
+    lap before or after it. Records never overlap, and the last end marker stays clear of the
+    first record.
     """
     start = draw(st.integers(LAP, LAP + JS))
     cursor = start + draw(st.integers(-80, 80))
     first = cursor
     ring = bytearray(JS)
-    records: list[tuple[RecordHeader, bool]] = []
+    records: list[RecordHeader] = []
     for _ in range(draw(st.integers(0, 12))):
         cursor += draw(st.one_of(st.just(0), st.integers(0, 200)))
         payload = draw(st.binary(max_size=300))
         if cursor + record_size(len(payload)) + END_MARKER_SIZE > first + JS:
             break
-        kind = draw(st.sampled_from(["genuine", "other-epoch", "stale-lap", "future-lap"]))
-        stamp = cursor + {"stale-lap": -JS, "future-lap": JS}.get(kind, 0)
         record = write_record(
             ring,
             cursor,
-            epoch=2 if kind == "other-epoch" else 1,
+            epoch=draw(st.sampled_from([1, 1, 2])),
             seq=draw(st.integers(0, 20)),
             payload=payload,
-            stamped_position=stamp,
+            stamped_position=cursor + draw(st.sampled_from([0, 0, -JS, JS])),
         )
-        records.append((decode_record_header(record), kind == "genuine"))
+        records.append(decode_record_header(record))
         cursor += len(record)
     return ring, records, start
 
 
 @given(ring_layouts(), st.integers(0, JS), st.integers(0, 20))
 def test_scan_returns_exactly_the_genuine_records_in_the_window(
-    layout: tuple[bytearray, list[tuple[RecordHeader, bool]], int], span: int, after_seq: int
+    layout: tuple[bytearray, list[RecordHeader], int], span: int, after_seq: int
 ) -> None:
-    """Every genuine record wholly in the window is found; nothing outside (start, end) is."""
+    """Every genuine record wholly in the window is found; nothing outside (start, end) is.
+
+    Genuine: epoch 1, seq > after_seq, and stamped with the logical position that its ring
+    offset has in the lap starting at ``start`` (so a record written one lap earlier or later
+    than the window is stale).
+    """
     ring, records, start = layout
     end = start + span
     found = scan(ring, start, end, after_seq=after_seq)
-    genuine = [h for h, ok in records if ok and h.seq > after_seq]
-    inside = [h for h in genuine if start < h.position and h.position + record_size(h.length) <= end]
+    genuine = [
+        h
+        for h in records
+        if h.epoch == 1 and h.seq > after_seq and start <= h.position < start + JS
+    ]
+    inside = [
+        h for h in genuine if start < h.position and h.position + record_size(h.length) <= end
+    ]
     allowed = [h for h in genuine if start < h.position < end]
     assert all(h in allowed for h in found)
     assert all(h in found for h in inside)

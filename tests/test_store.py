@@ -23,7 +23,7 @@ def file_bytes(path: Path) -> bytes:
     return path.read_bytes()
 
 
-# --- basics --------------------------------------------------------------------------------------
+# --- basics ----------------------------------------------------------------------------------
 
 
 def test_new_store_has_default_state(store_path: Path) -> None:
@@ -68,7 +68,7 @@ def test_transaction_rolls_back_on_exception(store_path: Path) -> None:
     with js.open(store_path, Progress, durability="process") as store:
         store.commit(Progress(step=1))
         before = file_bytes(store_path)
-        with pytest.raises(KeyError), store.transaction() as draft:
+        with pytest.raises(KeyError, match="boom"), store.transaction() as draft:  # noqa: PT012
             draft.step = 99
             raise KeyError("boom")
         assert store.state == Progress(step=1)
@@ -130,9 +130,7 @@ def test_nested_drafts_and_arrays(store_path: Path) -> None:
             draft.inner.x = -5
             draft.hist[2] = 7
             draft.pts[1].ok = True
-        expected = Outer(
-            inner=Inner(x=-5), hist=(0, 0, 7, 0), pts=(Inner(), Inner(ok=True))
-        )
+        expected = Outer(inner=Inner(x=-5), hist=(0, 0, 7, 0), pts=(Inner(), Inner(ok=True)))
         assert store.state == expected
     with js.open(store_path, Outer) as store:
         assert store.state == expected
@@ -198,7 +196,7 @@ def test_closed_and_readonly_refuse_commits(store_path: Path) -> None:
             pass
 
 
-# --- the journal ring ----------------------------------------------------------------------------
+# --- the journal ring ------------------------------------------------------------------------
 
 
 def test_ring_wraps_many_times(store_path: Path) -> None:
@@ -315,7 +313,7 @@ def test_msync_failure_poisons_the_store(store_path: Path) -> None:
         assert reopened.state.step in (1, 2)
 
 
-# --- threads ---------------------------------------------------------------------------------------
+# --- threads ---------------------------------------------------------------------------------
 
 
 def test_transactions_from_threads_serialize(store_path: Path) -> None:
@@ -336,7 +334,7 @@ def test_transactions_from_threads_serialize(store_path: Path) -> None:
         assert store.seq == 800
 
 
-# --- files and locks --------------------------------------------------------------------------------
+# --- files and locks -------------------------------------------------------------------------
 
 
 def test_new_file_is_private(store_path: Path) -> None:
@@ -403,7 +401,7 @@ def test_crash_during_creation_leaves_no_store(
     assert not store_path.exists()
 
 
-# --- bad files -----------------------------------------------------------------------------------------
+# --- bad files -------------------------------------------------------------------------------
 
 
 def test_missing_file_without_create(store_path: Path) -> None:
@@ -483,7 +481,7 @@ def test_schema_mismatch_names_the_fields(store_path: Path) -> None:
     assert any("step" in d for d in info.value.differences)
 
 
-# --- recovery -------------------------------------------------------------------------------------------
+# --- recovery --------------------------------------------------------------------------------
 
 
 def last_record_offset(path: Path) -> int:
@@ -496,9 +494,13 @@ def last_record_offset(path: Path) -> int:
     ring = data[header.journal_offset : header.file_size]
     for at in range(0, len(ring) - RECORD_HEADER_SIZE, 8):
         head = decode_record_header(ring[at : at + RECORD_HEADER_SIZE])
-        if head.kind == 1 and head.position % header.journal_size == at and head.seq > best_seq:
-            if head.length < header.journal_size:
-                best, best_seq = header.journal_offset + at, head.seq
+        if (
+            head.kind == 1
+            and head.position % header.journal_size == at
+            and head.seq > best_seq
+            and head.length < header.journal_size
+        ):
+            best, best_seq = header.journal_offset + at, head.seq
     assert best >= 0
     return best
 
@@ -611,7 +613,7 @@ def test_lost_open_checkpoint_falls_back_to_a_committed_state(store_path: Path) 
     """Losing the slot a session began with falls back to the state before that session."""
     with js.open(store_path, Progress, durability="process") as store:
         store.commit(Progress(step=1))
-        copy, slot = damage_base_slot(store, store_path)
+        copy, _ = damage_base_slot(store, store_path)
     with js.open(copy, Progress, readonly=True) as recovered:
         # Records of the session cannot be chained to the older slot's epoch: the state is the
         # one before the session, and the report says a completed slot was lost.
