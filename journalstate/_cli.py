@@ -67,6 +67,13 @@ def _open(path: str, **kwargs: Any) -> Iterator[js.Store[Any]]:
         store = js.open(path, None, **kwargs)
     except js.StoreNotFound:
         raise _Fail(EXIT_USAGE, f"{path}: no such file") from None
+    except js.StoreLocked as e:
+        who = f" (pid {e.holder_pid})" if e.holder_pid is not None else ""
+        raise _Fail(
+            EXIT_BUSY,
+            f"{path}: locked by a live writer{who}; stop it first, or repair a copy with "
+            "--output NEW",
+        ) from None
     except js.JournalStateError as e:
         hint = ""
         if (

@@ -312,7 +312,15 @@ def decode_header(path: str, data: bytes, file_size: int) -> Header:
     (_, version, header_size, page_size, flags, file_id, slot_size, slot0, slot1) = fields[:9]
     (journal_offset, journal_size, state_size, schema_length, stored_crc) = fields[9:]
     if version > FORMAT_VERSION:
-        raise UnsupportedVersion(path, version, FORMAT_VERSION)
+        # Every version keeps the fixed header and its crc rule, so a newer file still has a
+        # valid crc here; without one, the version field itself is more likely damaged.
+        fits = schema_length <= MAX_SCHEMA_LENGTH and HEADER_FIXED_SIZE + schema_length <= len(data)
+        end = HEADER_FIXED_SIZE + schema_length if fits else HEADER_FIXED_SIZE
+        if header_crc(data[:HEADER_FIXED_SIZE], data[HEADER_FIXED_SIZE:end]) == stored_crc:
+            raise UnsupportedVersion(path, version, FORMAT_VERSION)
+        raise Unrecoverable(
+            path, f"the header is damaged (its version field reads {version})", offset=0
+        )
 
     def damaged(what: str) -> Unrecoverable:
         return Unrecoverable(path, f"the header is damaged: {what}", offset=0)

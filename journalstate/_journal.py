@@ -33,6 +33,12 @@ from journalstate._io import Buffer
 class Reason(str, enum.Enum):
     """Why bytes in a slot or in the journal were not accepted."""
 
+    def __str__(self) -> str:
+        return str(self.value)
+
+    def __format__(self, spec: str) -> str:
+        return format(str(self.value), spec)
+
     ZEROED = "zeroed"
     """All-zero record header: the clean end of the journal."""
     BAD_CHECKSUM = "bad-checksum"

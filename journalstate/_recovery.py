@@ -36,6 +36,12 @@ from journalstate._slots import SlotStatus, choose_slot, read_slot
 class RecoveryMode(str, enum.Enum):
     """How much damage recovery accepts."""
 
+    def __str__(self) -> str:
+        return str(self.value)
+
+    def __format__(self, spec: str) -> str:
+        return format(str(self.value), spec)
+
     STRICT = "strict"
     """Any torn tail, damaged slot or corruption raises StoreCorrupt."""
     TOLERATE_TAIL = "tolerate-tail"

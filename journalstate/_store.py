@@ -73,6 +73,12 @@ _ZERO_MARKER = bytes(END_MARKER_SIZE)
 class Durability(str, enum.Enum):
     """When a commit becomes durable against an OS crash or power loss."""
 
+    def __str__(self) -> str:
+        return str(self.value)
+
+    def __format__(self, spec: str) -> str:
+        return format(str(self.value), spec)
+
     COMMIT = "commit"
     """msync of the commit's journal pages before commit() returns."""
     INTERVAL = "interval"

@@ -14,7 +14,7 @@ import attrs
 import pytest
 
 import journalstate as js
-from journalstate._format import HEADER_FIXED_SIZE, RECORD_HEADER_SIZE
+from journalstate._format import HEADER_FIXED_SIZE, RECORD_HEADER_SIZE, header_crc
 from tests.conftest import CountingStorage, Progress, crash_copy
 
 
@@ -449,6 +449,12 @@ def test_newer_version_is_refused(store_path: Path) -> None:
     js.open(store_path, Progress).close()
     data = bytearray(file_bytes(store_path))
     data[8:12] = (99).to_bytes(4, "little")
+    store_path.write_bytes(bytes(data))
+    with pytest.raises(js.Unrecoverable, match="version field reads 99"):
+        js.open(store_path, Progress)  # the crc says the version field is damaged
+    schema_length = int.from_bytes(data[88:92], "little")
+    fixed = header_crc(bytes(data[:HEADER_FIXED_SIZE]), bytes(data[96 : 96 + schema_length]))
+    data[92:96] = fixed.to_bytes(4, "little")
     store_path.write_bytes(bytes(data))
     with pytest.raises(js.UnsupportedVersion) as info:
         js.open(store_path, Progress)
