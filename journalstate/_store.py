@@ -140,6 +140,7 @@ class Store(Generic[T]):
         self._max_payload = max_payload(header.journal_size)
         self._checkpoint_at = checkpoint_threshold * header.journal_size
         self._lock = threading.RLock()
+        self._sync_lock = threading.Lock()  # taken before _lock, never after it
         self._txn_owner: int | None = None
         self._closed = False
         self._poisoned: BaseException | None = None
@@ -256,7 +257,10 @@ class Store(Generic[T]):
                     "commit() inside a transaction of the same thread; "
                     "change the draft instead and let the transaction commit it"
                 )
-            return self._commit_locked(state, mode)
+            seq = self._commit_locked(state, mode)
+        if mode is Durability.COMMIT:
+            self._commit_point(seq)
+        return seq
 
     @contextmanager
     def transaction(self, *, durability: Durability | str | None = None) -> Iterator[Any]:
@@ -278,10 +282,12 @@ class Store(Generic[T]):
             try:
                 yield draft
                 new_state = build(draft)
-                self._commit_locked(new_state, mode)
+                seq = self._commit_locked(new_state, mode)
             finally:
                 close(draft)
                 self._txn_owner = None
+        if mode is Durability.COMMIT:
+            self._commit_point(seq)
 
     def _commit_locked(self, state: T, mode: Durability) -> int:
         if self._closed or self._poisoned is not None or self._readonly:
@@ -293,10 +299,8 @@ class Store(Generic[T]):
             )
         patches = schema.diff(self._state, state)
         if not patches:
-            if mode is Durability.COMMIT:
-                self._sync_journal()
             self._state = state
-            return self._seq
+            return self._seq  # the commit point (if any) still covers earlier records
         seq = self._seq + 1
         record, size = self._build(seq, patches)
         if size - RECORD_HEADER_SIZE > self._max_payload:
@@ -309,11 +313,8 @@ class Store(Generic[T]):
         # record's crc rejects as a torn tail, so recovery stops at the previous commit.
         self._ring_write(self._tail, record)
         tail = self._tail + size
-        if mode is Durability.COMMIT:
-            # The commit point: once this msync returns, the record is durable. If it fails,
-            # the store is poisoned and its state stays the previous one (the commit is in
-            # doubt: recovery decides).
-            self._sync_journal(tail, seq)
+        # The commit point comes after the lock is released (see _commit_point), so other
+        # threads can append their records meanwhile and share one msync: group commit.
         self._tail = tail
         self._seq = seq
         image = self._image
@@ -328,6 +329,27 @@ class Store(Generic[T]):
         if tail - self._base_position > self._checkpoint_at:
             self._checkpoint_locked()
         return seq
+
+    def _commit_point(self, seq: int) -> None:
+        """Return once the record of commit ``seq`` is durable (msync'ed), syncing if needed.
+
+        One thread msyncs at a time, outside the store lock, everything written so far; the
+        threads whose records that msync covered return without one of their own.
+
+        Raises:
+            StorePoisoned: the msync failed (now or in another thread); the commit is in doubt.
+        """
+        with self._sync_lock:
+            with self._lock:
+                if self._durable_seq >= seq:
+                    return  # covered by another thread's msync, or by a checkpoint
+                self._check_open()
+                start, tail, last = self._synced, self._tail, self._seq
+            # The commit point: once this msync returns, the records up to `last` are durable.
+            self._sync_range(start, tail)
+            with self._lock:
+                self._synced = max(self._synced, tail)
+                self._durable_seq = max(self._durable_seq, last)
 
     def _build(self, seq: int, patches: list[tuple[int, bytes]]) -> tuple[bytes, int]:
         return build_record(
@@ -365,22 +387,26 @@ class Store(Generic[T]):
         self._ring.write(start, data[:first])
         self._ring.write(0, data[first:])
 
-    def _sync_journal(self, tail: int | None = None, seq: int | None = None) -> None:
-        """msync the journal from the last synced position through ``tail``'s end marker."""
-        tail = self._tail if tail is None else tail
-        seq = self._seq if seq is None else seq
-        if self._synced >= tail:
+    def _sync_journal(self) -> None:
+        """msync the journal from the last synced position through the tail's end marker."""
+        if self._synced >= self._tail:
             return
-        start = self._synced % self._journal_size
+        self._sync_range(self._synced, self._tail)
+        self._synced = self._tail
+        self._durable_seq = self._seq
+
+    def _sync_range(self, start: int, tail: int) -> None:
+        """msync the ring from logical ``start`` through the end marker after ``tail``."""
+        if start >= tail:
+            return
+        first_at = start % self._journal_size
         # The end marker after the last record is synced too, so a clean end stays clean.
-        length = tail + END_MARKER_SIZE - self._synced
-        first = min(length, self._journal_size - start)
-        self._guarded_sync(self._ring, start, first)
+        length = tail + END_MARKER_SIZE - start
+        first = min(length, self._journal_size - first_at)
+        self._guarded_sync(self._ring, first_at, first)
         if first < length:
             self._guarded_sync(self._ring, 0, length - first)
         self.stats.journal_syncs += 1
-        self._synced = tail
-        self._durable_seq = seq
 
     def _guarded_sync(self, region: Region, offset: int, length: int) -> None:
         try:
@@ -478,7 +504,9 @@ class Store(Generic[T]):
 
         Closing twice is harmless. A poisoned store is closed without writing anything.
         """
-        with self._lock:
+        if self._txn_owner is not None and self._txn_owner == threading.get_ident():
+            raise TransactionError("close() inside a transaction; finish the transaction first")
+        with self._sync_lock, self._lock:
             if self._closed:
                 return
             self._stop_flusher.set()

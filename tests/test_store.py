@@ -650,3 +650,38 @@ def test_reopen_is_idempotent(store_path: Path) -> None:
         with js.open(copy, Progress, readonly=True) as store:
             images.append(store.state)
     assert images == [Progress(step=9)] * 3
+
+
+def test_group_commit_shares_msyncs_between_threads(store_path: Path) -> None:
+    """Commit-mode commits from many threads are all durable, with at most one msync each."""
+    storage = CountingStorage()
+    with js.open(store_path, Progress, storage=storage) as store:
+        storage.syncs.clear()
+
+        def work(k: int) -> None:
+            for _ in range(50):
+                with store.transaction() as draft:
+                    draft.step += 1
+                    draft.blob = bytes([k]) * 10
+
+        threads = [threading.Thread(target=work, args=(k,)) for k in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert store.state.step == 400
+        assert store.durable_seq == store.seq == 400
+        assert storage.count("journal") <= 400
+        copy = crash_copy(store_path)
+    with js.open(copy, Progress, readonly=True) as recovered:
+        assert recovered.state.step == 400
+
+
+def test_close_inside_a_transaction_is_refused(store_path: Path) -> None:
+    """close() from inside the same thread's transaction raises instead of deadlocking."""
+    with js.open(store_path, Progress) as store:
+        with store.transaction() as draft:
+            draft.step = 1
+            with pytest.raises(js.TransactionError):
+                store.close()
+        assert store.state.step == 1
