@@ -28,6 +28,7 @@ from journalstate._errors import (
     UnsupportedVersion,
 )
 from journalstate._journal import Reason
+from journalstate._open import open
 from journalstate._recovery import Damage, RecoveryMode, RecoveryReport
 from journalstate._schema import (
     F32,
@@ -47,7 +48,7 @@ from journalstate._schema import (
     f32_round,
 )
 from journalstate._slots import SlotStatus
-from journalstate._store import Durability, Store, StoreStats, open
+from journalstate._store import Durability, Store, StoreStats
 from journalstate._txn import Draft
 
 __version__ = "0.1.0"

@@ -1,0 +1,260 @@
+"""Opening a store: creating the file when missing, validating it, recovering, starting a session.
+
+What belongs here: :func:`open` and the steps it takes before a :class:`Store` exists. The
+store itself (commits, checkpoints, syncs) is in ``_store``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from typing import TypeVar
+
+from journalstate._dynamic import class_from_descriptor
+from journalstate._errors import (
+    InvalidValue,
+    JournalStateError,
+    SchemaMismatch,
+    StoreCorrupt,
+    StoreFileError,
+    StoreNotFound,
+    Unrecoverable,
+)
+from journalstate._format import (
+    HEADER_FIXED_SIZE,
+    MAX_SCHEMA_LENGTH,
+    SLOT_HEAD_SIZE,
+    Header,
+    SlotHead,
+    align,
+    decode_header,
+    encode_header,
+    encode_slot,
+    slot_size_for,
+)
+from journalstate._io import PAGE_SIZE, OsStorage, Region, Storage
+from journalstate._recovery import Recovered, RecoveryMode, recover
+from journalstate._schema import Schema, compare_descriptors, compile_schema
+from journalstate._store import (
+    DEFAULT_CHECKPOINT_THRESHOLD,
+    DEFAULT_JOURNAL_SIZE,
+    MAX_JOURNAL_SIZE,
+    Durability,
+    Store,
+    _durability,
+)
+
+T = TypeVar("T")
+
+
+def _recover(
+    path: str,
+    header: Header,
+    slots: Region,
+    ring: Region,
+    *,
+    mode: RecoveryMode,
+    previous_generation: bool,
+    validate: Callable[[bytes], None],
+    concurrent_writer: bool,
+) -> Recovered:
+    """Run recovery; a reader (no lock) retries while a live writer moves the slots under it.
+
+    A writer can only reuse journal space after a checkpoint, and a checkpoint rewrites a slot
+    head. So when both slot heads read the same before and after recovery, the journal bytes
+    recovery read were appended to at most (a torn tail), never overwritten.
+    """
+
+    def heads() -> bytes:
+        buf = slots.buffer
+        second = header.slot_size
+        return bytes(buf[0:SLOT_HEAD_SIZE]) + bytes(buf[second : second + SLOT_HEAD_SIZE])
+
+    attempts = 50 if concurrent_writer else 1
+    for attempt in range(attempts):
+        before = heads() if concurrent_writer else b""
+        try:
+            recovered = recover(
+                path,
+                header,
+                slots.buffer,
+                ring.buffer,
+                mode=mode,
+                previous_generation=previous_generation,
+                validate=validate,
+            )
+        except StoreCorrupt:
+            if not concurrent_writer or heads() == before or attempt == attempts - 1:
+                raise
+            continue
+        if not concurrent_writer or heads() == before:
+            return recovered
+    return recovered
+
+
+def _new_file_chunks(
+    schema: Schema, initial: object, journal_size: int
+) -> tuple[Header, list[tuple[int, bytes]]]:
+    """The header and the bytes of a new store (the journal starts as zeros)."""
+    image = schema.encode(initial)
+    descriptor = schema.descriptor
+    if len(descriptor) > MAX_SCHEMA_LENGTH:
+        raise JournalStateError("the schema descriptor is too large")
+    header_size = align(HEADER_FIXED_SIZE + len(descriptor), PAGE_SIZE)
+    slot_size = slot_size_for(schema.size, PAGE_SIZE)
+    header = Header(
+        header_size=header_size,
+        page_size=PAGE_SIZE,
+        file_id=os.urandom(16),
+        slot_size=slot_size,
+        slot0_offset=header_size,
+        slot1_offset=header_size + slot_size,
+        journal_offset=header_size + 2 * slot_size,
+        journal_size=journal_size,
+        state_size=schema.size,
+        schema=descriptor,
+    )
+    # Both slots valid from the start (generations 1 and 0, epoch 0, no records yet), so a
+    # new store opens cleanly even in strict mode.
+    chunks = [
+        (0, encode_header(header)),
+        (header.slot0_offset, encode_slot(SlotHead(1, 0, 0, 0, schema.size), image)),
+        (header.slot1_offset, encode_slot(SlotHead(0, 0, 0, 0, schema.size), image)),
+    ]
+    return header, chunks
+
+
+def open(
+    path: str | os.PathLike[str],
+    schema: type[T] | None,
+    *,
+    durability: Durability | str = Durability.COMMIT,
+    journal_size: int | None = None,
+    create: bool = True,
+    readonly: bool = False,
+    initial: T | None = None,
+    recovery: RecoveryMode | str = RecoveryMode.TOLERATE_TAIL,
+    previous_generation: bool = False,
+    flush_interval: float = 1.0,
+    lock_timeout: float = 0.0,
+    checkpoint_threshold: float = DEFAULT_CHECKPOINT_THRESHOLD,
+    storage: Storage | None = None,
+) -> Store[T]:
+    """Open the store at ``path``, creating it if missing, and recover its latest state.
+
+    Args:
+        path: the store file.
+        schema: the attrs class describing the state, or None to use a class rebuilt from
+            the file's stored schema (an existing store only; see ``store.state_class``).
+        durability: ``"commit"``, ``"interval"`` or ``"process"`` (see :class:`Durability`).
+        journal_size: journal ring size in bytes for a new store (rounded up to whole pages);
+            ignored for an existing one, whose size was fixed at creation.
+        create: create the store when ``path`` does not exist.
+        readonly: open without the writer lock; commits raise :class:`ReadOnlyStore`.
+        initial: the state of a new store (default: the schema class with no arguments).
+        recovery: ``"tolerate-tail"`` (default), ``"strict"`` or ``"salvage"``.
+        previous_generation: open at the state of the older slot, discarding everything after
+            it (a writable open makes that roll-back durable).
+        flush_interval: seconds between background flushes in ``"interval"`` durability.
+        lock_timeout: seconds to wait for another writer's lock (0: fail at once).
+        checkpoint_threshold: journal fill fraction that triggers an automatic checkpoint.
+        storage: where files live (default: the real file system).
+
+    Returns:
+        The open store. When a writable open returns, the recovered state is durable.
+
+    Raises:
+        StoreNotFound, NotAStore, TruncatedStore, UnsupportedVersion, SchemaMismatch,
+        UnsafePath, NoSpace, StoreLocked, StoreCorrupt, Unrecoverable, SchemaError.
+    """
+    path = os.fspath(path)
+    mode = _durability(durability, Durability.COMMIT)
+    rec_mode = RecoveryMode(recovery)
+    if not 0.0 < checkpoint_threshold <= 1.0:
+        raise ValueError("checkpoint_threshold must be in (0, 1]")
+    if flush_interval <= 0:
+        raise ValueError("flush_interval must be positive")
+    compiled = None if schema is None else compile_schema(schema)
+    storage = OsStorage() if storage is None else storage
+    if not storage.exists(path):
+        if readonly or not create or compiled is None:
+            raise StoreNotFound(path, "no such store")
+        size = align(journal_size or DEFAULT_JOURNAL_SIZE, PAGE_SIZE)
+        if size < PAGE_SIZE or size > MAX_JOURNAL_SIZE:
+            raise ValueError(f"journal_size must be between {PAGE_SIZE} bytes and 1 GiB")
+        header, chunks = _new_file_chunks(
+            compiled, compiled.default() if initial is None else initial, size
+        )
+        storage.create(path, header.file_size, chunks)  # False: created meanwhile; open it
+
+    file = storage.open(path, writable=not readonly)
+    regions: list[Region] = []
+    try:
+        if not readonly:
+            file.lock(lock_timeout)
+        file_size = file.size
+        head = file.read(0, HEADER_FIXED_SIZE)
+        if len(head) >= HEADER_FIXED_SIZE:
+            schema_length = int.from_bytes(head[88:92], "little")
+            wanted = HEADER_FIXED_SIZE + min(schema_length, MAX_SCHEMA_LENGTH, file_size)
+            head = file.read(0, wanted)
+        header = decode_header(path, head, file_size)
+        if header.page_size % PAGE_SIZE:
+            raise StoreFileError(
+                path, f"page size {header.page_size} is not a multiple of this system's {PAGE_SIZE}"
+            )
+        if compiled is None:
+            try:
+                compiled = compile_schema(class_from_descriptor(header.schema))
+            except (ValueError, JournalStateError) as e:
+                raise Unrecoverable(path, f"the stored schema is unusable: {e}", offset=0) from e
+        differences = compare_descriptors(compiled.descriptor, header.schema)
+        if differences:
+            raise SchemaMismatch(path, differences)
+        slots = file.map(header.slot0_offset, 2 * header.slot_size, writable=not readonly)
+        regions.append(slots)
+        ring = file.map(header.journal_offset, header.journal_size, writable=not readonly)
+        regions.append(ring)
+
+        def validate(data: bytes) -> None:
+            compiled.decode(data)
+
+        recovered = _recover(
+            path,
+            header,
+            slots,
+            ring,
+            mode=rec_mode,
+            previous_generation=previous_generation,
+            validate=validate,
+            concurrent_writer=readonly,
+        )
+        try:
+            state = compiled.decode(recovered.image)
+        except InvalidValue as e:  # validated by recovery; only a racing writer gets here
+            raise StoreCorrupt(path, f"the recovered state does not decode ({e})") from e
+        store: Store[T] = Store(
+            path=path,
+            schema=compiled,
+            file=file,
+            header=header,
+            slots=slots,
+            ring=ring,
+            state=state,  # type: ignore[arg-type]
+            image=recovered.image,
+            report=recovered.report,
+            durability=mode,
+            readonly=readonly,
+            checkpoint_threshold=checkpoint_threshold,
+            flush_interval=flush_interval,
+        )
+        if not readonly:
+            store._begin_session(recovered.max_generation, recovered.max_epoch)
+            if mode is Durability.INTERVAL:
+                store._start_flusher(flush_interval)
+        return store
+    except BaseException:
+        for region in reversed(regions):
+            region.close()
+        file.close()
+        raise
