@@ -10,7 +10,7 @@ from hypothesis import settings
 from hypothesis import strategies as st
 
 import journalstate as js
-from journalstate.testing._machine import CrashMachine
+from journalstate.testing.stateful import CrashMachine
 
 
 @attrs.frozen
