@@ -17,6 +17,7 @@ import os
 import secrets
 import stat
 import time
+import weakref
 from collections.abc import Iterable
 from typing import Protocol, TypeAlias
 
@@ -165,6 +166,8 @@ class OsFile:
     def __init__(self, path: str, fd: int) -> None:
         self._path = path
         self._fd = fd
+        # A store dropped without close() still releases its descriptor (and with it the lock).
+        self._release = weakref.finalize(self, os.close, fd)
 
     @property
     def size(self) -> int:
@@ -189,7 +192,7 @@ class OsFile:
 
     def close(self) -> None:
         if self._fd >= 0:
-            os.close(self._fd)
+            self._release()
             self._fd = -1
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import enum
 import threading
+import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any, Generic, TypeVar
@@ -467,22 +468,35 @@ class Store(Generic[T]):
             raise ReadOnlyStore(f"{self._path}: the store was opened read-only")
 
     def _start_flusher(self, interval: float) -> None:
+        # The thread holds the store only weakly: a store dropped without close() (or whose
+        # process "died" in a simulation) does not keep a thread alive.
+        ref = weakref.ref(self)
+        stop = self._stop_flusher
+
         def run() -> None:
-            while not self._stop_flusher.wait(interval):
-                with self._lock:
-                    if self._closed or self._poisoned is not None:
-                        return
-                    try:
-                        self._sync_journal()
-                    except StorePoisoned:
-                        return
-                    except BaseException as e:  # nobody to raise to: poison the store
-                        self._poisoned = e
-                        return
+            while not stop.wait(interval):
+                store = ref()
+                if store is None or not store._flush_tick():
+                    return
+                del store
 
         self._flusher = threading.Thread(target=run, name=f"journalstate-flush:{self._path}")
         self._flusher.daemon = True
         self._flusher.start()
+
+    def _flush_tick(self) -> bool:
+        """One background flush; False when the flusher should stop."""
+        with self._lock:
+            if self._closed or self._poisoned is not None:
+                return False
+            try:
+                self._sync_journal()
+            except StorePoisoned:
+                return False
+            except BaseException as e:  # nobody to raise to: poison the store
+                self._poisoned = e
+                return False
+        return True
 
     def close(self) -> None:
         """Checkpoint (when writable and anything changed), unmap and release the lock.

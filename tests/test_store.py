@@ -685,3 +685,19 @@ def test_close_inside_a_transaction_is_refused(store_path: Path) -> None:
             with pytest.raises(js.TransactionError):
                 store.close()
         assert store.state.step == 1
+
+
+def test_dropped_store_releases_its_thread_and_lock(store_path: Path) -> None:
+    """A store dropped without close() stops its flusher and frees the lock once collected."""
+    import gc
+
+    store = js.open(store_path, Progress, durability="interval", flush_interval=0.01)
+    store.commit(Progress(step=1))
+    flusher = store._flusher
+    assert flusher is not None
+    del store
+    gc.collect()
+    flusher.join(timeout=30)
+    assert not flusher.is_alive()
+    with js.open(store_path, Progress) as again:  # the lock went with the descriptor
+        assert again.state.step == 1
