@@ -8,7 +8,6 @@ makes a new value that keeps some of ``old``'s parts by reference, as ``attrs.ev
 
 from __future__ import annotations
 
-import itertools
 from typing import Annotated, Any, Literal
 
 import attrs
@@ -30,7 +29,6 @@ _SCALARS: list[tuple[Any, object]] = [
     (s.Bool, False),
     (bool, False),
 ]
-_class_numbers = itertools.count()
 
 Field = tuple[Any, object]  # (annotation, default)
 
@@ -65,7 +63,9 @@ def _make_class(fields: list[Field]) -> type:
         f"f{i}": attrs.field(type=annotation, default=default)
         for i, (annotation, default) in enumerate(fields)
     }
-    return attrs.make_class(f"Gen{next(_class_numbers)}", attributes, frozen=True)
+    # One name for every class: the root's name is part of the descriptor, and a changing name
+    # would change the descriptor's length between runs of the same example.
+    return attrs.make_class("Gen", attributes, frozen=True)
 
 
 def schemas(depth: int = 2) -> st.SearchStrategy[s.Schema]:
