@@ -15,7 +15,7 @@ from contextlib import contextmanager
 from typing import Any, NoReturn, TextIO
 
 import journalstate as js
-from journalstate import _demo, _inspect
+from journalstate import _bench, _demo, _inspect
 from journalstate._io import OsStorage
 from journalstate._recovery import RecoveryReport
 
@@ -337,6 +337,12 @@ def _copy(source: str, dest: str) -> str:
     return dest
 
 
+def cmd_bench(args: argparse.Namespace, out: TextIO) -> int:
+    if not os.path.isdir(args.dir):
+        raise _Fail(EXIT_USAGE, f"{args.dir}: no such directory")
+    return _bench.run(args, out)
+
+
 def cmd_demo(args: argparse.Namespace, out: TextIO) -> int:
     lines: list[str] = []
 
@@ -435,6 +441,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=_count, help="only the last N transactions")
     p = add("demo", "SIGKILL and simulated OS crashes, explained", "journalstate demo", cmd_demo)
     p.add_argument("--seed", type=int, help="seed for the random choices")
+    bench_help = "measure what each durability mode costs, against raw floors and peers"
+    p = sub.add_parser(
+        "bench",
+        help=bench_help,
+        description=bench_help,
+        epilog="example:\n  journalstate bench /var/tmp --peers --plot bench.svg\n\n"
+        "exit codes:\n  0  measured\n  2  usage error (e.g. the directory does not exist)",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    _bench.add_arguments(p)
+    p.set_defaults(func=cmd_bench)
     return parser
 
 
