@@ -53,6 +53,32 @@ def wide_states() -> st.SearchStrategy[Any]:
     )
 
 
+@attrs.frozen
+class Fixed:
+    """A state whose every commit writes a record of the same size (positions repeat)."""
+
+    step: js.U64 = 0
+    payload: Annotated[bytes, js.Bytes(700)] = bytes(700)
+
+
+def fixed_states() -> st.SearchStrategy[Fixed]:
+    """Fixed states: a new step and a full-length payload each time."""
+    return st.builds(
+        Fixed,
+        step=st.integers(1, 2**64 - 1),
+        payload=st.binary(min_size=700, max_size=700),
+    )
+
+
+class SameSizeRecords(CrashMachine):
+    """Every record has the same size, so a new session's records land exactly where an older
+    session's records are: only the epoch tells them apart; slots span two pages and tear."""
+
+    schema = Fixed
+    states = fixed_states()
+    journal_size = 8192
+
+
 class TinyJournal(CrashMachine):
     """A one-page journal: records straddle the ring's end and wrap every few commits."""
 
@@ -80,7 +106,8 @@ class ManyPages(CrashMachine):
 TestTinyJournal = TinyJournal.TestCase
 TestDefaultJournal = DefaultJournal.TestCase
 TestManyPages = ManyPages.TestCase
-for case in (TestTinyJournal, TestDefaultJournal, TestManyPages):
+TestSameSizeRecords = SameSizeRecords.TestCase
+for case in (TestTinyJournal, TestDefaultJournal, TestManyPages, TestSameSizeRecords):
     case.settings = settings(stateful_step_count=25)
 
 
