@@ -26,6 +26,7 @@ from journalstate._journal import (
     check_patches,
     max_epoch_in_ring,
     max_payload,
+    next_record_fast,
     read_record,
     ring_read,
     scan_later_records,
@@ -207,6 +208,26 @@ def recover(
         window_end = base.position + journal_size - END_MARKER_SIZE
         reason: Reason | None = None
         while position + RECORD_HEADER_SIZE <= window_end:
+            fast = next_record_fast(
+                ring,
+                journal_size,
+                position,
+                epoch=base.epoch,
+                seq=seq + 1,
+                limit=window_end,
+                state_size=header.state_size,
+            )
+            if fast is not None:
+                size, generation, patches = fast
+                for offset, data in patches:
+                    image[offset : offset + len(data)] = data
+                if generation > base.generation:
+                    newer_generation_seen = True
+                seq += 1
+                position += size
+                replayed += 1
+                replayed_bytes += size
+                continue
             record, reason, _ = read_record(
                 ring, journal_size, position, epoch=base.epoch, seq=seq + 1
             )

@@ -23,6 +23,7 @@ from journalstate._journal import (
     iter_patches,
     max_epoch_in_ring,
     max_payload,
+    next_record_fast,
     read_record,
     ring_read,
     scan_later_records,
@@ -524,3 +525,34 @@ def test_scan_returns_exactly_the_genuine_records_in_the_window(
     assert all(h in allowed for h in found)
     assert all(h in found for h in inside)
     assert [h.position for h in found] == sorted(h.position for h in found)
+
+
+@given(
+    offset=st.integers(0, JS // 8 - 1),
+    patches=st.lists(st.tuples(st.integers(0, 120), st.binary(max_size=16)), max_size=4),
+    damage=st.one_of(st.none(), st.integers(0, 200)),
+    seq=st.sampled_from([1, 2]),
+    epoch=st.sampled_from([1, 2]),
+)
+def test_fast_path_accepts_exactly_what_the_slow_path_accepts(
+    offset: int, patches: list[tuple[int, bytes]], damage: int | None, seq: int, epoch: int
+) -> None:
+    """next_record_fast returns the slow path's record and patches, or defers (None)."""
+    ring = bytearray(JS)
+    position = LAP + offset * 8
+    record = write_record(ring, position, payload=encode_patches(patches))
+    if damage is not None and damage < len(record):
+        flip_byte(ring, position + damage, 0x40, JS)
+    fast = next_record_fast(
+        ring, JS, position, epoch=epoch, seq=seq, limit=position + JS, state_size=128
+    )
+    slow, _, _ = read_record(ring, JS, position, epoch=epoch, seq=seq)
+    if fast is None:
+        straddles = position % JS + len(record) > JS
+        bad_patches = slow is not None and any(o + len(d) > 128 for o, d in patches)
+        assert slow is None or straddles or bad_patches
+        return
+    assert slow is not None
+    size, generation, got = fast
+    assert (size, generation) == (slow.size, slow.header.generation)
+    assert got == check_patches(slow.payload, 128)
