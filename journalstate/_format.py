@@ -6,6 +6,7 @@ All integers are little-endian. Sizes are checked against their struct formats a
 
 from __future__ import annotations
 
+import enum
 import struct
 from typing import Final
 
@@ -13,6 +14,17 @@ import attrs
 import crc32c as _crc32c
 
 from journalstate._errors import NotAStore, TruncatedStore, Unrecoverable, UnsupportedVersion
+
+
+class ValueEnum(str, enum.Enum):
+    """An enum of strings that prints as its value ("zeroed", not "Reason.ZEROED")."""
+
+    def __str__(self) -> str:
+        return str(self.value)
+
+    def __format__(self, spec: str) -> str:
+        return format(str(self.value), spec)
+
 
 # --- checksums -----------------------------------------------------------------------------------
 

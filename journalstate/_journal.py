@@ -8,7 +8,6 @@ and a position's place in the ring is ``position % journal_size``.
 
 from __future__ import annotations
 
-import enum
 import struct
 from collections.abc import Iterator
 
@@ -24,6 +23,7 @@ from journalstate._format import (
     RECORD_HEADER_FMT,
     RECORD_HEADER_SIZE,
     RecordHeader,
+    ValueEnum,
     decode_record_header,
     record_anchor,
     record_crc,
@@ -34,14 +34,8 @@ from journalstate._io import Buffer
 _crc32c = crc32c.crc32c
 
 
-class Reason(str, enum.Enum):
+class Reason(ValueEnum):
     """Why bytes in a slot or in the journal were not accepted."""
-
-    def __str__(self) -> str:
-        return str(self.value)
-
-    def __format__(self, spec: str) -> str:
-        return format(str(self.value), spec)
 
     ZEROED = "zeroed"
     """All-zero record header: the clean end of the journal."""

@@ -7,7 +7,6 @@ Recovery reads; it never writes and never prints. It returns the state image and
 
 from __future__ import annotations
 
-import enum
 from collections.abc import Callable
 
 import attrs
@@ -17,6 +16,7 @@ from journalstate._format import (
     END_MARKER_SIZE,
     RECORD_HEADER_SIZE,
     Header,
+    ValueEnum,
     decode_record_header,
     record_size,
 )
@@ -34,14 +34,8 @@ from journalstate._journal import (
 from journalstate._slots import SlotStatus, choose_slot, read_slot
 
 
-class RecoveryMode(str, enum.Enum):
+class RecoveryMode(ValueEnum):
     """How much damage recovery accepts."""
-
-    def __str__(self) -> str:
-        return str(self.value)
-
-    def __format__(self, spec: str) -> str:
-        return format(str(self.value), spec)
 
     STRICT = "strict"
     """Any torn tail, damaged slot or corruption raises StoreCorrupt."""

@@ -13,7 +13,6 @@ Write paths (each crash window is described where the write happens, and in docs
 
 from __future__ import annotations
 
-import enum
 import threading
 import weakref
 from collections.abc import Iterator
@@ -35,6 +34,7 @@ from journalstate._format import (
     RECORD_HEADER_SIZE,
     Header,
     SlotHead,
+    ValueEnum,
     build_record,
     encode_slot,
     record_size,
@@ -56,14 +56,8 @@ DEFAULT_CHECKPOINT_THRESHOLD = 0.5
 _ZERO_MARKER = bytes(END_MARKER_SIZE)
 
 
-class Durability(str, enum.Enum):
+class Durability(ValueEnum):
     """When a commit becomes durable against an OS crash or power loss."""
-
-    def __str__(self) -> str:
-        return str(self.value)
-
-    def __format__(self, spec: str) -> str:
-        return format(str(self.value), spec)
 
     COMMIT = "commit"
     """msync of the commit's journal pages before commit() returns."""
