@@ -32,9 +32,16 @@ from journalstate._schema import (
     decode_descriptor,
 )
 
+_RESERVED = frozenset({"self"})  # the first parameter of the __init__ attrs generates
+
 
 def _check_name(name: str, where: str) -> str:
-    if not name.isidentifier() or keyword.iskeyword(name) or name.startswith("__"):
+    if (
+        not name.isidentifier()
+        or keyword.iskeyword(name)
+        or name.startswith("__")
+        or name in _RESERVED
+    ):
         raise ValueError(f"schema descriptor: {where} has the name {name!r}, not an identifier")
     return name
 
@@ -60,12 +67,21 @@ def _field(node: _Node, where: str) -> tuple[Any, Any]:
     if kind == KIND_ARRAY:
         assert isinstance(node, _Array)
         element, default = _field(node.element, f"{where}[]")
-        return Annotated[tuple[Any, ...], Array(element, node.param)], (default,) * node.param
+        length = node.param
+        # A factory: nothing is allocated for the array until a default value is wanted.
+        return Annotated[tuple[Any, ...], Array(element, length)], attrs.Factory(
+            lambda: (_value(default),) * length
+        )
     if kind == KIND_STRUCT:
         assert isinstance(node, _Struct)
         cls = _class_for(node, where)
-        return cls, cls()
+        return cls, attrs.Factory(cls)
     raise ValueError(f"schema descriptor: {where} has unknown kind {kind}")
+
+
+def _value(default: Any) -> Any:
+    """A default, calling it when it is a factory."""
+    return default.factory() if isinstance(default, attrs.Factory) else default  # type: ignore[arg-type]
 
 
 def _class_for(node: _Struct, where: str) -> type:
@@ -79,13 +95,28 @@ def _class_for(node: _Struct, where: str) -> type:
     return attrs.make_class(_class_name(node.type_name()), fields, frozen=True)
 
 
-def class_from_descriptor(descriptor: bytes) -> type:
+def class_from_descriptor(descriptor: bytes, *, state_size: int | None = None) -> type:
     """A frozen attrs class whose schema has exactly this descriptor's layout.
 
     Every field defaults to its zero value.
 
+    Args:
+        descriptor: the stored schema descriptor.
+        state_size: when given, the size the layout must have (checked before any class is
+            built, so a descriptor that lies about its size allocates nothing).
+
     Raises:
-        ValueError: the descriptor is malformed or names something that is not an identifier.
+        ValueError: the descriptor is malformed, does not have ``state_size`` bytes, or names
+            something that is not a plain identifier.
     """
-    root = decode_descriptor(descriptor)._root
-    return _class_for(root, "")
+    layout = decode_descriptor(descriptor)
+    if state_size is not None and layout.size != state_size:
+        raise ValueError(
+            f"schema descriptor: describes {layout.size} bytes, the file's state has {state_size}"
+        )
+    try:
+        return _class_for(layout._root, "")
+    except ValueError:
+        raise
+    except Exception as e:  # anything attrs refuses is a bad descriptor, never a crash
+        raise ValueError(f"schema descriptor: cannot build a class from it ({e})") from e

@@ -205,7 +205,8 @@ def open(
             )
         if compiled is None:
             try:
-                compiled = compile_schema(class_from_descriptor(header.schema))
+                cls = class_from_descriptor(header.schema, state_size=header.state_size)
+                compiled = compile_schema(cls)
             except (ValueError, JournalStateError) as e:
                 raise Unrecoverable(path, f"the stored schema is unusable: {e}", offset=0) from e
         differences = compare_descriptors(compiled.descriptor, header.schema)

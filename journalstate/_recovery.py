@@ -260,9 +260,10 @@ def recover(
             ring, journal_size, position, window_end, epoch=base.epoch, after_seq=seq
         )
         newer_generation_seen |= any(h.generation > base.generation for h in later)
-        if not other.valid and not newer_generation_seen:
-            # The damaged slot may have been the open checkpoint of the next session, whose
-            # records carry the next epoch: finding one proves that checkpoint had completed.
+        if not newer_generation_seen:
+            # A lost slot may have been the open checkpoint of the next session, whose records
+            # carry the next epoch: finding one proves that checkpoint had completed. (With
+            # both slots valid this finds a newer slot overwritten by a copy of the other.)
             next_session = scan_later_records(
                 ring, journal_size, position - 1, window_end, epoch=base.epoch + 1, after_seq=0
             )
@@ -294,16 +295,16 @@ def recover(
         elif dropped and not corruption:
             torn_offset, torn_bytes = file_offset(position), dropped
 
-    if not other.valid and newer_generation_seen:
+    if newer_generation_seen:
+        detail = (
+            f"slot {other.index} is damaged ({other.reason}) although journal records "
+            "show its checkpoint had completed"
+            if not other.valid
+            else f"journal records show a checkpoint newer than generation {base.generation}, "
+            "which neither slot holds (a slot was overwritten with older contents)"
+        )
         corruption.append(
-            Damage(
-                f"slot{other.index}",
-                other.offset,
-                Reason.SLOT_LOST,
-                header.slot_size,
-                f"slot {other.index} is damaged ({other.reason}) although journal records "
-                f"show its checkpoint had completed",
-            )
+            Damage(f"slot{other.index}", other.offset, Reason.SLOT_LOST, header.slot_size, detail)
         )
 
     report = RecoveryReport(
@@ -348,7 +349,7 @@ def recover(
             )
     _apply_mode(path, report)
     max_epoch = max(h.epoch for h in valid_heads)
-    if not all(s.valid for s in statuses):
+    if newer_generation_seen or not all(s.valid for s in statuses):
         # The damaged slot may have carried the highest epoch: look for it in the ring too.
         max_epoch = max(max_epoch, max_epoch_in_ring(ring, journal_size))
     return Recovered(
