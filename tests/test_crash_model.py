@@ -107,8 +107,9 @@ TestTinyJournal = TinyJournal.TestCase
 TestDefaultJournal = DefaultJournal.TestCase
 TestManyPages = ManyPages.TestCase
 TestSameSizeRecords = SameSizeRecords.TestCase
-for case in (TestTinyJournal, TestDefaultJournal, TestManyPages, TestSameSizeRecords):
-    case.settings = settings(stateful_step_count=25)
+for _case in (TestTinyJournal, TestDefaultJournal, TestManyPages, TestSameSizeRecords):
+    _case.settings = settings(stateful_step_count=25)
+del _case  # a module-level TestCase name would be collected a second time
 
 
 @pytest.fixture(scope="module", autouse=True)
