@@ -349,8 +349,10 @@ def recover(
             )
     _apply_mode(path, report)
     max_epoch = max(h.epoch for h in valid_heads)
-    if newer_generation_seen or not all(s.valid for s in statuses):
-        # The damaged slot may have carried the highest epoch: look for it in the ring too.
+    if previous_generation or newer_generation_seen or not all(s.valid for s in statuses):
+        # A damaged or lost slot may have carried the highest epoch, so the ring's epochs
+        # count too; a roll-back skips the replay, and with it the search for a lost slot,
+        # so it always looks.
         max_epoch = max(max_epoch, max_epoch_in_ring(ring, journal_size))
     return Recovered(
         report=report,
