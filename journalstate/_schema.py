@@ -8,6 +8,7 @@ Everything is pure: bytes in, values out. ``docs/schema.md`` is the spec; names 
 
 from __future__ import annotations
 
+import abc
 import itertools
 import operator
 import struct
@@ -148,7 +149,7 @@ def _stored(message: str) -> NoReturn:
     raise _Bad(f"stored value is invalid: {message}")
 
 
-class _Node:
+class _Node(abc.ABC):
     """A node of the layout tree; it knows a layout, never a value."""
 
     __slots__ = ("kind", "param", "size")
@@ -156,8 +157,9 @@ class _Node:
     def __init__(self, kind: int, size: int, param: int = 0) -> None:
         self.kind, self.size, self.param = kind, size, param
 
+    @abc.abstractmethod
     def type_name(self) -> str:
-        raise NotImplementedError
+        """The type as ``info`` shows it ("u64", "str[32]", "u16[4]", a class name)."""
 
     def encode_into(self, value: object, buf: bytearray, at: int) -> None:
         """Validate ``value`` and write it at ``buf[at:]``, a zero-filled buffer."""
@@ -168,15 +170,16 @@ class _Node:
         self.encode_into(value, buf, 0)
         return bytes(buf)
 
+    @abc.abstractmethod
     def decode(self, mv: memoryview, at: int, as_dict: bool) -> object:
-        raise NotImplementedError
+        """The value stored at ``mv[at:]`` (dicts for structs when ``as_dict``)."""
 
+    @abc.abstractmethod
     def diff(self, old: object, new: object, at: int, out: Patches) -> None:
         """Append patches turning the image of ``old`` into that of ``new`` (``new is not old``).
 
         Validates ``new`` only where it differs; where ``old`` is not valid, rewrites it all.
         """
-        raise NotImplementedError
 
 
 class _Scalar(_Node):
