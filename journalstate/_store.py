@@ -136,7 +136,8 @@ class Store(Generic[T]):
         self._base_seq = report.base_seq
         self._tail = report.position
         self._synced = report.position
-        self._durable_seq = report.seq
+        # Only the slot is known durable; a writable open's checkpoint makes all of it durable.
+        self._durable_seq = report.base_seq
         self._flusher: threading.Thread | None = None
         self._stop_flusher = threading.Event()
 

@@ -701,3 +701,16 @@ def test_dropped_store_releases_its_thread_and_lock(store_path: Path) -> None:
     assert not flusher.is_alive()
     with js.open(store_path, Progress) as again:  # the lock went with the descriptor
         assert again.state.step == 1
+
+
+def test_reader_knows_only_the_slot_is_durable(store_path: Path) -> None:
+    """A reader of a crash image reports the slot's seq as durable, a writer all of it."""
+    with js.open(store_path, Progress, durability="process") as store:
+        for i in range(1, 4):
+            store.commit(Progress(step=i))
+        copy = crash_copy(store_path)
+    with js.open(copy, Progress, readonly=True) as reader:
+        assert reader.seq == 3
+        assert reader.durable_seq == reader.recovery.base_seq == 0
+    with js.open(copy, Progress) as writer:
+        assert writer.durable_seq == writer.seq == 3
