@@ -11,6 +11,7 @@ from typing import Annotated, Any
 
 import attrs
 
+from journalstate._descriptor import decode_descriptor
 from journalstate._schema import (
     KIND_ARRAY,
     KIND_BOOL,
@@ -29,7 +30,6 @@ from journalstate._schema import (
     _Array,
     _Node,
     _Struct,
-    decode_descriptor,
 )
 
 _RESERVED = frozenset({"self"})  # the first parameter of the __init__ attrs generates

@@ -10,6 +10,7 @@ import os
 from collections.abc import Callable
 from typing import TypeVar
 
+from journalstate._descriptor import compare_descriptors
 from journalstate._dynamic import class_from_descriptor
 from journalstate._errors import (
     InvalidValue,
@@ -34,7 +35,7 @@ from journalstate._format import (
 )
 from journalstate._io import PAGE_SIZE, OsStorage, Region, Storage
 from journalstate._recovery import Recovered, RecoveryMode, recover
-from journalstate._schema import Schema, compare_descriptors, compile_schema
+from journalstate._schema import Schema, compile_schema
 from journalstate._store import (
     DEFAULT_CHECKPOINT_THRESHOLD,
     DEFAULT_JOURNAL_SIZE,

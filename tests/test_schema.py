@@ -12,6 +12,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from journalstate import _descriptor as ds
 from journalstate import _schema as s
 from journalstate._errors import InvalidValue, SchemaError
 from tests import strategies as jst
@@ -407,7 +408,7 @@ def test_decode_rejects_invalid_stored_bytes(image: bytes, path: str, message: s
     error = invalid(PROGRESS.decode, image)
     assert error.field == path
     assert f"stored value is invalid: {message}" in str(error)
-    assert invalid(s.decode_descriptor(PROGRESS.descriptor).decode_dict, image).field == path
+    assert invalid(ds.decode_descriptor(PROGRESS.descriptor).decode_dict, image).field == path
 
 
 def test_decode_reports_a_rejecting_validator() -> None:
@@ -428,11 +429,11 @@ def test_decode_reports_a_rejecting_validator() -> None:
 def test_descriptor_round_trip(data: st.DataObject) -> None:
     """A decoded descriptor lists the same fields and decodes states into matching dicts."""
     schema = data.draw(jst.schemas())
-    dynamic = s.decode_descriptor(schema.descriptor)
+    dynamic = ds.decode_descriptor(schema.descriptor)
     assert dynamic.fields() == schema.fields()
     assert (dynamic.size, dynamic.descriptor) == (schema.size, schema.descriptor)
     assert dynamic.root_name == schema.cls.__qualname__
-    assert s.compare_descriptors(schema.descriptor, schema.descriptor) == []
+    assert ds.compare_descriptors(schema.descriptor, schema.descriptor) == []
     image = schema.encode(data.draw(jst.values_for(schema, allow_nan=False)))
     assert dynamic.decode_dict(image) == as_plain(schema.decode(image))
     assert schema.decode_dict(image) == as_plain(schema.decode(image))
@@ -441,7 +442,7 @@ def test_descriptor_round_trip(data: st.DataObject) -> None:
 def descriptor_survives(data: bytes) -> None:
     """Decode ``data`` as a descriptor: only ValueError may come out; a success is canonical."""
     try:
-        dynamic = s.decode_descriptor(data)
+        dynamic = ds.decode_descriptor(data)
     except ValueError as exc:
         error = str(exc)
     else:
@@ -466,7 +467,7 @@ def test_truncated_descriptors_raise_value_error() -> None:
     """Every proper prefix of a valid descriptor raises ValueError."""
     for end in range(len(PROGRESS.descriptor)):
         with pytest.raises(ValueError, match="schema descriptor"):
-            s.decode_descriptor(PROGRESS.descriptor[:end])
+            ds.decode_descriptor(PROGRESS.descriptor[:end])
 
 
 def test_every_byte_of_a_descriptor_mutated() -> None:
@@ -536,14 +537,14 @@ DEEP = (
 def test_hostile_descriptors(data: bytes, message: str) -> None:
     """Each kind of malformed descriptor raises ValueError saying what is wrong."""
     with pytest.raises(ValueError, match="schema descriptor") as info:
-        s.decode_descriptor(data)
+        ds.decode_descriptor(data)
     assert message in str(info.value)
 
 
 def test_deepest_allowed_descriptor() -> None:
     """Nesting exactly 32 levels below the root is accepted."""
     ok = DEEP.replace(node(s.KIND_ARRAY, b"", 0, 1, 1), b"", 1)
-    assert s.decode_descriptor(ok).fields()[0].type_name == "u8" + "[1]" * 31
+    assert ds.decode_descriptor(ok).fields()[0].type_name == "u8" + "[1]" * 31
 
 
 @attrs.frozen
@@ -576,14 +577,14 @@ class Reordered:
 def test_compare_descriptors() -> None:
     """Differences are named by field; renamed classes and identical layouts compare equal."""
     golden = s.compile_schema(Golden).descriptor
-    assert s.compare_descriptors(golden, s.compile_schema(Renamed).descriptor) == []
-    assert s.compare_descriptors(s.compile_schema(Changed).descriptor, golden) == [
+    assert ds.compare_descriptors(golden, s.compile_schema(Renamed).descriptor) == []
+    assert ds.compare_descriptors(s.compile_schema(Changed).descriptor, golden) == [
         "field 'extra': in the schema, not in the file",
         "field 'ok': in the file, not in the schema",
         "field 'a': file has u16, schema has u32",
         "field 'pair': file has u8[2], schema has u8[3]",
     ]
-    assert s.compare_descriptors(golden, s.compile_schema(Reordered).descriptor) == [
+    assert ds.compare_descriptors(golden, s.compile_schema(Reordered).descriptor) == [
         "field 'a': at offset 1 in the file, 0 in the schema",
         "field 'b': at offset 0 in the file, 2 in the schema",
     ]
@@ -609,7 +610,7 @@ def test_compare_nested_paths() -> None:
         },
     )
     found = s.compile_schema(base).descriptor
-    assert s.compare_descriptors(s.compile_schema(outer).descriptor, found) == [
+    assert ds.compare_descriptors(s.compile_schema(outer).descriptor, found) == [
         "field 'inner.x': file has i32, schema has i64",
         "field 'pts[].x': file has i32, schema has i64",
     ]
@@ -617,7 +618,7 @@ def test_compare_nested_paths() -> None:
 
 def test_compare_with_unreadable_descriptor() -> None:
     """A found descriptor that cannot be decoded gives one difference saying so."""
-    (difference,) = s.compare_descriptors(PROGRESS.descriptor, b"\x09" * 16)
+    (difference,) = ds.compare_descriptors(PROGRESS.descriptor, b"\x09" * 16)
     assert difference.startswith("root: the file's schema descriptor cannot be read")
 
 
@@ -701,7 +702,7 @@ def test_schema_errors(cls: type, message: str) -> None:
 def test_deepest_class_nesting_compiles() -> None:
     """31 nested arrays inside a field (32 levels below the root) are accepted."""
     schema = s.compile_schema(one_field(nested_arrays(31)))
-    assert s.decode_descriptor(schema.descriptor).fields() == schema.fields()
+    assert ds.decode_descriptor(schema.descriptor).fields() == schema.fields()
 
 
 def shape(node: s._Node) -> object:
@@ -717,5 +718,5 @@ def shape(node: s._Node) -> object:
 def test_compare_is_empty_only_for_equal_layouts(a: type, b: type) -> None:
     """compare_descriptors finds no difference exactly when the two layouts are the same."""
     da, db = s.compile_schema(a).descriptor, s.compile_schema(b).descriptor
-    same_shape = shape(s.decode_descriptor(da)._root) == shape(s.decode_descriptor(db)._root)
-    assert (s.compare_descriptors(da, db) == []) == same_shape
+    same_shape = shape(ds.decode_descriptor(da)._root) == shape(ds.decode_descriptor(db)._root)
+    assert (ds.compare_descriptors(da, db) == []) == same_shape

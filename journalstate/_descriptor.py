@@ -1,0 +1,165 @@
+"""Reading schema descriptors back from files, which may be damaged or hostile, and comparing them.
+
+What belongs here: the descriptor parser (every field checked before it is trusted, nothing
+allocated beyond the input's size) and the comparison that names the fields two layouts differ
+in. Writing descriptors, and the layout tree itself, are in ``_schema``.
+"""
+
+from __future__ import annotations
+
+from typing import NoReturn
+
+from journalstate._schema import (
+    _HEAD,
+    KIND_ARRAY,
+    KIND_BOOL,
+    KIND_BYTES,
+    KIND_FLOAT,
+    KIND_INT,
+    KIND_STR,
+    KIND_STRUCT,
+    KIND_UINT,
+    MAX_DEPTH,
+    MAX_NAME_LENGTH,
+    MAX_STATE_SIZE,
+    NODE_HEAD_SIZE,
+    DynamicSchema,
+    _Array,
+    _Blob,
+    _Member,
+    _Node,
+    _Scalar,
+    _Struct,
+)
+
+# --- reading descriptors -----------------------------------------------------------------------
+
+
+class _Parser:
+    """Reads a descriptor that may be hostile: every length and count is checked before use."""
+
+    def __init__(self, data: bytes) -> None:
+        self.data, self.pos = data, 0
+
+    def fail(self, at: int, message: str) -> NoReturn:
+        raise ValueError(f"schema descriptor: node at byte {at}: {message}")
+
+    def node(self, depth: int, role: str) -> tuple[str, int, _Node]:
+        """The node at ``pos`` as (name, offset, node); ``role``: "root", "field", "element"."""
+        at, data = self.pos, self.data
+        if depth > MAX_DEPTH:
+            self.fail(at, f"nested deeper than {MAX_DEPTH} levels")
+        if at + NODE_HEAD_SIZE > len(data):
+            self.fail(at, "truncated node head")
+        kind, reserved, name_len, offset, size, param = _HEAD.unpack_from(data, at)
+        self.pos = end = at + NODE_HEAD_SIZE + name_len
+        if reserved or name_len > MAX_NAME_LENGTH:
+            self.fail(at, f"reserved byte is {reserved}, name length is {name_len} (at most 255)")
+        if end > len(data):
+            self.fail(at, "truncated: the name runs past the end")
+        try:
+            name = data[at + NODE_HEAD_SIZE : end].decode()
+        except UnicodeDecodeError:
+            self.fail(at, "name is not UTF-8")
+        if role == "field" and not name.isidentifier():
+            self.fail(at, f"field name {name!r} is not an identifier")
+        if role != "field" and (offset or (name and kind != KIND_STRUCT)):
+            self.fail(at, f"{role} node must have offset 0 and, unless a struct, no name")
+        if size > MAX_STATE_SIZE:
+            self.fail(at, f"size {size} is more than 2**31")
+        if kind in (KIND_INT, KIND_UINT, KIND_FLOAT, KIND_BOOL):
+            widths = {KIND_FLOAT: (4, 8), KIND_BOOL: (1,)}.get(kind, (1, 2, 4, 8))
+            if size not in widths or param:
+                self.fail(at, f"kind {kind} with size {size} and param {param}")
+            return name, offset, _Scalar(kind, size)
+        if kind in (KIND_BYTES, KIND_STR):
+            if param < 1 or size != 4 + param:
+                self.fail(at, f"capacity {param} with size {size}")
+            return name, offset, _Blob(kind, param)
+        if kind == KIND_ARRAY:
+            if param < 1:
+                self.fail(at, "array of length 0")
+            element = self.node(depth + 1, "element")[2]
+            if size != param * element.size:
+                self.fail(at, f"size {size} is not {param} x {element.size}")
+            return name, offset, _Array(element, param)
+        if kind != KIND_STRUCT:
+            self.fail(at, f"unknown kind {kind}")
+        if not 1 <= param <= (len(data) - self.pos) // NODE_HEAD_SIZE:
+            self.fail(at, f"struct of {param} fields in {len(data) - self.pos} bytes")
+        members: list[_Member] = []
+        names: set[str] = set()
+        expected = 0  # fields are packed in order: each starts where the previous one ends
+        for _ in range(param):
+            field_at = self.pos
+            field_name, field_offset, child = self.node(depth + 1, "field")
+            if field_name in names or field_offset != expected:
+                self.fail(field_at, f"field {field_name!r} repeated or not at offset {expected}")
+            names.add(field_name)
+            members.append((field_name, field_name, field_offset, child))
+            expected += child.size
+        if size != expected:
+            self.fail(at, f"struct size {size} is not the sum of its fields, {expected}")
+        return name, offset, _Struct(None, None if role == "field" else name, members)
+
+
+def decode_descriptor(data: bytes | bytearray | memoryview) -> DynamicSchema:
+    """Read a descriptor, from a file that may be damaged, into a schema without a class.
+
+    Raises:
+        ValueError: the descriptor is malformed; the message gives the byte offset.
+    """
+    raw = bytes(data)
+    parser = _Parser(raw)
+    _, _, root = parser.node(0, "root")
+    if not isinstance(root, _Struct):
+        parser.fail(0, f"the root is kind {root.kind}, not a struct")
+    if parser.pos != len(raw):
+        parser.fail(parser.pos, f"{len(raw) - parser.pos} trailing bytes after the root")
+    return DynamicSchema(root, raw)
+
+
+def compare_descriptors(expected: bytes, found: bytes) -> list[str]:
+    """How the layout ``found`` (the file's) differs from ``expected`` (the schema's), by field.
+
+    Empty means identical layouts; struct names (so class renames) are ignored.
+
+    Raises:
+        ValueError: ``expected`` itself is malformed.
+    """
+    want = decode_descriptor(expected)._root
+    try:
+        have = decode_descriptor(found)._root
+    except ValueError as exc:
+        return [f"root: the file's schema descriptor cannot be read ({exc})"]
+    out: list[str] = []
+    _compare(want, have, "", out)
+    return out
+
+
+def _compare(want: _Node, have: _Node, path: str, out: list[str]) -> None:
+    if isinstance(want, _Struct) and isinstance(have, _Struct):
+        ours = {m[0]: m for m in want.members}
+        theirs = {m[0]: m for m in have.members}
+        sub = {name: f"{path}.{name}" if path else name for name in {*ours, *theirs}}
+        before = len(out)
+        out += [
+            f"field {sub[n]!r}: in the schema, not in the file" for n in ours if n not in theirs
+        ]
+        out += [
+            f"field {sub[n]!r}: in the file, not in the schema" for n in theirs if n not in ours
+        ]
+        for name, _, _, node in want.members:
+            if name in theirs:
+                _compare(node, theirs[name][3], sub[name], out)
+        if len(out) == before:  # same fields, same types: only their order can differ
+            out += [
+                f"field {sub[n]!r}: at offset {theirs[n][2]} in the file, {m[2]} in the schema"
+                for n, m in ours.items()
+                if theirs[n][2] != m[2]
+            ]
+    elif isinstance(want, _Array) and isinstance(have, _Array) and want.param == have.param:
+        _compare(want.element, have.element, path + "[]", out)
+    elif (want.kind, want.size, want.param) != (have.kind, have.size, have.param):
+        label = f"field {path!r}" if path else "root"
+        out.append(f"{label}: file has {have.type_name()}, schema has {want.type_name()}")
