@@ -275,6 +275,18 @@ def build_record(
     The same bytes as :func:`encode_record` of :func:`encode_patches` plus the end marker,
     built in one pass for the commit path. Returns the bytes and the record's size.
     """
+    return build_record_fast(epoch, seq, position, durable_seq, generation, patches)
+
+
+def build_record_fast(
+    epoch: int,
+    seq: int,
+    position: int,
+    durable_seq: int,
+    generation: int,
+    patches: list[tuple[int, bytes]],
+) -> tuple[bytes, int]:
+    """:func:`build_record` with positional arguments, for the commit path."""
     parts: list[bytes] = [b""]
     pack = _PATCH_HEAD.pack
     length = 0

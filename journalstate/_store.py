@@ -35,7 +35,7 @@ from journalstate._format import (
     Header,
     SlotHead,
     ValueEnum,
-    build_record,
+    build_record_fast,
     encode_slot,
     record_size,
 )
@@ -292,7 +292,11 @@ class Store(Generic[T]):
         # Crash window: the record is in the page cache, not on disk. Process death keeps it
         # (recovery replays it); an OS crash may keep any subset of its sectors, which the
         # record's crc rejects as a torn tail, so recovery stops at the previous commit.
-        self._ring_write(self._tail, record)
+        start = self._tail % self._journal_size
+        if start + len(record) <= self._journal_size:
+            self._ring.write(start, record)
+        else:
+            self._ring_write(self._tail, record)  # the record straddles the ring's end
         tail = self._tail + size
         # The commit point comes after the lock is released (see _commit_point), so other
         # threads can append their records meanwhile and share one msync: group commit.
@@ -333,13 +337,8 @@ class Store(Generic[T]):
                 self._durable_seq = max(self._durable_seq, last)
 
     def _build(self, seq: int, patches: list[tuple[int, bytes]]) -> tuple[bytes, int]:
-        return build_record(
-            epoch=self._epoch,
-            seq=seq,
-            position=self._tail,
-            durable_seq=self._durable_seq,
-            generation=self._generation,
-            patches=patches,
+        return build_record_fast(
+            self._epoch, seq, self._tail, self._durable_seq, self._generation, patches
         )
 
     # --- flushing and checkpoints ----------------------------------------------------------
