@@ -157,6 +157,32 @@ def test_segfault_loses_nothing_acknowledged(tmp_path: Path) -> None:
         assert store.state == expected(23)
 
 
+def test_readers_beside_a_live_writer_see_committed_states(tmp_path: Path) -> None:
+    """Read-only opens while another process commits and checkpoints see committed states."""
+    path = tmp_path / "live.jst"
+    proc = subprocess.Popen(
+        [sys.executable, "-c", CHILD, str(path), "process", "4096", "0", "commit"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        assert proc.stdout.readline().startswith("ready")
+        proc.stdout.readline()  # at least one commit
+        steps = []
+        for _ in range(300):
+            with js.open(path, Progress, readonly=True) as reader:
+                state = reader.state
+                assert state == (expected(state.step) if state.step else Progress())
+                assert not reader.recovery.corruption
+                steps.append(state.step)
+        assert len(set(steps)) > 1  # the writer really moved meanwhile
+    finally:
+        proc.kill()
+        proc.communicate()
+
+
 LOCK_HOLDER = textwrap.dedent(
     """
     import sys, time
