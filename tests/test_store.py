@@ -262,7 +262,6 @@ def test_interval_mode_flushes_in_background(store_path: Path) -> None:
     ) as store:
         storage.syncs.clear()
         store.commit(Progress(step=1))
-        assert store.durable_seq == 0 or storage.count("journal") >= 1
         deadline = time.monotonic() + 10
         while store.durable_seq < 1 and time.monotonic() < deadline:
             time.sleep(0.01)
