@@ -388,6 +388,14 @@ class Store(Generic[T]):
             self._guarded_sync(self._ring, 0, length - first)
         self.stats.journal_syncs += 1
 
+    def _sync_marker(self, position: int) -> None:
+        """msync the end marker at ``position`` (two ranges when it wraps the ring's end)."""
+        start = position % self._journal_size
+        first = min(END_MARKER_SIZE, self._journal_size - start)
+        self._guarded_sync(self._ring, start, first)
+        if first < END_MARKER_SIZE:
+            self._guarded_sync(self._ring, 0, END_MARKER_SIZE - first)
+
     def _guarded_sync(self, region: Region, offset: int, length: int) -> None:
         try:
             region.sync(offset, length)
@@ -406,6 +414,12 @@ class Store(Generic[T]):
         head = SlotHead(generation, epoch, self._seq, self._tail, self._header.state_size)
         data = encode_slot(head, self._image)
         offset = target * self._header.slot_size
+        if self._synced < self._tail:
+            # The slot will say "the journal continues at the tail": make the zero end marker
+            # there durable first (only in process and interval modes; a commit point already
+            # synced it), so that after an OS crash the journal ends cleanly at the slot's
+            # position instead of on whatever an earlier lap left there.
+            self._sync_marker(self._tail)
         # Crash window: the target slot is partly written. Its crc fails (or it still holds
         # its older, valid contents), so recovery starts from the base slot and replays the
         # journal, none of which has been released yet.
@@ -429,9 +443,7 @@ class Store(Generic[T]):
         # Crash window: zeroing the end marker only touches bytes past the recovered chain
         # (a torn tail at most), so recovery from the base slot is unchanged if we stop here.
         self._ring_write(self._tail, _ZERO_MARKER)
-        self._guarded_sync(self._ring, self._tail % self._journal_size, END_MARKER_SIZE)
-        if self._tail % self._journal_size + END_MARKER_SIZE > self._journal_size:
-            self._guarded_sync(self._ring, 0, END_MARKER_SIZE)
+        self._sync_marker(self._tail)
         # A new epoch, durable in a slot before any record of this session is written: records
         # left by earlier sessions (including unsynced ones recovery could not see) carry other
         # epochs and can never be replayed after this point. The slot with the highest epoch
