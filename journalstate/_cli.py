@@ -71,22 +71,31 @@ def _open(path: str, **kwargs: Any) -> Iterator[js.Store[Any]]:
         who = f" (pid {e.holder_pid})" if e.holder_pid is not None else ""
         raise _Fail(
             EXIT_BUSY,
-            f"{path}: locked by a live writer{who}; stop it first, or repair a copy with "
-            "--output NEW",
+            f"{path}: locked by a live writer{who}; wait for it to close the store or stop "
+            "it, then run this again (`journalstate check` and `dump` read it without the lock)",
         ) from None
     except js.JournalStateError as e:
-        hint = ""
-        if (
-            isinstance(e, js.StoreCorrupt)
-            and not isinstance(e, js.Unrecoverable)
-            and "--mode salvage" not in str(e)
-        ):
-            hint = " (run `journalstate recover --mode salvage` to keep the state before it)"
-        raise _Fail(_exit_code(e), f"{e}{hint}") from None
+        raise _Fail(_exit_code(e), f"{e}{_hint(e)}") from None
     try:
         yield store
     finally:
         store.close()
+
+
+def _hint(error: js.JournalStateError) -> str:
+    """What to run next after a refused recovery, unless the message already says it."""
+    if not isinstance(error, js.StoreCorrupt) or isinstance(error, js.Unrecoverable):
+        return ""
+    text = str(error)
+    report = error.report
+    if report is not None and report.mode is js.RecoveryMode.STRICT and not report.corruption:
+        # Only a torn tail or an invalid slot: what a crash leaves, and the default mode takes.
+        if "tolerate-tail" in text:
+            return ""
+        return " (a crash leaves this; the default --mode tolerate-tail accepts it)"
+    if "--mode salvage" in text:
+        return ""
+    return " (run `journalstate recover --mode salvage` to keep the state before it)"
 
 
 def _emit(out: TextIO, args: argparse.Namespace, data: Any, human: Callable[[], None]) -> None:
