@@ -36,6 +36,14 @@ class InvalidValue(JournalStateError, ValueError):
         self.field = field
 
 
+class NoSuchField(JournalStateError, LookupError):
+    """A field path names no field of the schema (or an array index is out of range)."""
+
+    def __init__(self, path: str, message: str) -> None:
+        super().__init__(f"no field {path!r}: {message}")
+        self.path = path
+
+
 # --- the file ----------------------------------------------------------------------------------
 
 
