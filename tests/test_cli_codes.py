@@ -204,3 +204,21 @@ def test_lock_error_points_to_waiting_or_reading_never_to_copying(tmp_path: Path
     assert "readonly=True" in message
     assert "Do not copy the file while the writer runs" in message
     assert "--output" not in message
+
+
+def test_lost_slot_exits_3_even_where_the_mode_accepts_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A damaged newest slot that records prove complete: 3 for every command, recover too."""
+    path = crashed_store(tmp_path, 3)
+    with js.open(path, Progress, readonly=True) as store:
+        newest = store.header.slot_offsets[store.recovery.slot]
+    damage(path, newest + 60)
+    assert codes(capsys, path) == all_codes(3)
+    code, out, _ = run(capsys, "dump", path)
+    assert code == 3
+    assert out.startswith(f"# {path}: generation 1, seq 0\n")  # the older slot's state
+    code, out, _ = run(capsys, "recover", path)
+    assert code == 3
+    assert "slot-lost" in out
+    assert codes(capsys, path) == all_codes(0)
