@@ -20,13 +20,13 @@ from journalstate._io import OsStorage
 from journalstate._recovery import RecoveryReport
 
 EXIT_OK = 0
-"""Clean: nothing was wrong."""
+"""Recovery dropped nothing and ignored nothing (a closed store, or a crash that cut no write)."""
 EXIT_TORN = 1
-"""Recovered normally after a crash: a torn tail was dropped or a torn slot ignored."""
+"""Recovery dropped a torn tail or ignored an invalid slot: a write a crash cut short."""
 EXIT_USAGE = 2
 """Usage error, missing file, or not a journalstate store."""
 EXIT_CORRUPT = 3
-"""Corruption found (the state before it is kept only with --mode salvage)."""
+"""Corruption found (accepted or refused by the mode), or damage the mode refuses."""
 EXIT_UNRECOVERABLE = 4
 """No consistent state can be recovered."""
 EXIT_BUSY = 5
@@ -371,10 +371,10 @@ def cmd_demo(args: argparse.Namespace, out: TextIO) -> int:
 # --- parser ---------------------------------------------------------------------------------------
 
 EXIT_CODES = """exit codes:
-  0  clean
-  1  recovered normally after a crash (torn tail dropped, torn slot ignored)
+  0  clean: recovery dropped and ignored nothing
+  1  a torn tail dropped or an invalid slot ignored (a write cut short by a crash)
   2  usage error, missing file, or not a journalstate store
-  3  corruption found
+  3  corruption found, or damage the --mode refuses
   4  unrecoverable
   5  locked by a live writer, or no permission"""
 
