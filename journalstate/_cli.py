@@ -20,13 +20,13 @@ from journalstate._io import OsStorage
 from journalstate._recovery import RecoveryReport
 
 EXIT_OK = 0
-"""Recovery dropped nothing and ignored nothing (a closed store, or a crash that cut no write)."""
+"""Recovery dropped nothing and ignored nothing."""
 EXIT_TORN = 1
 """Recovery dropped a torn tail or ignored an invalid slot: a write a crash cut short."""
 EXIT_USAGE = 2
 """Usage error, missing file, or not a journalstate store."""
 EXIT_CORRUPT = 3
-"""Corruption found (accepted or refused by the mode), or damage the mode refuses."""
+"""Recovery found corruption, or refused damage its --mode does not accept."""
 EXIT_UNRECOVERABLE = 4
 """No consistent state can be recovered."""
 EXIT_BUSY = 5
