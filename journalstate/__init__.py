@@ -10,6 +10,7 @@ from journalstate._errors import (
     JournalStateError,
     NoPreviousGeneration,
     NoSpace,
+    NoSuchField,
     NotAStore,
     ReadOnlyStore,
     SchemaError,
@@ -27,6 +28,7 @@ from journalstate._errors import (
     UnsafePath,
     UnsupportedVersion,
 )
+from journalstate._introspect import FieldKind, FieldLayout, SchemaInfo, schema_info
 from journalstate._journal import Reason
 from journalstate._open import open
 from journalstate._recovery import Damage, RecoveryMode, RecoveryReport
@@ -70,16 +72,20 @@ __all__ = [
     "Damage",
     "Draft",
     "Durability",
+    "FieldKind",
+    "FieldLayout",
     "InvalidValue",
     "JournalStateError",
     "NoPreviousGeneration",
     "NoSpace",
+    "NoSuchField",
     "NotAStore",
     "ReadOnlyStore",
     "Reason",
     "RecoveryMode",
     "RecoveryReport",
     "SchemaError",
+    "SchemaInfo",
     "SchemaMismatch",
     "SlotStatus",
     "Store",
@@ -100,4 +106,5 @@ __all__ = [
     "__version__",
     "f32_round",
     "open",
+    "schema_info",
 ]

@@ -20,13 +20,13 @@ from journalstate._io import OsStorage
 from journalstate._recovery import RecoveryReport
 
 EXIT_OK = 0
-"""Clean: nothing was wrong."""
+"""Recovery dropped nothing and ignored nothing."""
 EXIT_TORN = 1
-"""Recovered normally after a crash: a torn tail was dropped or a torn slot ignored."""
+"""Recovery dropped a torn tail or ignored an invalid slot: a write a crash cut short."""
 EXIT_USAGE = 2
 """Usage error, missing file, or not a journalstate store."""
 EXIT_CORRUPT = 3
-"""Corruption found (the state before it is kept only with --mode salvage)."""
+"""Recovery found corruption, or refused damage its --mode does not accept."""
 EXIT_UNRECOVERABLE = 4
 """No consistent state can be recovered."""
 EXIT_BUSY = 5
@@ -71,22 +71,31 @@ def _open(path: str, **kwargs: Any) -> Iterator[js.Store[Any]]:
         who = f" (pid {e.holder_pid})" if e.holder_pid is not None else ""
         raise _Fail(
             EXIT_BUSY,
-            f"{path}: locked by a live writer{who}; stop it first, or repair a copy with "
-            "--output NEW",
+            f"{path}: locked by a live writer{who}; wait for it to close the store or stop "
+            "it, then run this again (`journalstate check` and `dump` read it without the lock)",
         ) from None
     except js.JournalStateError as e:
-        hint = ""
-        if (
-            isinstance(e, js.StoreCorrupt)
-            and not isinstance(e, js.Unrecoverable)
-            and "--mode salvage" not in str(e)
-        ):
-            hint = " (run `journalstate recover --mode salvage` to keep the state before it)"
-        raise _Fail(_exit_code(e), f"{e}{hint}") from None
+        raise _Fail(_exit_code(e), f"{e}{_hint(e)}") from None
     try:
         yield store
     finally:
         store.close()
+
+
+def _hint(error: js.JournalStateError) -> str:
+    """What to run next after a refused recovery, unless the message already says it."""
+    if not isinstance(error, js.StoreCorrupt) or isinstance(error, js.Unrecoverable):
+        return ""
+    text = str(error)
+    report = error.report
+    if report is not None and report.mode is js.RecoveryMode.STRICT and not report.corruption:
+        # Only a torn tail or an invalid slot: what a crash leaves, and the default mode takes.
+        if "tolerate-tail" in text:
+            return ""
+        return " (a crash leaves this; the default --mode tolerate-tail accepts it)"
+    if "--mode salvage" in text:
+        return ""
+    return " (run `journalstate recover --mode salvage` to keep the state before it)"
 
 
 def _emit(out: TextIO, args: argparse.Namespace, data: Any, human: Callable[[], None]) -> None:
@@ -362,10 +371,10 @@ def cmd_demo(args: argparse.Namespace, out: TextIO) -> int:
 # --- parser ---------------------------------------------------------------------------------------
 
 EXIT_CODES = """exit codes:
-  0  clean
-  1  recovered normally after a crash (torn tail dropped, torn slot ignored)
+  0  clean: recovery dropped and ignored nothing
+  1  a torn tail dropped or an invalid slot ignored (a write cut short by a crash)
   2  usage error, missing file, or not a journalstate store
-  3  corruption found
+  3  corruption found, or damage the --mode refuses
   4  unrecoverable
   5  locked by a live writer, or no permission"""
 

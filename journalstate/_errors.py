@@ -36,6 +36,14 @@ class InvalidValue(JournalStateError, ValueError):
         self.field = field
 
 
+class NoSuchField(JournalStateError, LookupError):
+    """A field path names no field of the schema (or an array index is out of range)."""
+
+    def __init__(self, path: str, message: str) -> None:
+        super().__init__(f"no field {path!r}: {message}")
+        self.path = path
+
+
 # --- the file ----------------------------------------------------------------------------------
 
 
@@ -94,13 +102,20 @@ class NoSpace(StoreFileError):
 
 
 class StoreLocked(JournalStateError, BlockingIOError):
-    """Another writer holds the store's lock."""
+    """Another writer holds the store's lock.
+
+    ``holder_pid`` is the holder's process id when the system tells it, else None. Waiting
+    (``lock_timeout``) or a read-only open are the ways forward; a copy of the file taken while
+    the writer runs is not a crash image and must not be made.
+    """
 
     def __init__(self, path: str, holder_pid: int | None = None) -> None:
         who = f" (held by pid {holder_pid})" if holder_pid is not None else ""
         super().__init__(
-            f"{path}: another writer holds the lock{who}; close it first, wait with "
-            "lock_timeout=..., or open with readonly=True"
+            f"{path}: another writer holds the lock{who}; wait for it to close the store "
+            "(lock_timeout=SECONDS) or stop it, or open with readonly=True for a snapshot of "
+            "its last commit. Do not copy the file while the writer runs: the copy can mix "
+            "moments"
         )
         self.path = path
         self.holder_pid = holder_pid

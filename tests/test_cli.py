@@ -845,7 +845,7 @@ def test_live_writer_blocks_recover_in_place(live_writer: tuple[Path, int]) -> N
     """recover in place on a store with a live writer exits 5, names its pid, changes nothing."""
     path, pid = live_writer
     before = path.read_bytes()
-    fails(cli("recover", path), 5, "locked by a live writer", f"pid {pid}", "--output NEW")
+    fails(cli("recover", path), 5, "locked by a live writer", f"pid {pid}", "stop it")
     fails(cli("recover", path, "--mode", "salvage", "--json"), 5, f"pid {pid}")
     assert path.read_bytes() == before
 
