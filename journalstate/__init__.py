@@ -6,6 +6,8 @@ every crash leaves a committed state.
 """
 
 from journalstate._errors import (
+    InvalidArgument,
+    InvalidArgumentType,
     InvalidValue,
     JournalStateError,
     NoPreviousGeneration,
@@ -25,6 +27,7 @@ from journalstate._errors import (
     TruncatedStore,
     Unrecoverable,
     UnsafePath,
+    UnsupportedPlatform,
     UnsupportedVersion,
 )
 from journalstate._journal import Reason
@@ -70,6 +73,8 @@ __all__ = [
     "Damage",
     "Draft",
     "Durability",
+    "InvalidArgument",
+    "InvalidArgumentType",
     "InvalidValue",
     "JournalStateError",
     "NoPreviousGeneration",
@@ -96,6 +101,7 @@ __all__ = [
     "TruncatedStore",
     "Unrecoverable",
     "UnsafePath",
+    "UnsupportedPlatform",
     "UnsupportedVersion",
     "__version__",
     "f32_round",
