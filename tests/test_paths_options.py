@@ -231,6 +231,7 @@ def test_mutable_nested_class_is_refused(store_path: Path, cls: type, field: str
 def test_stored_schema_class_is_frozen(store_path: Path) -> None:
     """Opening with schema None rebuilds a frozen class, which passes the check."""
     make_store(store_path, 2)
+    store: js.Store[Any]
     with js.open(store_path, None) as store:
         state: Any = store.state
     assert state.step == 2
