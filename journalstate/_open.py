@@ -287,7 +287,12 @@ def open(
                 "initial",
                 f"expected a {compiled.cls.__qualname__}, got {type(initial).__qualname__}",
             )
-    storage = OsStorage() if storage is None else storage
+    if storage is None:
+        storage = OsStorage()
+    elif not all(callable(getattr(storage, m, None)) for m in ("exists", "create", "open")):
+        raise InvalidArgumentType(
+            "storage", f"expected a Storage (exists, create, open), got {_short(storage)}"
+        )
     if not storage.exists(path):
         if readonly or not create or compiled is None:
             raise StoreNotFound(path, "no such store")

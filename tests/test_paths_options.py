@@ -26,7 +26,12 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import journalstate as js
-from journalstate._io import PAGE_SIZE, remove_stray_temporaries, temporary_path
+from journalstate._io import (
+    PAGE_SIZE,
+    open_temporary,
+    remove_stray_temporaries,
+    temporary_path,
+)
 from tests.conftest import Progress
 from tests.test_cli import ROOT, cli, fails, make_store
 
@@ -66,6 +71,7 @@ BAD_TYPES: list[tuple[dict[str, Any], str]] = [
     ({"create": "yes"}, "create"),
     ({"readonly": 0}, "readonly"),
     ({"previous_generation": None}, "previous_generation"),
+    ({"storage": "/tmp"}, "storage"),
 ]
 
 
@@ -408,6 +414,29 @@ def test_temporary_path_is_short_and_recognisable(tmp_path: Path) -> None:
     assert re.fullmatch(r"\.jst-[0-9a-f]{16}\.tmp", os.path.basename(first))
 
 
+def test_temporary_removed_before_its_lock_is_replaced(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A temporary that a cleaner removes before its creator locks it is replaced by a new one."""
+    real_flock = fcntl.flock
+    removed: list[str] = []
+
+    def cleaner_first(fd: int, operation: int) -> None:
+        if not removed:  # a cleaner found the new file still unlocked and removed it
+            removed.append(os.readlink(f"/proc/self/fd/{fd}"))
+            os.unlink(removed[0])
+        real_flock(fd, operation)
+
+    monkeypatch.setattr(fcntl, "flock", cleaner_first)
+    path, fd = open_temporary(str(tmp_path))
+    try:
+        assert removed
+        assert path != removed[0]
+        assert os.path.samestat(os.stat(path), os.fstat(fd))
+    finally:
+        os.close(fd)
+
+
 @pytest.fixture
 def tmpfs(tmp_path: Path) -> Iterator[Path]:
     """A 2 MiB tmpfs mounted on a fresh directory (skips where mounting is not permitted)."""
@@ -571,6 +600,21 @@ def _shell(script: str, *args: str | Path) -> subprocess.CompletedProcess[str]:
         cwd=ROOT,
         env={**os.environ, "PYTHONPATH": str(ROOT)},
     )
+
+
+def test_closed_standard_descriptors_are_held(tmp_path: Path) -> None:
+    """The command puts /dev/null on closed descriptors 0-2, so no store file can get them."""
+    code = (
+        "import os\n"
+        "from journalstate._cli import _hold_standard_descriptors\n"
+        "os.close(1)\n"
+        "_hold_standard_descriptors()\n"
+        "fd = os.open('x', os.O_CREAT | os.O_WRONLY)\n"
+        "os.write(fd, f'{os.readlink(\"/proc/self/fd/1\")} {fd}'.encode())\n"
+    )
+    proc = _python(code, tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "x").read_text() == f"{os.devnull} 3"
 
 
 def test_stdout_closed(store_path: Path) -> None:
