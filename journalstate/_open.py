@@ -185,10 +185,10 @@ def _short(value: object) -> str:
 
 def _number(name: str, value: object, fits: Callable[[float], bool], wanted: str) -> None:
     """Refuse ``value`` unless it is an int or float (not a bool) that ``fits``."""
-    if type(value) not in (int, float):
+    if not isinstance(value, int | float) or isinstance(value, bool):
         raise InvalidArgumentType(name, f"expected {wanted}, got {_short(value)}")
     try:
-        number = float(value)  # type: ignore[arg-type]
+        number = float(value)
     except OverflowError:  # an int too large for a float
         number = math.inf
     if math.isnan(number) or not fits(number):
@@ -213,6 +213,9 @@ def open(
 ) -> Store[T]:
     """Open the store at ``path``, creating it if missing, and recover its latest state.
 
+    Every option is checked first, whether or not the store exists; a mutable (not frozen)
+    attrs class is refused, since a state changed in place could never be committed.
+
     Args:
         path: the store file.
         schema: the attrs class describing the state, or None to use a class rebuilt from
@@ -236,9 +239,6 @@ def open(
 
     Returns:
         The open store. When a writable open returns, the recovered state is durable.
-
-    Every option is checked first, whether or not the store exists; a mutable (not frozen)
-    attrs class is refused, since a state changed in place could never be committed.
 
     Raises:
         InvalidArgument: an option has a value it cannot take (InvalidArgumentType: a wrong

@@ -124,6 +124,16 @@ def test_journal_size_rounds_up_to_whole_pages(store_path: Path) -> None:
         assert store.header.journal_size == 2 * PAGE_SIZE
 
 
+def test_float_subclasses_are_numbers(store_path: Path) -> None:
+    """A float subclass (numpy's float64 is one) is a number of seconds like any float."""
+
+    class Seconds(float):
+        pass
+
+    with js.open(store_path, Progress, durability="interval", flush_interval=Seconds(5)) as store:
+        store.commit(Progress(step=1))
+
+
 def test_lock_timeout_inf_is_accepted(store_path: Path) -> None:
     """lock_timeout=math.inf means wait as long as it takes; a free lock is taken at once."""
     with js.open(store_path, Progress, lock_timeout=math.inf) as store:
