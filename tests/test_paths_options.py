@@ -109,6 +109,14 @@ def test_bad_path_is_invalid_argument(path: Any) -> None:
     assert info.value.argument == "path"
 
 
+@pytest.mark.parametrize("schema", [int, Progress(), "Progress", attrs])
+def test_schema_that_is_not_an_attrs_class(store_path: Path, schema: Any) -> None:
+    """A schema that is not an attrs class raises SchemaError (a TypeError), creating nothing."""
+    with pytest.raises(js.SchemaError, match="not an attrs class"):
+        js.open(store_path, schema)
+    assert not store_path.exists()
+
+
 def test_options_are_checked_for_an_existing_store(store_path: Path) -> None:
     """Options that only matter for a new store are checked on an existing one too."""
     js.open(store_path, Progress).close()
