@@ -6,6 +6,8 @@ every crash leaves a committed state.
 """
 
 from journalstate._errors import (
+    InvalidArgument,
+    InvalidArgumentType,
     InvalidValue,
     JournalStateError,
     NoPreviousGeneration,
@@ -26,6 +28,7 @@ from journalstate._errors import (
     TruncatedStore,
     Unrecoverable,
     UnsafePath,
+    UnsupportedPlatform,
     UnsupportedVersion,
 )
 from journalstate._introspect import FieldKind, FieldLayout, SchemaInfo, schema_info
@@ -74,6 +77,8 @@ __all__ = [
     "Durability",
     "FieldKind",
     "FieldLayout",
+    "InvalidArgument",
+    "InvalidArgumentType",
     "InvalidValue",
     "JournalStateError",
     "NoPreviousGeneration",
@@ -102,6 +107,7 @@ __all__ = [
     "TruncatedStore",
     "Unrecoverable",
     "UnsafePath",
+    "UnsupportedPlatform",
     "UnsupportedVersion",
     "__version__",
     "f32_round",

@@ -48,7 +48,7 @@ def _exit_code(error: BaseException) -> int:
         return EXIT_BUSY
     if isinstance(error, js.NotAStore | js.StoreNotFound | js.UnsafePath | js.UnsupportedVersion):
         return EXIT_USAGE
-    if isinstance(error, js.NoPreviousGeneration):
+    if isinstance(error, js.NoPreviousGeneration | js.InvalidArgument | js.UnsupportedPlatform):
         return EXIT_USAGE
     return EXIT_BUSY
 
@@ -173,7 +173,7 @@ def cmd_info(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def cmd_check(args: argparse.Namespace, out: TextIO) -> int:
-    progress = sys.stderr.isatty() and not args.json
+    progress = sys.stderr is not None and sys.stderr.isatty() and not args.json
     if progress:
         sys.stderr.write(f"checking {args.path}...\r")
     with _open(args.path, readonly=True, recovery="salvage") as store:
@@ -324,7 +324,12 @@ def cmd_recover(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def _copy(source: str, dest: str) -> str:
-    """Copy a store file to a new path atomically (the copy is a crash image of the source)."""
+    """Copy a store file to a new path atomically (the copy is a crash image of the source).
+
+    The source is opened like every other command opens a store: never through a symbolic
+    link, and only when it is a regular file. Nothing at ``dest`` is followed or replaced,
+    a dangling symbolic link included.
+    """
     storage = OsStorage()
     if storage.exists(dest):
         raise _Fail(EXIT_USAGE, f"{dest}: already exists; choose a new --output path")
@@ -332,15 +337,14 @@ def _copy(source: str, dest: str) -> str:
     if not os.path.isdir(directory):
         raise _Fail(EXIT_USAGE, f"{dest}: directory {directory} does not exist")
     try:
-        with open(source, "rb") as f:
-            size = os.fstat(f.fileno()).st_size
-            chunks = [(offset, f.read(1 << 20)) for offset in range(0, size, 1 << 20)]
-    except FileNotFoundError:
+        file = storage.open(source, writable=False)
+    except js.StoreNotFound:
         raise _Fail(EXIT_USAGE, f"{source}: no such file") from None
-    except IsADirectoryError:
-        raise _Fail(EXIT_USAGE, f"{source}: is a directory, not a store file") from None
-    except PermissionError as e:
-        raise _Fail(EXIT_BUSY, f"{source}: no permission to read it ({e.strerror})") from None
+    try:
+        size = file.size
+        chunks = [(offset, file.read(offset, 1 << 20)) for offset in range(0, size, 1 << 20)]
+    finally:
+        file.close()
     if not storage.create(dest, size, chunks):  # something appeared at dest meanwhile
         raise _Fail(EXIT_USAGE, f"{dest}: already exists; choose a new --output path")
     return dest
@@ -376,7 +380,8 @@ EXIT_CODES = """exit codes:
   2  usage error, missing file, or not a journalstate store
   3  corruption found, or damage the --mode refuses
   4  unrecoverable
-  5  locked by a live writer, or no permission"""
+  5  locked by a live writer, or no permission
+  141  stdout is a pipe whose reader went away (nothing is printed)"""
 
 EXAMPLES = """examples:
   journalstate check state.jst
@@ -464,39 +469,83 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _say(text: str) -> None:
+    """Write ``text`` on stderr; with stderr closed, say nothing (the exit code still tells)."""
+    if sys.stderr is None:
+        return
+    try:
+        sys.stderr.write(text)
+        sys.stderr.flush()
+    except (OSError, ValueError):
+        pass
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null, so the flush at exit cannot fail again on a broken pipe."""
+    try:
+        null = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(null, sys.stdout.fileno())
+        os.close(null)
+    except (OSError, ValueError, AttributeError):
+        pass
+
+
 def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
     """Run the command line; returns the exit code."""
-    out = sys.stdout if out is None else out
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
     except SystemExit as e:  # argparse's way of reporting usage errors and --help
         return int(e.code) if isinstance(e.code, int) else EXIT_USAGE
     if args.command is None:
-        parser.print_help(sys.stderr)
+        _say(parser.format_help())
+        return EXIT_USAGE
+    out = sys.stdout if out is None else out
+    if out is None:  # the process was started with descriptor 1 closed
+        _say("journalstate: standard output is closed; nothing was done\n")
         return EXIT_USAGE
     try:
         code: int = args.func(args, out)
+        out.flush()  # a broken pipe shows here, not in the interpreter's flush at exit
         return code
     except _Fail as e:
-        sys.stderr.write(f"journalstate: {e}\n")
+        _say(f"journalstate: {e}\n")
         return e.code
     except js.JournalStateError as e:
-        sys.stderr.write(f"journalstate: {e}\n")
+        _say(f"journalstate: {e}\n")
         return _exit_code(e)
     except BrokenPipeError:
         # Whoever read stdout went away (`journalstate log s.jst | head`): nothing to say.
         # 141 is what a shell reports for a process that SIGPIPE ended.
+        if out is sys.stdout:
+            _silence_stdout()
         return 141
     except OSError as e:
         where = f"{e.filename}: " if e.filename else ""
-        sys.stderr.write(f"journalstate: {where}{e.strerror or e}\n")
+        _say(f"journalstate: {where}{e.strerror or e}\n")
         return EXIT_BUSY
     except KeyboardInterrupt:
-        sys.stderr.write("journalstate: interrupted\n")
+        _say("journalstate: interrupted\n")
         return 130
+
+
+def _hold_standard_descriptors() -> None:
+    """Put /dev/null on descriptors 0-2 where they are closed (sys.stdout etc. stay None).
+
+    Otherwise the store file could be opened as descriptor 1 or 2, where any stray write
+    meant for the terminal would land in the store.
+    """
+    for fd in (0, 1, 2):
+        try:
+            os.fstat(fd)
+        except OSError:
+            try:
+                os.open(os.devnull, os.O_RDWR)  # takes the lowest free descriptor: fd
+            except OSError:
+                return
 
 
 def run() -> None:
     """Console entry point."""
+    _hold_standard_descriptors()
     sys.exit(main())

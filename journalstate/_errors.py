@@ -44,6 +44,32 @@ class NoSuchField(JournalStateError, LookupError):
         self.path = path
 
 
+# --- arguments and platform -------------------------------------------------------------------
+
+
+class InvalidArgument(JournalStateError, ValueError):
+    """An argument of :func:`journalstate.open` or a store method has a value it cannot take.
+
+    Nothing was opened or changed. The message names the argument and what it accepts.
+    """
+
+    def __init__(self, argument: str, message: str) -> None:
+        super().__init__(f"{argument}: {message}")
+        self.argument = argument
+
+
+class InvalidArgumentType(InvalidArgument, TypeError):
+    """An argument has the wrong type (a string where a number is expected, a bool...)."""
+
+
+class UnsupportedPlatform(JournalStateError, OSError):
+    """This system lacks what a store file needs (flock, posix_fallocate, shared mmap).
+
+    journalstate supports Linux; ``import journalstate`` works elsewhere, but opening a store
+    on the real file system raises this, naming what is missing.
+    """
+
+
 # --- the file ----------------------------------------------------------------------------------
 
 

@@ -10,11 +10,10 @@ store over a disk that can lose unsynced pages.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import errno
-import fcntl
 import mmap
 import os
+import re
 import secrets
 import stat
 import sys
@@ -29,7 +28,19 @@ from journalstate._errors import (
     StoreLocked,
     StoreNotFound,
     UnsafePath,
+    UnsupportedPlatform,
 )
+
+# Only Linux is supported, but importing must work anywhere: what is missing is reported by
+# OsStorage() as UnsupportedPlatform, when a store is opened on the real file system.
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - not a POSIX system
+    fcntl = None  # type: ignore[assignment]
+try:
+    import ctypes
+except ImportError:  # pragma: no cover - a Python built without ctypes
+    ctypes = None  # type: ignore[assignment]
 
 Buffer: TypeAlias = "bytes | bytearray | mmap.mmap"
 """Read access to mapped bytes: slicing and ``find`` work the same on all three."""
@@ -124,7 +135,7 @@ def _find_msync() -> Callable[[int, int, int], int] | None:
     the meantime; with the GIL released, threads that commit during an msync share the next
     one (group commit).
     """
-    if not sys.platform.startswith("linux"):
+    if not sys.platform.startswith("linux") or ctypes is None:
         return None
     try:
         function = ctypes.CDLL(None, use_errno=True).msync
@@ -214,15 +225,27 @@ class OsFile:
         return os.pread(self._fd, length, offset)
 
     def lock(self, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
+        """Take the writer lock, then ready the file for writing through the map.
+
+        Every block of the file is allocated (a sparse copy would otherwise SIGBUS on the
+        first write to a hole when the disk is full), and temporary files of dead creators
+        in the same directory are removed.
+
+        Raises:
+            StoreLocked: another writer holds the lock.
+            NoSpace: the file system cannot allocate the file's holes.
+        """
+        deadline = time.monotonic() + timeout  # inf: wait as long as it takes
         while True:
             try:
                 fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                return
+                break
             except BlockingIOError:
                 if time.monotonic() >= deadline:
                     raise StoreLocked(self._path, _flock_holder(self._fd)) from None
                 time.sleep(min(0.01, max(0.0, deadline - time.monotonic())))
+        _allocate_existing(self._fd, self._path)
+        remove_stray_temporaries(os.path.dirname(os.path.abspath(self._path)), self._fd)
 
     def map(self, offset: int, length: int, *, writable: bool) -> Region:
         return MmapRegion(self._fd, offset, length, writable)
@@ -234,7 +257,7 @@ class OsFile:
 
 
 def _preallocate(fd: int, size: int, path: str) -> None:
-    """Reserve every block now, so a write through the map can never SIGBUS on a full disk."""
+    """Reserve every block of a new file, so a write through the map can never SIGBUS."""
     try:
         os.posix_fallocate(fd, 0, size)
         return
@@ -254,6 +277,40 @@ def _preallocate(fd: int, size: int, path: str) -> None:
         raise
 
 
+def _allocate_existing(fd: int, path: str) -> None:
+    """Allocate the holes of an existing store (a sparse copy), under the writer lock.
+
+    posix_fallocate over the whole file costs little when every block is already there.
+    Where the file system cannot preallocate, a sparse file's bytes are written back as
+    they are, which allocates the holes without changing a byte.
+
+    Raises:
+        NoSpace: the file system has no room for the holes.
+        StoreFileError: another failure of the file system.
+    """
+    size = os.fstat(fd).st_size
+    if size == 0:
+        return
+    try:
+        try:
+            os.posix_fallocate(fd, 0, size)
+            return
+        except OSError as e:
+            if e.errno not in (errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS):
+                raise
+        if os.fstat(fd).st_blocks * 512 >= size:
+            return  # nothing sparse
+        step = len(_ZEROS)
+        for off in range(0, size, step):
+            os.pwrite(fd, os.pread(fd, step, off), off)
+    except OSError as e:
+        if e.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise NoSpace(
+                path, f"no room to allocate the store's {size} bytes (a sparse copy?): {e.strerror}"
+            ) from e
+        raise StoreFileError(path, f"cannot allocate the store's blocks: {e.strerror}") from e
+
+
 def _fsync_dir(directory: str) -> None:
     fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
@@ -262,28 +319,179 @@ def _fsync_dir(directory: str) -> None:
         os.close(fd)
 
 
+# --- temporary files -----------------------------------------------------------------------------
+
+_TEMPORARY = re.compile(r"\.jst-[0-9a-f]{16}\.tmp\Z")
+"""The names of journalstate's temporary files: short and fixed-length, whatever the target."""
+
+
+def temporary_path(directory: str) -> str:
+    """A fresh temporary file name in ``directory`` (``.jst-<16 hex>.tmp``).
+
+    The name is legal wherever any file name is, and :func:`remove_stray_temporaries`
+    recognises it. Create it with :func:`open_temporary`, which also takes its lock.
+    """
+    return os.path.join(directory, f".jst-{secrets.token_hex(8)}.tmp")
+
+
+def open_temporary(directory: str) -> tuple[str, int]:
+    """Create a new temporary file in ``directory`` and hold ``flock(LOCK_EX)`` on it.
+
+    The lock marks the file as in use: keep the descriptor open until the file is renamed,
+    linked and unlinked, or removed. A file whose creator died is unlocked, and the next
+    writable open of a store in the directory removes it.
+
+    Returns:
+        The path and the open (read-write) descriptor.
+
+    Raises:
+        OSError: the file cannot be created.
+    """
+    while True:
+        path = temporary_path(directory)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        try:
+            # Blocks only while a cleaner that found the file unlocked holds it (briefly).
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            ours = os.fstat(fd)
+            try:
+                now = os.lstat(path)
+            except FileNotFoundError:
+                now = None
+            if now is not None and (now.st_dev, now.st_ino) == (ours.st_dev, ours.st_ino):
+                return path, fd
+        except BaseException:
+            os.close(fd)
+            raise
+        os.close(fd)  # a cleaner removed it before we locked it: take another name
+
+
+def remove_stray_temporaries(directory: str, holding: int | None = None) -> list[str]:
+    """Remove the temporary files of dead creators from ``directory``.
+
+    A temporary file whose ``flock`` can be taken without waiting has no live creator. One
+    that is another name of the store open on descriptor ``holding`` (a creator died between
+    linking and unlinking it) is removed too: holding that store's writer lock proves its
+    creator is gone. Files that cannot be opened or locked are left alone; nothing raises.
+
+    Returns:
+        The paths removed.
+    """
+    removed: list[str] = []
+    try:
+        names = [n for n in os.listdir(directory) if _TEMPORARY.match(n)]
+        held = os.fstat(holding) if holding is not None else None
+    except OSError:
+        return removed
+    for name in names:
+        path = os.path.join(directory, name)
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+        except OSError:
+            continue
+        try:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode):
+                continue
+            if held is None or (st.st_dev, st.st_ino) != (held.st_dev, held.st_ino):
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # BlockingIOError: in use
+            now = os.lstat(path)
+            if (now.st_dev, now.st_ino) != (st.st_dev, st.st_ino):
+                continue  # the name now belongs to another file
+            # Crash window: none that matters; a removal lost in a crash leaves the stray
+            # file for the next writable open.
+            os.unlink(path)
+            removed.append(path)
+        except OSError:
+            continue
+        finally:
+            os.close(fd)
+    return removed
+
+
+# --- the real storage ----------------------------------------------------------------------------
+
+
+def missing_platform_features() -> list[str]:
+    """What this system lacks that a store on the real file system needs (empty on Linux)."""
+    needed = [
+        (fcntl, "fcntl", "flock"),
+        (os, "os", "posix_fallocate"),
+        (os, "os", "pread"),
+        (os, "os", "O_NOFOLLOW"),
+        (os, "os", "O_NONBLOCK"),
+        (os, "os", "O_DIRECTORY"),
+        (mmap, "mmap", "MAP_SHARED"),
+        (mmap, "mmap", "PROT_READ"),
+    ]
+    return [f"{label}.{name}" for module, label, name in needed if not hasattr(module, name)]
+
+
+def _kind(mode: int) -> str:
+    for test, kind in (
+        (stat.S_ISDIR, "a directory"),
+        (stat.S_ISFIFO, "a FIFO (named pipe)"),
+        (stat.S_ISSOCK, "a socket"),
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+        (stat.S_ISLNK, "a symbolic link"),
+    ):
+        if test(mode):
+            return kind
+    return "not a regular file"
+
+
+def _creation_error(path: str, directory: str, e: OSError) -> StoreFileError:
+    """The typed error for an OSError while creating a store at ``path``."""
+    code = e.errno
+    if code in (errno.ENOSPC, errno.EDQUOT):
+        return NoSpace(path, f"no room for a new store ({e.strerror})")
+    if code == errno.ENOENT:
+        return StoreFileError(path, f"directory {directory} does not exist")
+    if code == errno.ENOTDIR:
+        return StoreFileError(path, f"{directory} is not a directory")
+    if code in (errno.EACCES, errno.EPERM):
+        return StoreFileError(path, f"cannot create a file in {directory}: {e.strerror}")
+    if code == errno.EROFS:
+        return StoreFileError(path, f"{directory} is on a read-only file system")
+    if code == errno.ENAMETOOLONG:
+        return StoreFileError(path, "the file name is too long for the file system")
+    return StoreFileError(path, f"cannot create the store: {e.strerror or e}")
+
+
 class OsStorage:
-    """Store files on the real file system."""
+    """Store files on the real file system (Linux).
+
+    Raises:
+        UnsupportedPlatform: on construction, when this system lacks flock, posix_fallocate,
+            shared mmap or another call a store needs.
+    """
+
+    def __init__(self) -> None:
+        missing = missing_platform_features()
+        if missing:
+            raise UnsupportedPlatform(
+                f"journalstate supports Linux; this system ({sys.platform}) has no "
+                f"{', '.join(missing)}"
+            )
 
     def exists(self, path: str) -> bool:
         return os.path.lexists(path)
 
     def create(self, path: str, size: int, chunks: Iterable[tuple[int, bytes]]) -> bool:
         directory = os.path.dirname(os.path.abspath(path))
-        tmp = os.path.join(directory, f".{os.path.basename(path)}.{secrets.token_hex(6)}.tmp")
         try:
-            fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
-        except FileNotFoundError:
-            raise StoreFileError(path, f"directory {directory} does not exist") from None
-        except PermissionError as e:
-            raise StoreFileError(path, f"cannot create a file in {directory}: {e.strerror}") from e
+            tmp, fd = open_temporary(directory)
+        except OSError as e:
+            raise _creation_error(path, directory, e) from e
         try:
             _preallocate(fd, size, path)
             for offset, data in chunks:
                 os.pwrite(fd, data, offset)
             os.fsync(fd)
             # Crash window: the complete file exists only under the temporary name; a crash
-            # here leaves no store at `path` (a stray .tmp file at most).
+            # here leaves no store at `path`, only an unlocked temporary file, which the next
+            # writable open of a store in this directory removes.
             try:
                 os.link(tmp, path)  # unlike rename, never replaces a store created meanwhile
             except FileExistsError:
@@ -294,21 +502,26 @@ class OsStorage:
                 if os.path.lexists(path):
                     return False
                 os.rename(tmp, path)
+            # Crash window: the store has two names. Opening it works as usual, and the
+            # writable open that takes its writer lock removes the temporary name, since
+            # holding that lock proves this creator (which held the same inode's lock) is gone.
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
             _fsync_dir(directory)
             return True
         except OSError as e:
-            if e.errno in (errno.ENOSPC, errno.EDQUOT):
-                raise NoSpace(path, f"no room for a {size}-byte store ({e.strerror})") from e
-            raise
+            raise _creation_error(path, directory, e) from e
         finally:
-            os.close(fd)
             with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
+                os.unlink(tmp)  # before close(): the lock keeps cleaners off it until then
+            os.close(fd)
 
     def open(self, path: str, *, writable: bool) -> StoreFile:
+        # O_NONBLOCK: opening a FIFO must not wait for a writer; cleared once the file is
+        # known to be a regular file.
         flags = (os.O_RDWR if writable else os.O_RDONLY) | os.O_NOFOLLOW | os.O_CLOEXEC
         try:
-            fd = os.open(path, flags)
+            fd = os.open(path, flags | os.O_NONBLOCK | os.O_NOCTTY)
         except FileNotFoundError:
             raise StoreNotFound(path, "no such file; pass create=True to make a store") from None
         except IsADirectoryError:
@@ -318,16 +531,21 @@ class OsStorage:
                 raise UnsafePath(
                     path, "is a symbolic link; open the file it points to by its own path"
                 ) from None
+            if e.errno == errno.ENXIO:  # a socket, or a device with nothing behind it
+                try:
+                    kind = _kind(os.lstat(path).st_mode)
+                except OSError:
+                    kind = "not a regular file"
+                raise UnsafePath(path, f"is {kind}, not a store file") from None
             if e.errno in (errno.EACCES, errno.EPERM):
                 mode = "read and write" if writable else "read"
                 raise StoreFileError(path, f"no permission to {mode} it ({e.strerror})") from e
             raise StoreFileError(path, f"cannot open: {e.strerror}") from e
         try:
             st = os.fstat(fd)
-            if stat.S_ISDIR(st.st_mode):
-                raise UnsafePath(path, "is a directory, not a store file")
             if not stat.S_ISREG(st.st_mode):
-                raise UnsafePath(path, "is not a regular file")
+                raise UnsafePath(path, f"is {_kind(st.st_mode)}, not a store file")
+            os.set_blocking(fd, True)
         except BaseException:
             os.close(fd)
             raise

@@ -6,13 +6,17 @@ store itself (commits, checkpoints, syncs) is in ``_store``.
 
 from __future__ import annotations
 
+import math
 import os
+import threading
 from collections.abc import Callable
 from typing import TypeVar
 
 from journalstate._descriptor import compare_descriptors
 from journalstate._dynamic import class_from_descriptor
 from journalstate._errors import (
+    InvalidArgument,
+    InvalidArgumentType,
     InvalidValue,
     JournalStateError,
     SchemaMismatch,
@@ -35,7 +39,7 @@ from journalstate._format import (
 )
 from journalstate._io import PAGE_SIZE, OsStorage, Region, Storage
 from journalstate._recovery import Recovered, RecoveryMode, recover
-from journalstate._schema import Schema, compile_schema
+from journalstate._schema import Schema, check_frozen, compile_schema
 from journalstate._store import (
     DEFAULT_CHECKPOINT_THRESHOLD,
     DEFAULT_JOURNAL_SIZE,
@@ -125,6 +129,72 @@ def _new_file_chunks(
     return header, chunks
 
 
+def _path_argument(path: object) -> str:
+    """``path`` as a str, or InvalidArgument(Type) when no store can live there."""
+    try:
+        text = os.fspath(path)  # type: ignore[call-overload]
+    except TypeError:
+        raise InvalidArgumentType(
+            "path", f"expected a str or os.PathLike, got {type(path).__qualname__}"
+        ) from None
+    if not isinstance(text, str):
+        raise InvalidArgumentType("path", f"expected a str path, got {type(text).__qualname__}")
+    if not text or "\0" in text:
+        raise InvalidArgument("path", f"{text!r} is not a file name")
+    return text
+
+
+def _recovery_mode(value: object) -> RecoveryMode:
+    choices = ", ".join(m.value for m in RecoveryMode)
+    if not isinstance(value, str):  # a RecoveryMode is a str too
+        raise InvalidArgumentType(
+            "recovery", f"expected a string or a RecoveryMode, got {type(value).__qualname__}"
+        )
+    try:
+        return RecoveryMode(value)
+    except ValueError:
+        raise InvalidArgument(
+            "recovery", f"unknown recovery mode {value!r}; use one of {choices}"
+        ) from None
+
+
+def _journal_size(value: object) -> int:
+    """The journal size of a new store: whole pages, from one page to MAX_JOURNAL_SIZE.
+
+    A size that is not a multiple of the page size is rounded up; 0 and negatives are refused.
+    """
+    if value is None:
+        return DEFAULT_JOURNAL_SIZE
+    if type(value) is not int:  # bool and float are refused too
+        raise InvalidArgumentType(
+            "journal_size", f"expected an int number of bytes, got {_short(value)}"
+        )
+    if not 0 < value <= MAX_JOURNAL_SIZE:
+        raise InvalidArgument(
+            "journal_size",
+            f"must be from 1 byte (rounded up to {PAGE_SIZE}) to {MAX_JOURNAL_SIZE}, "
+            f"not {_short(value)}",
+        )
+    return align(value, PAGE_SIZE)
+
+
+def _short(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _number(name: str, value: object, fits: Callable[[float], bool], wanted: str) -> None:
+    """Refuse ``value`` unless it is an int or float (not a bool) that ``fits``."""
+    if not isinstance(value, int | float) or isinstance(value, bool):
+        raise InvalidArgumentType(name, f"expected {wanted}, got {_short(value)}")
+    try:
+        number = float(value)
+    except OverflowError:  # an int too large for a float
+        number = math.inf
+    if math.isnan(number) or not fits(number):
+        raise InvalidArgument(name, f"expected {wanted}, got {_short(value)}")
+
+
 def open(
     path: str | os.PathLike[str],
     schema: type[T] | None,
@@ -143,21 +213,27 @@ def open(
 ) -> Store[T]:
     """Open the store at ``path``, creating it if missing, and recover its latest state.
 
+    Every option is checked first, whether or not the store exists; a mutable (not frozen)
+    attrs class is refused, since a state changed in place could never be committed.
+
     Args:
         path: the store file.
         schema: the attrs class describing the state, or None to use a class rebuilt from
             the file's stored schema (an existing store only; see ``store.state_class``).
         durability: ``"commit"``, ``"interval"`` or ``"process"`` (see :class:`Durability`).
-        journal_size: journal ring size in bytes for a new store (rounded up to whole pages);
-            ignored for an existing one, whose size was fixed at creation.
+        journal_size: journal ring size in bytes for a new store, from 1 to 2**30 (rounded up
+            to whole pages; None: 1 MiB); checked but ignored for an existing store, whose size
+            was fixed at creation.
         create: create the store when ``path`` does not exist.
         readonly: open without the writer lock; commits raise :class:`ReadOnlyStore`.
         initial: the state of a new store (default: the schema class with no arguments).
         recovery: ``"tolerate-tail"`` (default), ``"strict"`` or ``"salvage"``.
         previous_generation: open at the state of the older slot, discarding everything after
             it (a writable open makes that roll-back durable).
-        flush_interval: seconds between background flushes in ``"interval"`` durability.
-        lock_timeout: seconds to wait for another writer's lock (0: fail at once).
+        flush_interval: seconds between background flushes in ``"interval"`` durability
+            (finite and > 0).
+        lock_timeout: seconds to wait for another writer's lock (0: fail at once;
+            ``math.inf``: wait as long as it takes).
         checkpoint_threshold: journal fill fraction that triggers an automatic checkpoint.
         storage: where files live (default: the real file system).
 
@@ -165,24 +241,61 @@ def open(
         The open store. When a writable open returns, the recovered state is durable.
 
     Raises:
+        InvalidArgument: an option has a value it cannot take (InvalidArgumentType: a wrong
+            type); nothing was opened.
+        UnsupportedPlatform: this system lacks flock, posix_fallocate or shared mmap.
         StoreNotFound, NotAStore, TruncatedStore, UnsupportedVersion, SchemaMismatch,
         UnsafePath, NoSpace, StoreLocked, StoreCorrupt, Unrecoverable, SchemaError.
     """
-    path = os.fspath(path)
+    path = _path_argument(path)
     mode = _durability(durability, Durability.COMMIT)
-    rec_mode = RecoveryMode(recovery)
-    if not 0.0 < checkpoint_threshold <= 1.0:
-        raise ValueError("checkpoint_threshold must be in (0, 1]")
-    if flush_interval <= 0:
-        raise ValueError("flush_interval must be positive")
+    rec_mode = _recovery_mode(recovery)
+    for name, flag in (
+        ("create", create),
+        ("readonly", readonly),
+        ("previous_generation", previous_generation),
+    ):
+        if type(flag) is not bool:
+            raise InvalidArgumentType(name, f"expected True or False, got {_short(flag)}")
+    size = _journal_size(journal_size)
+    _number(
+        "checkpoint_threshold",
+        checkpoint_threshold,
+        lambda x: 0.0 < x <= 1.0,
+        "a fraction of the journal in (0, 1]",
+    )
+    _number(
+        "flush_interval",
+        flush_interval,
+        lambda x: 0.0 < x <= threading.TIMEOUT_MAX,
+        f"a number of seconds > 0 and at most {threading.TIMEOUT_MAX:.0f}",
+    )
+    _number(
+        "lock_timeout",
+        lock_timeout,
+        lambda x: x >= 0.0,
+        "a number of seconds >= 0 (math.inf waits as long as it takes)",
+    )
     compiled = None if schema is None else compile_schema(schema)
-    storage = OsStorage() if storage is None else storage
+    if compiled is not None:
+        check_frozen(compiled)
+    if initial is not None:
+        if compiled is None:
+            raise InvalidArgument("initial", "a new store needs a schema class too")
+        if type(initial) is not compiled.cls:
+            raise InvalidArgumentType(
+                "initial",
+                f"expected a {compiled.cls.__qualname__}, got {type(initial).__qualname__}",
+            )
+    if storage is None:
+        storage = OsStorage()
+    elif not all(callable(getattr(storage, m, None)) for m in ("exists", "create", "open")):
+        raise InvalidArgumentType(
+            "storage", f"expected a Storage (exists, create, open), got {_short(storage)}"
+        )
     if not storage.exists(path):
         if readonly or not create or compiled is None:
             raise StoreNotFound(path, "no such store")
-        size = align(journal_size or DEFAULT_JOURNAL_SIZE, PAGE_SIZE)
-        if size < PAGE_SIZE or size > MAX_JOURNAL_SIZE:
-            raise ValueError(f"journal_size must be between {PAGE_SIZE} bytes and 1 GiB")
         header, chunks = _new_file_chunks(
             compiled, compiled.default() if initial is None else initial, size
         )

@@ -589,6 +589,38 @@ def compile_schema(cls: type) -> Schema:
     return schema
 
 
+def check_frozen(schema: Schema) -> None:
+    """Refuse a schema whose class, or any class nested in it, is not frozen.
+
+    A store keeps the state object it was given: an instance changed in place would change
+    the store's current state too, so the next commit would see no difference and write
+    nothing.
+
+    Raises:
+        SchemaError: names the first mutable class and its field path.
+    """
+    pending: list[tuple[_Node, str]] = [(schema._root, "")]
+    while pending:
+        node, path = pending.pop()
+        if isinstance(node, _Array):
+            pending.append((node.element, path + "[]"))
+        elif isinstance(node, _Struct) and node.cls is not None:
+            if not _is_frozen(node.cls):
+                where = f" (field {path!r})" if path else ""
+                raise SchemaError(
+                    f"{node.cls.__qualname__}{where} is a mutable attrs class: a state changed "
+                    "in place would never be committed; use @attrs.frozen"
+                )
+            pending.extend((m[3], f"{path}.{m[0]}" if path else m[0]) for m in node.members)
+
+
+def _is_frozen(cls: type) -> bool:
+    props = getattr(cls, "__attrs_props__", None)  # attrs 25.4 and later
+    if props is not None:
+        return bool(props.is_frozen)
+    return getattr(cls.__setattr__, "__name__", "") == "_frozen_setattrs"
+
+
 def _struct_node(cls: type, path: str, depth: int, seen: tuple[type, ...]) -> _Struct:
     where = f"field {path!r}: " if path else ""
     if cls in seen:

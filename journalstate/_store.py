@@ -22,6 +22,8 @@ from typing import Any, Generic, TypeVar
 import attrs
 
 from journalstate._errors import (
+    InvalidArgument,
+    InvalidArgumentType,
     InvalidValue,
     ReadOnlyStore,
     StoreClosed,
@@ -541,11 +543,22 @@ class Store(Generic[T]):
 
 
 def _durability(value: Durability | str | None, default: Durability | None) -> Durability:
+    """The durability named by ``value`` (``default`` for None).
+
+    Raises:
+        InvalidArgument: not a durability name (InvalidArgumentType: not even a string).
+    """
     if value is None:
         assert default is not None
         return default
+    if not isinstance(value, str):  # a Durability is a str too
+        raise InvalidArgumentType(
+            "durability", f"expected a string or a Durability, got {type(value).__name__}"
+        )
     try:
         return Durability(value)
     except ValueError:
         choices = ", ".join(d.value for d in Durability)
-        raise ValueError(f"unknown durability {value!r}; use one of {choices}") from None
+        raise InvalidArgument(
+            "durability", f"unknown durability {value!r}; use one of {choices}"
+        ) from None
