@@ -6,6 +6,7 @@ every crash leaves a committed state.
 """
 
 from journalstate._errors import (
+    CounterExhausted,
     InvalidValue,
     JournalStateError,
     NoPreviousGeneration,
@@ -67,6 +68,7 @@ __all__ = [
     "Array",
     "Bool",
     "Bytes",
+    "CounterExhausted",
     "Damage",
     "Draft",
     "Durability",

@@ -50,6 +50,8 @@ def _exit_code(error: BaseException) -> int:
         return EXIT_USAGE
     if isinstance(error, js.NoPreviousGeneration):
         return EXIT_USAGE
+    if isinstance(error, js.CounterExhausted):
+        return EXIT_UNRECOVERABLE
     return EXIT_BUSY
 
 
@@ -79,7 +81,7 @@ def _open(path: str, **kwargs: Any) -> Iterator[js.Store[Any]]:
         if (
             isinstance(e, js.StoreCorrupt)
             and not isinstance(e, js.Unrecoverable)
-            and "--mode salvage" not in str(e)
+            and "--mode " not in str(e)
         ):
             hint = " (run `journalstate recover --mode salvage` to keep the state before it)"
         raise _Fail(_exit_code(e), f"{e}{hint}") from None
