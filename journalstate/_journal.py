@@ -123,27 +123,30 @@ def _crc_matches(ring: Buffer, journal_size: int, position: int, head: RecordHea
 SCAN_CHUNK = 8 << 20  # bytes a whole-ring scan searches at a time
 
 
-def find_all(buf: Buffer, needle: bytes, lo: int, hi: int) -> Iterator[int]:
-    """Every index of ``needle`` in ``buf[lo:hi]``, searched chunk by chunk.
+def find_all(buf: Buffer | bytes, needles: tuple[bytes, ...], lo: int, hi: int) -> Iterator[int]:
+    """Every index in ``buf[lo:hi]`` where one of ``needles`` starts, chunk by chunk.
 
-    For a mapping, the pages of each chunk are released (``MADV_DONTNEED``, which keeps their
-    contents in the file) once it is searched, so a scan of a large ring, even a sparse one,
-    never holds more than a chunk of it in memory.
+    All needles are searched in a chunk while its pages are in memory, so the scan reads
+    ``buf`` once. For a mapping, the pages of each chunk are released (``MADV_DONTNEED``, which
+    keeps their contents in the file) once it is searched, so a scan of a large ring, even a
+    sparse one, never holds more than a chunk of it in memory. Indexes come in order of chunk,
+    and within a chunk in order of needle.
     """
-    overlap = len(needle) - 1
+    overlap = max(len(n) for n in needles) - 1
     release = isinstance(buf, mmap.mmap) and hasattr(mmap, "MADV_DONTNEED")
     page = mmap.PAGESIZE
     at = lo
     while at < hi:
         stop = min(hi, at + SCAN_CHUNK)
-        found = buf.find(needle, at, min(hi, stop + overlap))
-        while 0 <= found < stop:
-            yield found
-            found = buf.find(needle, found + 1, min(hi, stop + overlap))
+        for needle in needles:
+            found = buf.find(needle, at, min(hi, stop + overlap))
+            while 0 <= found < stop:
+                yield found
+                found = buf.find(needle, found + 1, min(hi, stop + overlap))
         if release and stop - at >= page:
             assert isinstance(buf, mmap.mmap)
-            first = at // page * page
-            buf.madvise(mmap.MADV_DONTNEED, first, stop // page * page - first)
+            first = -(-at // page) * page
+            buf.madvise(mmap.MADV_DONTNEED, first, max(0, stop // page * page - first))
         at = stop
 
 
@@ -191,6 +194,7 @@ _POSITION = struct.Struct("<Q")
 _POSITION_OFFSET = 24  # of the position field in a record header
 _MASK_DELTA = 0xA282EAD8
 _COPY_FIRST = 1 << 16  # records up to this size are copied, then checksummed
+RECORD_ANCHOR_SIZE = 8  # epoch, kind and reserved: see record_anchor
 
 
 def next_record_fast(
@@ -280,15 +284,27 @@ def scan_later_records(
     """Valid records of ``epoch`` with seq > ``after_seq`` at logical positions in (start, end).
 
     Used after the chain stops, to find records written after the stopping point: their
-    ``durable_seq`` tells a torn tail (nothing durable lost) from corruption. Candidates are
-    found by searching for the 8-byte anchor every record of ``epoch`` carries at offset 8, so
-    the scan costs one pass of ``bytes.find`` plus a crc per candidate.
+    ``durable_seq`` tells a torn tail (nothing durable lost) from corruption. See
+    :func:`scan_records`, which searches for several epochs in one pass.
     """
-    anchor = record_anchor(epoch)
-    found: list[RecordHeader] = []
+    return scan_records(ring, journal_size, start, end, {epoch: after_seq})[epoch]
+
+
+def scan_records(
+    ring: Buffer, journal_size: int, start: int, end: int, wanted: dict[int, int]
+) -> dict[int, list[RecordHeader]]:
+    """For each ``epoch: after_seq`` of ``wanted``, its valid records with a later seq.
+
+    Records at logical positions in (start, end), sorted by position. Candidates are found by
+    searching for the 8-byte anchor every record of an epoch carries at offset 8, so the scan
+    costs one chunked pass over the window (:func:`find_all`) plus a crc per candidate.
+    """
+    found: dict[int, list[RecordHeader]] = {epoch: [] for epoch in wanted}
     span = end - start
     if span <= RECORD_HEADER_SIZE:
         return found
+    anchors = {record_anchor(epoch): epoch for epoch in wanted}
+    needles = tuple(anchors)
     base = start % journal_size
     # Physical byte ranges holding the logical window, then the seam across the ring's end.
     first = min(journal_size, base + span)
@@ -299,15 +315,17 @@ def scan_later_records(
     segments.append((seam, 0, 16, journal_size - 8))
     seen: set[int] = set()
     for buf, lo, hi, shift in segments:
-        for at in find_all(buf, anchor, lo, hi):
+        for at in find_all(buf, needles, lo, hi):
             phys = (at + shift - RECORD_ANCHOR_OFFSET) % journal_size
             position = start + (phys - base) % journal_size
             if start < position < end and position not in seen:
-                seen.add(position)
+                epoch = anchors[bytes(buf[at : at + RECORD_ANCHOR_SIZE])]
                 head = _valid_header_at(ring, journal_size, position, epoch)
-                if head is not None and head.seq > after_seq:
-                    found.append(head)
-    found.sort(key=lambda h: h.position)
+                if head is not None and head.seq > wanted[epoch]:
+                    seen.add(position)
+                    found[epoch].append(head)
+    for heads in found.values():
+        heads.sort(key=lambda h: h.position)
     return found
 
 
@@ -346,7 +364,7 @@ def max_epoch_in_ring(ring: Buffer, journal_size: int) -> int:
     """
     assert journal_size % RECORD_ALIGN == 0
     best = 0
-    for at in find_all(ring, _KIND_ANCHOR, 0, journal_size):
+    for at in find_all(ring, (_KIND_ANCHOR,), 0, journal_size):
         start = at - 12  # the kind field sits at offset 12 of a header
         if start % RECORD_ALIGN:
             continue

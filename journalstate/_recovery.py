@@ -31,7 +31,7 @@ from journalstate._journal import (
     next_record_fast,
     read_record,
     ring_read,
-    scan_later_records,
+    scan_records,
 )
 from journalstate._slots import SlotStatus, choose_slot, read_slot
 
@@ -264,9 +264,13 @@ def recover(
                     f"checksummed record where record {seq + 1} of epoch {base.epoch} belongs",
                 )
             )
-        later = scan_later_records(
-            ring, journal_size, position, window_end, epoch=base.epoch, after_seq=seq
-        )
+        # One pass over the rest of the window finds both the later records of this epoch and
+        # the records of the next session (see below).
+        wanted = {base.epoch: seq}
+        if base.epoch < MAX_EPOCH:
+            wanted[base.epoch + 1] = 0
+        scanned = scan_records(ring, journal_size, position - 1, window_end, wanted)
+        later = [h for h in scanned[base.epoch] if h.position > position]
         newer_generation_seen |= any(h.generation > base.generation for h in later)
         if not newer_generation_seen and base.epoch < MAX_EPOCH:
             # A lost slot may have been the open checkpoint of the next session, whose records
@@ -274,10 +278,9 @@ def recover(
             # both slots valid this finds a newer slot overwritten by a copy of the other.)
             # At the last epoch there is no next session: no writer starts one (counters
             # never wrap), so there is nothing to search for.
-            next_session = scan_later_records(
-                ring, journal_size, position - 1, window_end, epoch=base.epoch + 1, after_seq=0
+            newer_generation_seen = any(
+                h.generation > base.generation for h in scanned[base.epoch + 1]
             )
-            newer_generation_seen = any(h.generation > base.generation for h in next_session)
         if later:
             last = later[-1]
             dropped = last.position + record_size(last.length) - position
