@@ -57,9 +57,27 @@ def crc_region(
     """
     with memoryview(buf) as view:
         for at in range(start, end, CRC_CHUNK):
-            with view[at : min(end, at + CRC_CHUNK)] as chunk:
+            stop = min(end, at + CRC_CHUNK)
+            with view[at:stop] as chunk:
                 value = int(_crc32c.crc32c(chunk, value))
+            if stop - start > CRC_CHUNK:
+                release_pages(buf, at, stop)
     return value
+
+
+def release_pages(buf: object, start: int, end: int) -> None:
+    """Drop the whole pages of ``buf[start:end]`` from this process when ``buf`` is a mapping.
+
+    ``MADV_DONTNEED`` on a shared file mapping only unmaps: the contents stay in the file and
+    the page cache (dirty pages included) and are read back on the next access. Scans over
+    large regions call this on what they have read, so their memory stays one chunk.
+    """
+    if not isinstance(buf, mmap.mmap) or not hasattr(mmap, "MADV_DONTNEED"):
+        return
+    page = mmap.PAGESIZE
+    first, last = -(-start // page) * page, end // page * page
+    if last > first:
+        buf.madvise(mmap.MADV_DONTNEED, first, last - first)
 
 
 def mask(value: int) -> int:

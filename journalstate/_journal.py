@@ -8,7 +8,6 @@ and a position's place in the ring is ``position % journal_size``.
 
 from __future__ import annotations
 
-import mmap
 import struct
 from collections.abc import Iterator
 
@@ -30,6 +29,7 @@ from journalstate._format import (
     mask,
     record_anchor,
     record_size,
+    release_pages,
 )
 from journalstate._io import Buffer
 
@@ -133,8 +133,6 @@ def find_all(buf: Buffer | bytes, needles: tuple[bytes, ...], lo: int, hi: int) 
     and within a chunk in order of needle.
     """
     overlap = max(len(n) for n in needles) - 1
-    release = isinstance(buf, mmap.mmap) and hasattr(mmap, "MADV_DONTNEED")
-    page = mmap.PAGESIZE
     at = lo
     while at < hi:
         stop = min(hi, at + SCAN_CHUNK)
@@ -143,10 +141,7 @@ def find_all(buf: Buffer | bytes, needles: tuple[bytes, ...], lo: int, hi: int) 
             while 0 <= found < stop:
                 yield found
                 found = buf.find(needle, found + 1, min(hi, stop + overlap))
-        if release and stop - at >= page:
-            assert isinstance(buf, mmap.mmap)
-            first = -(-at // page) * page
-            buf.madvise(mmap.MADV_DONTNEED, first, max(0, stop // page * page - first))
+        release_pages(buf, at, stop)
         at = stop
 
 
@@ -291,13 +286,20 @@ def scan_later_records(
 
 
 def scan_records(
-    ring: Buffer, journal_size: int, start: int, end: int, wanted: dict[int, int]
+    ring: Buffer,
+    journal_size: int,
+    start: int,
+    end: int,
+    wanted: dict[int, int],
+    *,
+    state_size: int | None = None,
 ) -> dict[int, list[RecordHeader]]:
     """For each ``epoch: after_seq`` of ``wanted``, its valid records with a later seq.
 
     Records at logical positions in (start, end), sorted by position. Candidates are found by
     searching for the 8-byte anchor every record of an epoch carries at offset 8, so the scan
-    costs one chunked pass over the window (:func:`find_all`) plus a crc per candidate.
+    costs one chunked pass over the window (:func:`find_all`) plus a crc per candidate (of at
+    most ``max_payload(journal_size, state_size)`` bytes).
     """
     found: dict[int, list[RecordHeader]] = {epoch: [] for epoch in wanted}
     span = end - start
@@ -320,7 +322,7 @@ def scan_records(
             position = start + (phys - base) % journal_size
             if start < position < end and position not in seen:
                 epoch = anchors[bytes(buf[at : at + RECORD_ANCHOR_SIZE])]
-                head = _valid_header_at(ring, journal_size, position, epoch)
+                head = _valid_header_at(ring, journal_size, position, epoch, state_size)
                 if head is not None and head.seq > wanted[epoch]:
                     seen.add(position)
                     found[epoch].append(head)
@@ -330,7 +332,7 @@ def scan_records(
 
 
 def _valid_header_at(
-    ring: Buffer, journal_size: int, position: int, epoch: int
+    ring: Buffer, journal_size: int, position: int, epoch: int, state_size: int | None
 ) -> RecordHeader | None:
     at = position % journal_size
     # Cheap first: most hits are records of this epoch from earlier laps.
@@ -343,7 +345,7 @@ def _valid_header_at(
     head = decode_record_header(raw)
     if head.epoch != epoch or head.position != position:
         return None
-    if head.length > max_payload(journal_size):
+    if head.length > max_payload(journal_size, state_size):
         return None
     return head if _crc_matches(ring, journal_size, position, head) else None
 
@@ -351,7 +353,7 @@ def _valid_header_at(
 _KIND_ANCHOR = struct.pack("<HH", KIND_COMMIT, 0)
 
 
-def max_epoch_in_ring(ring: Buffer, journal_size: int) -> int:
+def max_epoch_in_ring(ring: Buffer, journal_size: int, state_size: int | None = None) -> int:
     """The highest epoch of any checksummed record anywhere in the ring (0 if none).
 
     Used when a slot is damaged: the damaged slot may have held the highest epoch ever used,
@@ -372,7 +374,7 @@ def max_epoch_in_ring(ring: Buffer, journal_size: int) -> int:
         head = decode_record_header(ring_read(ring, journal_size, start, RECORD_HEADER_SIZE))
         if head.epoch <= best or head.position % journal_size != start:
             continue
-        if head.length > max_payload(journal_size):
+        if head.length > max_payload(journal_size, state_size):
             continue
         if _crc_matches(ring, journal_size, start, head):
             best = head.epoch

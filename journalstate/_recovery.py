@@ -269,7 +269,9 @@ def recover(
         wanted = {base.epoch: seq}
         if base.epoch < MAX_EPOCH:
             wanted[base.epoch + 1] = 0
-        scanned = scan_records(ring, journal_size, position - 1, window_end, wanted)
+        scanned = scan_records(
+            ring, journal_size, position - 1, window_end, wanted, state_size=header.state_size
+        )
         later = [h for h in scanned[base.epoch] if h.position > position]
         newer_generation_seen |= any(h.generation > base.generation for h in later)
         if not newer_generation_seen and base.epoch < MAX_EPOCH:
@@ -288,7 +290,7 @@ def recover(
             claimed = decode_record_header(
                 ring_read(ring, journal_size, position, RECORD_HEADER_SIZE)
             ).length
-            fits = claimed <= max_payload(journal_size)
+            fits = claimed <= max_payload(journal_size, header.state_size)
             dropped = min(record_size(claimed), window_end - position) if fits else 0
             dropped = max(dropped, RECORD_HEADER_SIZE)
         else:
@@ -380,7 +382,7 @@ def recover(
         # A damaged or lost slot may have carried the highest epoch, so the ring's epochs
         # count too; a roll-back skips the replay, and with it the search for a lost slot,
         # so it always looks.
-        max_epoch = max(max_epoch, max_epoch_in_ring(ring, journal_size))
+        max_epoch = max(max_epoch, max_epoch_in_ring(ring, journal_size, header.state_size))
     return Recovered(
         report=report,
         image=image,

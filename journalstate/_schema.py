@@ -37,7 +37,7 @@ KIND_STRUCT: Final = 8  # param fields; their nodes follow in order
 MAX_DEPTH: Final = 32  # deepest node below the root
 MAX_NAME_LENGTH: Final = 255  # UTF-8 bytes in a node name
 MAX_STATE_SIZE: Final = 1 << 24  # encoded bytes of a whole state (16 MiB): bounds every copy
-MAX_NODES: Final = 10_000  # nodes in a descriptor (fields, array elements, the root)
+MAX_NODES: Final = 4096  # nodes in a descriptor (fields, array elements, the root)
 MAX_COUNT: Final = 1 << 31  # largest Str/Bytes capacity or array length
 
 _HEAD: Final = struct.Struct(NODE_HEAD_FMT)
