@@ -19,10 +19,17 @@ from journalstate._format import (
     HEADER_CRC_OFFSET,
     HEADER_FIXED_SIZE,
     KIND_COMMIT,
+    MAX_EPOCH,
+    MAX_GENERATION,
+    MAX_JOURNAL_SIZE,
     RECORD_HEADER_FMT,
     RECORD_HEADER_SIZE,
     SLOT_CRC_OFFSET,
     SLOT_HEAD_SIZE,
+    WRITER_COUNTER_LIMIT,
+    Header,
+    align,
+    encode_header,
     encode_patches,
     header_crc,
     record_crc,
@@ -40,6 +47,8 @@ from journalstate._schema import (
     KIND_STR,
     KIND_STRUCT,
     KIND_UINT,
+    MAX_NODES,
+    MAX_STATE_SIZE,
     NODE_HEAD_FMT,
     compile_schema,
 )
@@ -466,3 +475,87 @@ def _retarget(buf: bytearray, base: Base, state_size: int) -> None:
         buf[tail : tail + 8] = generation.to_bytes(8, "little")
         crc = slot_crc(bytes(buf[start : tail + 8]), state_size)
         buf[start + SLOT_CRC_OFFSET : start + SLOT_CRC_OFFSET + 4] = struct.pack("<I", crc)
+
+
+# --- 7. counters at their ends ---------------------------------------------------------------
+
+_EPOCH_EDGES = (MAX_EPOCH, MAX_EPOCH - 1)
+_U64_EDGES = (MAX_GENERATION, MAX_GENERATION - 1, WRITER_COUNTER_LIMIT, WRITER_COUNTER_LIMIT - 1)
+
+
+@st.composite
+def counter_edges(draw: st.DrawFn, base: Base) -> Mutation:
+    """Both slots (crcs fixed) moved to a counter's end: epoch 2^32-1 or 2^32-2, or generation or
+    seq near 2^64 or 2^63. Generations move by the same amount, so their order is kept."""
+    buf = bytearray(base.image)
+    h = base.header
+    counter = draw(st.sampled_from(["epoch", "generation", "seq"]))
+    if counter == "epoch":
+        value = draw(st.sampled_from(_EPOCH_EDGES))
+    else:
+        value = draw(st.one_of(st.sampled_from(_U64_EDGES), st.integers(2**63 - 4, 2**64 - 1)))
+    heads = [struct.unpack_from("<QIIQ", buf, start) for start in h.slot_offsets]
+    top = max(g for g, _, _, _ in heads)
+    for start, (generation, _, _, _) in zip(h.slot_offsets, heads, strict=True):
+        if counter == "epoch":
+            struct.pack_into("<I", buf, start + 8, value)
+        elif counter == "generation":
+            moved = value - (top - generation)
+            struct.pack_into("<Q", buf, start, moved)
+            struct.pack_into("<Q", buf, start + SLOT_HEAD_SIZE + h.state_size, moved)
+        else:
+            struct.pack_into("<Q", buf, start + 16, value)
+        end = start + SLOT_HEAD_SIZE + h.state_size + 8
+        crc = slot_crc(bytes(buf[start:end]), h.state_size)
+        buf[start + SLOT_CRC_OFFSET : start + SLOT_CRC_OFFSET + 4] = struct.pack("<I", crc)
+    return Mutation(bytes(buf), label=f"both slots' {counter} moved to {value}")
+
+
+# --- 8. hostile declared sizes ------------------------------------------------------------------
+
+_HOSTILE_JOURNALS = (MAX_JOURNAL_SIZE, MAX_JOURNAL_SIZE + PAGE, 1 << 32, 64 << 30, 2**64 - PAGE)
+_HOSTILE_STATES = (MAX_STATE_SIZE, MAX_STATE_SIZE + 1, 2**31 - 4, 2**40)
+
+
+def _rebuilt(base: Base, descriptor: bytes, state_size: int, journal_size: int) -> bytes:
+    """The base image under a new crc-valid header: the layout recomputed for these sizes, the
+    slots and ring bytes kept (the file is as long as it was, so usually shorter than declared)."""
+    h = base.header
+    header_size = align(HEADER_FIXED_SIZE + len(descriptor), h.page_size)
+    slot_size = slot_size_for(state_size, h.page_size)
+    header = Header(
+        header_size=header_size,
+        page_size=h.page_size,
+        file_id=h.file_id,
+        slot_size=slot_size,
+        slot0_offset=header_size,
+        slot1_offset=header_size + slot_size,
+        journal_offset=header_size + 2 * slot_size,
+        journal_size=journal_size,
+        state_size=state_size,
+        schema=descriptor,
+    )
+    return encode_header(header) + base.image[h.slot0_offset :]
+
+
+@st.composite
+def hostile_sizes(draw: st.DrawFn, base: Base) -> Mutation:
+    """A crc-valid header declaring a journal or state beyond the limits, or a descriptor of
+    thousands of fields (at, just past or far past MAX_NODES): all refused cheaply."""
+    h = base.header
+    kind = draw(st.sampled_from(["journal", "state", "fields"]))
+    if kind == "journal":
+        size = draw(st.sampled_from(_HOSTILE_JOURNALS))
+        image = _rebuilt(base, h.schema, h.state_size, size)
+        return Mutation(image, label=f"journal_size={size}")
+    if kind == "state":
+        size = draw(st.sampled_from(_HOSTILE_STATES))
+        cap = min(size, 2**32 - 1) - 4
+        descriptor = _node(KIND_STRUCT, cap + 4, 1, "Big") + _node(KIND_BYTES, cap + 4, cap, "b")
+        image = _rebuilt(base, descriptor, size, h.journal_size)
+        return Mutation(image, label=f"state_size={size}")
+    fields = draw(st.sampled_from([MAX_NODES - 1, MAX_NODES, 100_000]))
+    nodes = [_node(KIND_STRUCT, fields, fields, "Wide")]
+    nodes += [_node(KIND_UINT, 1, 0, f"f{i}", i) for i in range(fields)]
+    image = _rebuilt(base, b"".join(nodes), fields, h.journal_size)
+    return Mutation(image, label=f"a flat descriptor of {fields} fields")

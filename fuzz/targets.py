@@ -35,8 +35,10 @@ from fuzz.harness import (
 )
 from fuzz.mutators import (
     bit_flips,
+    counter_edges,
     forged_records,
     header_rewrites,
+    hostile_sizes,
     page_damage,
     record_lengths,
     truncations,
@@ -98,6 +100,20 @@ def test_record_lengths(data: st.DataObject) -> None:
 def test_header_fields(data: st.DataObject) -> None:
     """The invariant holds with header fields or the schema rewritten under a fixed crc."""
     _run(data, header_rewrites)
+
+
+@FUZZ_SETTINGS
+@given(data=st.data())
+def test_counter_edges(data: st.DataObject) -> None:
+    """The invariant holds with both slots' epoch, generation or seq at or near its end."""
+    _run(data, counter_edges)
+
+
+@FUZZ_SETTINGS
+@given(data=st.data())
+def test_hostile_sizes(data: st.DataObject) -> None:
+    """The invariant holds for crc-valid headers declaring huge journals, states or schemas."""
+    _run(data, hostile_sizes)
 
 
 # --- the command line ---------------------------------------------------------------------------
@@ -203,6 +219,8 @@ MUTATORS: tuple[Mutator, ...] = (
     forged_records,
     record_lengths,
     header_rewrites,
+    counter_edges,
+    hostile_sizes,
 )
 
 
@@ -226,6 +244,8 @@ TARGETS: dict[str, Callable[..., None]] = {
     "forged-records": test_forged_records,
     "record-lengths": test_record_lengths,
     "header-fields": test_header_fields,
+    "counter-edges": test_counter_edges,
+    "hostile-sizes": test_hostile_sizes,
     "cli": test_cli,
 }
 """Every target by its runner name."""

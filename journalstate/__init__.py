@@ -6,6 +6,7 @@ every crash leaves a committed state.
 """
 
 from journalstate._errors import (
+    CounterExhausted,
     InvalidArgument,
     InvalidArgumentType,
     InvalidValue,
@@ -72,6 +73,7 @@ __all__ = [
     "Array",
     "Bool",
     "Bytes",
+    "CounterExhausted",
     "Damage",
     "Draft",
     "Durability",

@@ -50,6 +50,8 @@ def _exit_code(error: BaseException) -> int:
         return EXIT_USAGE
     if isinstance(error, js.NoPreviousGeneration | js.InvalidArgument | js.UnsupportedPlatform):
         return EXIT_USAGE
+    if isinstance(error, js.CounterExhausted):
+        return EXIT_UNRECOVERABLE
     return EXIT_BUSY
 
 

@@ -21,6 +21,7 @@ from journalstate._schema import (
     KIND_UINT,
     MAX_DEPTH,
     MAX_NAME_LENGTH,
+    MAX_NODES,
     MAX_STATE_SIZE,
     NODE_HEAD_SIZE,
     DynamicSchema,
@@ -39,7 +40,7 @@ class _Parser:
     """Reads a descriptor that may be hostile: every length and count is checked before use."""
 
     def __init__(self, data: bytes) -> None:
-        self.data, self.pos = data, 0
+        self.data, self.pos, self.nodes = data, 0, 0
 
     def fail(self, at: int, message: str) -> NoReturn:
         raise ValueError(f"schema descriptor: node at byte {at}: {message}")
@@ -49,6 +50,9 @@ class _Parser:
         at, data = self.pos, self.data
         if depth > MAX_DEPTH:
             self.fail(at, f"nested deeper than {MAX_DEPTH} levels")
+        self.nodes += 1
+        if self.nodes > MAX_NODES:  # bounds the cost of everything built from the descriptor
+            self.fail(at, f"more than {MAX_NODES} nodes (fields and array elements)")
         if at + NODE_HEAD_SIZE > len(data):
             self.fail(at, "truncated node head")
         kind, reserved, name_len, offset, size, param = _HEAD.unpack_from(data, at)
@@ -66,7 +70,7 @@ class _Parser:
         if role != "field" and (offset or (name and kind != KIND_STRUCT)):
             self.fail(at, f"{role} node must have offset 0 and, unless a struct, no name")
         if size > MAX_STATE_SIZE:
-            self.fail(at, f"size {size} is more than 2**31")
+            self.fail(at, f"size {size} is more than 2**24")
         if kind in (KIND_INT, KIND_UINT, KIND_FLOAT, KIND_BOOL):
             widths = {KIND_FLOAT: (4, 8), KIND_BOOL: (1,)}.get(kind, (1, 2, 4, 8))
             if size not in widths or param:

@@ -36,11 +36,18 @@ _RESERVED = frozenset({"self"})  # the first parameter of the __init__ attrs gen
 
 
 def _check_name(name: str, where: str) -> str:
+    """``name`` when attrs can take it as a field name.
+
+    A private name (``_x``, or a mangled ``_Class__x``) is fine: attrs names its ``__init__``
+    argument after it without the leading underscores, which must then be an identifier too.
+    """
+    argument = name.lstrip("_")
     if (
         not name.isidentifier()
-        or keyword.iskeyword(name)
+        or not argument.isidentifier()
+        or keyword.iskeyword(argument)
         or name.startswith("__")
-        or name in _RESERVED
+        or argument in _RESERVED
     ):
         raise ValueError(f"schema descriptor: {where} has the name {name!r}, not an identifier")
     return name
@@ -89,9 +96,7 @@ def _class_for(node: _Struct, where: str) -> type:
     for name, _init, _offset, child in node.members:
         path = f"{where}.{name}" if where else name
         annotation, default = _field(child, path)
-        if _check_name(name, f"field {path!r}").startswith("_"):
-            raise ValueError(f"schema descriptor: field {path!r} starts with an underscore")
-        fields[name] = attrs.field(default=default, type=annotation)
+        fields[_check_name(name, f"field {path!r}")] = attrs.field(default=default, type=annotation)
     return attrs.make_class(_class_name(node.type_name()), fields, frozen=True)
 
 

@@ -178,6 +178,24 @@ class Unrecoverable(StoreCorrupt):
     """Neither state slot is valid: there is no consistent state to recover."""
 
 
+class CounterExhausted(StoreFileError, OverflowError):
+    """A counter of the store (epoch, generation or seq) has no room for a writing session.
+
+    Counters never wrap: a store whose counters reached their end opens read-only only.
+    ``counter`` names the counter and ``value`` is its current value.
+    """
+
+    def __init__(self, path: str, counter: str, value: int) -> None:
+        super().__init__(
+            path,
+            f"the store's {counter} counter is at {value}, too close to its end for a writing "
+            "session (counters never wrap); open it with readonly=True and commit its state "
+            "into a new store (`journalstate recover --output NEW` copies the counters too)",
+        )
+        self.counter = counter
+        self.value = value
+
+
 class NoPreviousGeneration(JournalStateError):
     """Opening at the previous generation needs both slots valid, and only one is."""
 

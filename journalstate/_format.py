@@ -7,13 +7,21 @@ All integers are little-endian. Sizes are checked against their struct formats a
 from __future__ import annotations
 
 import enum
+import mmap
 import struct
 from typing import Final
 
 import attrs
 import crc32c as _crc32c
 
-from journalstate._errors import NotAStore, TruncatedStore, Unrecoverable, UnsupportedVersion
+from journalstate._errors import (
+    CounterExhausted,
+    NotAStore,
+    TruncatedStore,
+    Unrecoverable,
+    UnsupportedVersion,
+)
+from journalstate._schema import MAX_STATE_SIZE
 
 
 class ValueEnum(str, enum.Enum):
@@ -34,6 +42,42 @@ _MASK_DELTA: Final = 0xA282EAD8
 def crc(data: bytes | bytearray | memoryview, value: int = 0) -> int:
     """Plain crc32c (Castagnoli) of ``data``, continuing from ``value``."""
     return int(_crc32c.crc32c(data, value))
+
+
+CRC_CHUNK: Final = 1 << 20  # bytes checksummed per step over a mapping: no region is copied
+
+
+def crc_region(
+    buf: bytes | bytearray | memoryview | mmap.mmap, start: int, end: int, value: int = 0
+) -> int:
+    """Plain crc32c of ``buf[start:end]``, continuing from ``value``, without copying the range.
+
+    The bytes are read through memoryview slices of at most :data:`CRC_CHUNK` bytes, so a
+    checksum over a large region of a mapping never materialises the region in memory.
+    """
+    with memoryview(buf) as view:
+        for at in range(start, end, CRC_CHUNK):
+            stop = min(end, at + CRC_CHUNK)
+            with view[at:stop] as chunk:
+                value = int(_crc32c.crc32c(chunk, value))
+            if stop - start > CRC_CHUNK:
+                release_pages(buf, at, stop)
+    return value
+
+
+def release_pages(buf: object, start: int, end: int) -> None:
+    """Drop the whole pages of ``buf[start:end]`` from this process when ``buf`` is a mapping.
+
+    ``MADV_DONTNEED`` on a shared file mapping only unmaps: the contents stay in the file and
+    the page cache (dirty pages included) and are read back on the next access. Scans over
+    large regions call this on what they have read, so their memory stays one chunk.
+    """
+    if not isinstance(buf, mmap.mmap) or not hasattr(mmap, "MADV_DONTNEED"):
+        return
+    page = mmap.PAGESIZE
+    first, last = -(-start // page) * page, end // page * page
+    if last > first:
+        buf.madvise(mmap.MADV_DONTNEED, first, last - first)
 
 
 def mask(value: int) -> int:
@@ -69,6 +113,7 @@ HEADER_FIXED_SIZE: Final = 96
 assert struct.calcsize(HEADER_FMT) == HEADER_FIXED_SIZE
 HEADER_CRC_OFFSET: Final = 92  # the header_crc field: last 4 bytes of the fixed part
 MAX_SCHEMA_LENGTH: Final = 1 << 24  # a longer descriptor is hostile, never allocated
+MAX_JOURNAL_SIZE: Final = 1 << 30  # the largest ring a writer creates and a reader accepts
 
 
 @attrs.frozen
@@ -154,10 +199,10 @@ class SlotHead:
     state_size: int
 
 
-def slot_crc(slot: bytes | bytearray | memoryview, state_size: int) -> int:
+def slot_crc(slot: bytes | bytearray | memoryview | mmap.mmap, state_size: int) -> int:
     """Masked crc over a slot's head (minus the crc field), state bytes and tail generation."""
     end = SLOT_HEAD_SIZE + state_size + SLOT_TAIL_SIZE
-    return mask(crc(slot[SLOT_CRC_OFFSET + 4 : end], crc(slot[:SLOT_CRC_OFFSET])))
+    return mask(crc_region(slot, SLOT_CRC_OFFSET + 4, end, crc_region(slot, 0, SLOT_CRC_OFFSET)))
 
 
 def encode_slot(head: SlotHead, state: bytes | bytearray | memoryview) -> bytes:
@@ -179,6 +224,35 @@ def encode_slot(head: SlotHead, state: bytes | bytearray | memoryview) -> bytes:
     body += struct.pack("<Q", head.generation)
     struct.pack_into("<I", body, SLOT_CRC_OFFSET, slot_crc(body, head.state_size))
     return bytes(body)
+
+
+# --- counters ------------------------------------------------------------------------------------
+
+MAX_EPOCH: Final = 0xFFFF_FFFF  # u32 in slots and records; never wraps
+MAX_GENERATION: Final = 0xFFFF_FFFF_FFFF_FFFF  # u64 in slots and records; never wraps
+MAX_SEQ: Final = 0xFFFF_FFFF_FFFF_FFFF  # u64 in slots and records; never wraps
+# A writing session starts only while generation and seq are below this: a session would need
+# 2^63 checkpoints or commits to reach a field's end, so no arithmetic in it can overflow.
+WRITER_COUNTER_LIMIT: Final = 1 << 63
+
+
+def check_counters(path: str, *, max_epoch: int, max_generation: int, seq: int) -> None:
+    """Refuse to start a writing session that could need a counter past its end.
+
+    A writable open takes the next epoch (``max_epoch + 1``), and the session's checkpoints and
+    commits count generations and sequence numbers up from the recovered ones. Counters never
+    wrap, so a store whose counters are at (or, for the u64 ones, past half of) their end can
+    be opened read-only only.
+
+    Raises:
+        CounterExhausted: a counter has no room for a writing session.
+    """
+    if max_epoch >= MAX_EPOCH:
+        raise CounterExhausted(path, "epoch", max_epoch)
+    if max_generation >= WRITER_COUNTER_LIMIT:
+        raise CounterExhausted(path, "generation", max_generation)
+    if seq >= WRITER_COUNTER_LIMIT:
+        raise CounterExhausted(path, "seq", seq)
 
 
 # --- journal records ------------------------------------------------------------------------------
@@ -315,12 +389,35 @@ def encode_patches(patches: list[tuple[int, bytes]]) -> bytes:
     return b"".join(parts)
 
 
+MAX_PAGE_SIZE: Final = 1 << 20
+
+
+def header_read_size(fixed: bytes, file_size: int) -> int:
+    """How many bytes from the file's start :func:`decode_header` needs, given its first 96.
+
+    The descriptor and the padding up to ``header_size``, bounded whatever the fields say (at
+    most the largest descriptor plus the largest page) and by the file's size.
+    """
+    if len(fixed) < HEADER_FIXED_SIZE:
+        return len(fixed)
+    header_size = int.from_bytes(fixed[12:16], "little")
+    schema_length = int.from_bytes(fixed[88:92], "little")
+    wanted = max(
+        HEADER_FIXED_SIZE + min(schema_length, MAX_SCHEMA_LENGTH),
+        min(header_size, HEADER_FIXED_SIZE + MAX_SCHEMA_LENGTH + MAX_PAGE_SIZE),
+    )
+    return min(wanted, file_size)
+
+
 def decode_header(path: str, data: bytes, file_size: int) -> Header:
     """Parse and validate the header region read from the start of a file.
 
     ``data`` is the first bytes of the file (at least the fixed part plus the descriptor when
-    the file has them). Every field is checked before it is trusted, so a hostile header can
-    neither cause a large allocation nor a mapping outside the file.
+    the file has them; the padding up to ``header_size`` is checked as far as ``data`` holds
+    it). Every field is checked before it is trusted, so a hostile header can neither cause a
+    large allocation nor a mapping outside the file, and the sizes it declares are within the
+    limits a writer creates (journal at most ``MAX_JOURNAL_SIZE``, state at most
+    ``MAX_STATE_SIZE``).
 
     Raises:
         NotAStore: the magic is wrong.
@@ -358,11 +455,14 @@ def decode_header(path: str, data: bytes, file_size: int) -> Header:
     schema = bytes(data[HEADER_FIXED_SIZE : HEADER_FIXED_SIZE + schema_length])
     if header_crc(data[:HEADER_FIXED_SIZE], schema) != stored_crc:
         raise damaged("checksum mismatch")
-    if page_size == 0 or page_size & (page_size - 1) or not 512 <= page_size <= 1 << 20:
+    if page_size == 0 or page_size & (page_size - 1) or not 512 <= page_size <= MAX_PAGE_SIZE:
         raise damaged(f"page size {page_size}")
+    if journal_size > MAX_JOURNAL_SIZE:
+        raise damaged(f"journal size {journal_size} is more than {MAX_JOURNAL_SIZE}")
+    if state_size > MAX_STATE_SIZE:
+        raise damaged(f"state size {state_size} is more than {MAX_STATE_SIZE}")
     if (
-        header_size % page_size
-        or header_size < HEADER_FIXED_SIZE + schema_length
+        header_size != align(HEADER_FIXED_SIZE + schema_length, page_size)
         or slot_size != slot_size_for(state_size, page_size)
         or slot0 != header_size
         or slot1 != slot0 + slot_size
@@ -372,6 +472,11 @@ def decode_header(path: str, data: bytes, file_size: int) -> Header:
         or flags != 0
     ):
         raise damaged("inconsistent layout")
+    # The padding after the descriptor is not covered by the crc; it must be zeros. Whatever
+    # part of it ``data`` holds is checked (the opener passes the whole header region).
+    padding = memoryview(data)[HEADER_FIXED_SIZE + schema_length : header_size]
+    if padding.nbytes != padding.tobytes().count(0):
+        raise damaged("non-zero bytes in the padding after the schema descriptor")
     header = Header(
         header_size=header_size,
         page_size=page_size,

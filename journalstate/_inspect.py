@@ -214,7 +214,12 @@ def history(store: Store[Any]) -> list[LogEntry]:
     before = schema.decode_dict(image)
     while position < end:
         record, _, _ = read_record(
-            ring, header.journal_size, position, epoch=head.epoch, seq=seq + 1
+            ring,
+            header.journal_size,
+            position,
+            epoch=head.epoch,
+            seq=seq + 1,
+            state_size=header.state_size,
         )
         if record is None or position + record.size > end:
             break

@@ -24,10 +24,12 @@ from journalstate._format import (
     RECORD_HEADER_SIZE,
     RecordHeader,
     ValueEnum,
+    crc_region,
     decode_record_header,
+    mask,
     record_anchor,
-    record_crc,
     record_size,
+    release_pages,
 )
 from journalstate._io import Buffer
 
@@ -88,30 +90,86 @@ def ring_read(ring: Buffer, journal_size: int, position: int, length: int) -> by
     return bytes(ring[start:journal_size]) + bytes(ring[0 : end - journal_size])
 
 
-def max_payload(journal_size: int) -> int:
-    """The largest payload one record can carry in a ring of this size."""
-    return journal_size - RECORD_HEADER_SIZE * 2  # the record's header and the end marker
+def max_payload(journal_size: int, state_size: int | None = None) -> int:
+    """The largest payload one record can carry in a ring of this size (and for this state).
+
+    A writer's patches are non-empty and do not overlap, so a record for a ``state_size``-byte
+    state carries at most ``state_size`` patches: ``9 * state_size`` bytes of payload. The
+    bound keeps what a reader copies and parses proportional to the state, whatever a hostile
+    length field says (at least 64 KiB, so hand-built test records with empty patches pass).
+    """
+    limit = journal_size - RECORD_HEADER_SIZE * 2  # the record's header and the end marker
+    if state_size is not None:
+        limit = min(limit, max(9 * state_size, 1 << 16))
+    return limit
+
+
+def ring_crc(ring: Buffer, journal_size: int, position: int, length: int, value: int = 0) -> int:
+    """Plain crc32c of ``length`` ring bytes from logical ``position``, wrapping, never copied."""
+    assert 0 <= length <= journal_size
+    start = position % journal_size
+    end = start + length
+    if end <= journal_size:
+        return crc_region(ring, start, end, value)
+    return crc_region(ring, 0, end - journal_size, crc_region(ring, start, journal_size, value))
+
+
+def _crc_matches(ring: Buffer, journal_size: int, position: int, head: RecordHeader) -> bool:
+    """Whether the record at ``position`` with this (length-checked) header passes its crc."""
+    size = record_size(head.length)
+    return mask(ring_crc(ring, journal_size, position + 4, size - 4)) == head.crc
+
+
+SCAN_CHUNK = 8 << 20  # bytes a whole-ring scan searches at a time
+
+
+def find_all(buf: Buffer | bytes, needles: tuple[bytes, ...], lo: int, hi: int) -> Iterator[int]:
+    """Every index in ``buf[lo:hi]`` where one of ``needles`` starts, chunk by chunk.
+
+    All needles are searched in a chunk while its pages are in memory, so the scan reads
+    ``buf`` once. For a mapping, the pages of each chunk are released (``MADV_DONTNEED``, which
+    keeps their contents in the file) once it is searched, so a scan of a large ring, even a
+    sparse one, never holds more than a chunk of it in memory. Indexes come in order of chunk,
+    and within a chunk in order of needle.
+    """
+    overlap = max(len(n) for n in needles) - 1
+    at = lo
+    while at < hi:
+        stop = min(hi, at + SCAN_CHUNK)
+        for needle in needles:
+            found = buf.find(needle, at, min(hi, stop + overlap))
+            while 0 <= found < stop:
+                yield found
+                found = buf.find(needle, found + 1, min(hi, stop + overlap))
+        release_pages(buf, at, stop)
+        at = stop
 
 
 def read_record(
-    ring: Buffer, journal_size: int, position: int, *, epoch: int, seq: int
+    ring: Buffer,
+    journal_size: int,
+    position: int,
+    *,
+    epoch: int,
+    seq: int,
+    state_size: int | None = None,
 ) -> tuple[Record | None, Reason | None, RecordHeader | None]:
     """Read the record at ``position`` if it is the next one of the chain.
 
     Returns ``(record, None, header)`` when the bytes at ``position`` are the record with
     sequence ``seq`` of ``epoch``; otherwise ``(None, reason, header)`` where ``header`` is the
     unpacked header when its checksum held (so the caller can tell stale data from a torn write).
+    The checksum is computed over the ring in place; the payload is copied only once it held.
+    With ``state_size``, a length beyond ``max_payload(journal_size, state_size)`` is
+    ``BAD_LENGTH``.
     """
     raw = ring_read(ring, journal_size, position, RECORD_HEADER_SIZE)
     if raw.count(0) == RECORD_HEADER_SIZE:
         return None, Reason.ZEROED, None
     head = decode_record_header(raw)
-    if head.length > max_payload(journal_size):
+    if head.length > max_payload(journal_size, state_size):
         return None, Reason.BAD_LENGTH, None
-    whole = raw + ring_read(
-        ring, journal_size, position + RECORD_HEADER_SIZE, record_size(head.length) - len(raw)
-    )
-    if record_crc(whole) != head.crc:
+    if not _crc_matches(ring, journal_size, position, head):
         return None, Reason.BAD_CHECKSUM, None
     if head.epoch != epoch:
         return None, Reason.STALE_EPOCH, head
@@ -121,7 +179,7 @@ def read_record(
         return None, Reason.BAD_KIND, head
     if head.seq != seq:
         return None, Reason.SEQUENCE_GAP, head
-    payload = whole[RECORD_HEADER_SIZE : RECORD_HEADER_SIZE + head.length]
+    payload = ring_read(ring, journal_size, position + RECORD_HEADER_SIZE, head.length)
     return Record(head, payload), None, head
 
 
@@ -130,6 +188,8 @@ _RECORD_HEADER = struct.Struct(RECORD_HEADER_FMT)
 _POSITION = struct.Struct("<Q")
 _POSITION_OFFSET = 24  # of the position field in a record header
 _MASK_DELTA = 0xA282EAD8
+_COPY_FIRST = 1 << 16  # records up to this size are copied, then checksummed
+RECORD_ANCHOR_SIZE = 8  # epoch, kind and reserved: see record_anchor
 
 
 def next_record_fast(
@@ -160,6 +220,12 @@ def next_record_fast(
     size = (RECORD_HEADER_SIZE + length + RECORD_ALIGN - 1) & -RECORD_ALIGN
     if position + size > limit or start + size > journal_size:
         return None
+    if length > max_payload(journal_size, state_size):
+        return None
+    if size > _COPY_FIRST:  # a large record: its crc in place first, so no hostile copy
+        value = crc_region(ring, start + 4, start + size)
+        if ((((value >> 15) | (value << 17)) & 0xFFFFFFFF) + _MASK_DELTA) & 0xFFFFFFFF != stored:
+            return None
     record = bytes(ring[start : start + size])
     with memoryview(record) as view:
         value = int(_crc32c(view[4:]))
@@ -213,15 +279,34 @@ def scan_later_records(
     """Valid records of ``epoch`` with seq > ``after_seq`` at logical positions in (start, end).
 
     Used after the chain stops, to find records written after the stopping point: their
-    ``durable_seq`` tells a torn tail (nothing durable lost) from corruption. Candidates are
-    found by searching for the 8-byte anchor every record of ``epoch`` carries at offset 8, so
-    the scan costs one pass of ``bytes.find`` plus a crc per candidate.
+    ``durable_seq`` tells a torn tail (nothing durable lost) from corruption. See
+    :func:`scan_records`, which searches for several epochs in one pass.
     """
-    anchor = record_anchor(epoch)
-    found: list[RecordHeader] = []
+    return scan_records(ring, journal_size, start, end, {epoch: after_seq})[epoch]
+
+
+def scan_records(
+    ring: Buffer,
+    journal_size: int,
+    start: int,
+    end: int,
+    wanted: dict[int, int],
+    *,
+    state_size: int | None = None,
+) -> dict[int, list[RecordHeader]]:
+    """For each ``epoch: after_seq`` of ``wanted``, its valid records with a later seq.
+
+    Records at logical positions in (start, end), sorted by position. Candidates are found by
+    searching for the 8-byte anchor every record of an epoch carries at offset 8, so the scan
+    costs one chunked pass over the window (:func:`find_all`) plus a crc per candidate (of at
+    most ``max_payload(journal_size, state_size)`` bytes).
+    """
+    found: dict[int, list[RecordHeader]] = {epoch: [] for epoch in wanted}
     span = end - start
     if span <= RECORD_HEADER_SIZE:
         return found
+    anchors = {record_anchor(epoch): epoch for epoch in wanted}
+    needles = tuple(anchors)
     base = start % journal_size
     # Physical byte ranges holding the logical window, then the seam across the ring's end.
     first = min(journal_size, base + span)
@@ -232,22 +317,22 @@ def scan_later_records(
     segments.append((seam, 0, 16, journal_size - 8))
     seen: set[int] = set()
     for buf, lo, hi, shift in segments:
-        at = buf.find(anchor, lo, hi)
-        while at >= 0:
+        for at in find_all(buf, needles, lo, hi):
             phys = (at + shift - RECORD_ANCHOR_OFFSET) % journal_size
             position = start + (phys - base) % journal_size
             if start < position < end and position not in seen:
-                seen.add(position)
-                head = _valid_header_at(ring, journal_size, position, epoch)
-                if head is not None and head.seq > after_seq:
-                    found.append(head)
-            at = buf.find(anchor, at + 1, hi)
-    found.sort(key=lambda h: h.position)
+                epoch = anchors[bytes(buf[at : at + RECORD_ANCHOR_SIZE])]
+                head = _valid_header_at(ring, journal_size, position, epoch, state_size)
+                if head is not None and head.seq > wanted[epoch]:
+                    seen.add(position)
+                    found[epoch].append(head)
+    for heads in found.values():
+        heads.sort(key=lambda h: h.position)
     return found
 
 
 def _valid_header_at(
-    ring: Buffer, journal_size: int, position: int, epoch: int
+    ring: Buffer, journal_size: int, position: int, epoch: int, state_size: int | None
 ) -> RecordHeader | None:
     at = position % journal_size
     # Cheap first: most hits are records of this epoch from earlier laps.
@@ -260,43 +345,37 @@ def _valid_header_at(
     head = decode_record_header(raw)
     if head.epoch != epoch or head.position != position:
         return None
-    if head.length > max_payload(journal_size):
+    if head.length > max_payload(journal_size, state_size):
         return None
-    whole = raw + ring_read(
-        ring, journal_size, position + RECORD_HEADER_SIZE, record_size(head.length) - len(raw)
-    )
-    return head if record_crc(whole) == head.crc else None
+    return head if _crc_matches(ring, journal_size, position, head) else None
 
 
 _KIND_ANCHOR = struct.pack("<HH", KIND_COMMIT, 0)
 
 
-def max_epoch_in_ring(ring: Buffer, journal_size: int) -> int:
+def max_epoch_in_ring(ring: Buffer, journal_size: int, state_size: int | None = None) -> int:
     """The highest epoch of any checksummed record anywhere in the ring (0 if none).
 
     Used when a slot is damaged: the damaged slot may have held the highest epoch ever used,
     and a new session must never reuse an epoch whose records may still be in the ring.
-    """
-    best = 0
 
-    def consider(start: int) -> None:
-        nonlocal best
+    Records start at multiples of 8 and ``journal_size`` is a multiple of 8, so the 4-byte
+    kind and reserved fields (offsets 12 to 15 of a header) lie inside one aligned 8-byte
+    block and never straddle the ring's end, even when the header itself does: one search of
+    ``[0, journal_size)`` finds every record.
+    """
+    assert journal_size % RECORD_ALIGN == 0
+    best = 0
+    for at in find_all(ring, (_KIND_ANCHOR,), 0, journal_size):
+        start = at - 12  # the kind field sits at offset 12 of a header
+        if start % RECORD_ALIGN:
+            continue
+        start %= journal_size
         head = decode_record_header(ring_read(ring, journal_size, start, RECORD_HEADER_SIZE))
         if head.epoch <= best or head.position % journal_size != start:
-            return
-        if head.kind != KIND_COMMIT or head.length > max_payload(journal_size):
-            return
-        whole = ring_read(ring, journal_size, start, record_size(head.length))
-        if record_crc(whole) == head.crc:
+            continue
+        if head.length > max_payload(journal_size, state_size):
+            continue
+        if _crc_matches(ring, journal_size, start, head):
             best = head.epoch
-
-    at = ring.find(_KIND_ANCHOR, 0, journal_size)
-    while at >= 0:
-        start = (at - 12) % journal_size  # the kind field sits at offset 12 of a header
-        if start % RECORD_ALIGN == 0:
-            consider(start)
-        at = ring.find(_KIND_ANCHOR, at + 1, journal_size)
-    # Headers whose kind field straddles the ring's end are not found by the search above.
-    for start in range(journal_size - 16, journal_size - 8, RECORD_ALIGN):
-        consider(start)
     return best

@@ -32,9 +32,11 @@ from journalstate._format import (
     Header,
     SlotHead,
     align,
+    check_counters,
     decode_header,
     encode_header,
     encode_slot,
+    header_read_size,
     slot_size_for,
 )
 from journalstate._io import PAGE_SIZE, OsStorage, Region, Storage
@@ -309,9 +311,7 @@ def open(
         file_size = file.size
         head = file.read(0, HEADER_FIXED_SIZE)
         if len(head) >= HEADER_FIXED_SIZE:
-            schema_length = int.from_bytes(head[88:92], "little")
-            wanted = HEADER_FIXED_SIZE + min(schema_length, MAX_SCHEMA_LENGTH, file_size)
-            head = file.read(0, wanted)
+            head = file.read(0, header_read_size(head, file_size))
         header = decode_header(path, head, file_size)
         if header.page_size % PAGE_SIZE:
             raise StoreFileError(
@@ -364,6 +364,12 @@ def open(
             flush_interval=flush_interval,
         )
         if not readonly:
+            check_counters(
+                path,
+                max_epoch=recovered.max_epoch,
+                max_generation=recovered.max_generation,
+                seq=recovered.report.seq,
+            )
             store._begin_session(recovered.max_generation, recovered.max_epoch)
             if mode is Durability.INTERVAL:
                 store._start_flusher(flush_interval)

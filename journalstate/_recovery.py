@@ -14,8 +14,10 @@ import attrs
 from journalstate._errors import NoPreviousGeneration, StoreCorrupt, Unrecoverable
 from journalstate._format import (
     END_MARKER_SIZE,
+    MAX_EPOCH,
     RECORD_HEADER_SIZE,
     Header,
+    SlotHead,
     ValueEnum,
     decode_record_header,
     record_size,
@@ -29,7 +31,7 @@ from journalstate._journal import (
     next_record_fast,
     read_record,
     ring_read,
-    scan_later_records,
+    scan_records,
 )
 from journalstate._slots import SlotStatus, choose_slot, read_slot
 
@@ -109,7 +111,8 @@ class Recovered:
     max_generation: int
     """Highest generation of a valid slot; the next checkpoint uses one more."""
     max_epoch: int
-    """Highest epoch of a valid slot; the next writing session uses one more."""
+    """Highest epoch of a valid slot or, when a slot is damaged or lost, of a checksummed record
+    anywhere in the ring; the next writing session uses one more."""
 
 
 Validate = Callable[[bytes], None]
@@ -223,7 +226,12 @@ def recover(
                 replayed_bytes += size
                 continue
             record, reason, _ = read_record(
-                ring, journal_size, position, epoch=base.epoch, seq=seq + 1
+                ring,
+                journal_size,
+                position,
+                epoch=base.epoch,
+                seq=seq + 1,
+                state_size=header.state_size,
             )
             if record is None:
                 break
@@ -256,18 +264,25 @@ def recover(
                     f"checksummed record where record {seq + 1} of epoch {base.epoch} belongs",
                 )
             )
-        later = scan_later_records(
-            ring, journal_size, position, window_end, epoch=base.epoch, after_seq=seq
+        # One pass over the rest of the window finds both the later records of this epoch and
+        # the records of the next session (see below).
+        wanted = {base.epoch: seq}
+        if base.epoch < MAX_EPOCH:
+            wanted[base.epoch + 1] = 0
+        scanned = scan_records(
+            ring, journal_size, position - 1, window_end, wanted, state_size=header.state_size
         )
+        later = [h for h in scanned[base.epoch] if h.position > position]
         newer_generation_seen |= any(h.generation > base.generation for h in later)
-        if not newer_generation_seen:
+        if not newer_generation_seen and base.epoch < MAX_EPOCH:
             # A lost slot may have been the open checkpoint of the next session, whose records
             # carry the next epoch: finding one proves that checkpoint had completed. (With
             # both slots valid this finds a newer slot overwritten by a copy of the other.)
-            next_session = scan_later_records(
-                ring, journal_size, position - 1, window_end, epoch=base.epoch + 1, after_seq=0
+            # At the last epoch there is no next session: no writer starts one (counters
+            # never wrap), so there is nothing to search for.
+            newer_generation_seen = any(
+                h.generation > base.generation for h in scanned[base.epoch + 1]
             )
-            newer_generation_seen = any(h.generation > base.generation for h in next_session)
         if later:
             last = later[-1]
             dropped = last.position + record_size(last.length) - position
@@ -275,12 +290,16 @@ def recover(
             claimed = decode_record_header(
                 ring_read(ring, journal_size, position, RECORD_HEADER_SIZE)
             ).length
-            fits = claimed <= max_payload(journal_size)
+            fits = claimed <= max_payload(journal_size, header.state_size)
             dropped = min(record_size(claimed), window_end - position) if fits else 0
             dropped = max(dropped, RECORD_HEADER_SIZE)
         else:
             dropped = 0
-        vouchers = [h for h in later if h.durable_seq > seq]
+        # Only records of the base slot's generation vouch for records of its chain. A record
+        # of a newer generation was written after a checkpoint that neither slot holds: its
+        # durable_seq counts that checkpoint, whose loss is reported as SLOT_LOST below (in
+        # "process" durability it counts nothing else), so it proves no journal record lost.
+        vouchers = [h for h in later if h.durable_seq > seq and h.generation <= base.generation]
         if vouchers:
             corruption.append(
                 Damage(
@@ -337,14 +356,24 @@ def recover(
                     reason=damage.reason,
                     report=report,
                 ) from None
-            # Salvage: fall back to the slot's own state, which decodes.
-            image = bytearray(image_bytes)
+            # Salvage: keep the records up to the last one after which the state decodes.
+            image, kept, kept_bytes = _last_decodable(
+                header, ring, base, bytes(image_bytes), replayed, validate
+            )
+            at = base.position + kept_bytes
+            damage = Damage(
+                "journal",
+                file_offset(at),
+                Reason.BAD_VALUE,
+                replayed_bytes - kept_bytes,
+                f"the state after record {base.seq + kept + 1} does not decode ({e})",
+            )
             report = attrs.evolve(
                 report,
-                seq=base.seq,
-                position=base.position,
-                records_replayed=0,
-                bytes_replayed=0,
+                seq=base.seq + kept,
+                position=at,
+                records_replayed=kept,
+                bytes_replayed=kept_bytes,
                 corruption=(*report.corruption, damage),
             )
     _apply_mode(path, report)
@@ -353,13 +382,47 @@ def recover(
         # A damaged or lost slot may have carried the highest epoch, so the ring's epochs
         # count too; a roll-back skips the replay, and with it the search for a lost slot,
         # so it always looks.
-        max_epoch = max(max_epoch, max_epoch_in_ring(ring, journal_size))
+        max_epoch = max(max_epoch, max_epoch_in_ring(ring, journal_size, header.state_size))
     return Recovered(
         report=report,
         image=image,
         max_generation=max(h.generation for h in valid_heads),
         max_epoch=max_epoch,
     )
+
+
+def _last_decodable(
+    header: Header, ring: Buffer, base: SlotHead, start: bytes, count: int, validate: Validate
+) -> tuple[bytearray, int, int]:
+    """The image after the last of the first ``count`` chain records after which it decodes.
+
+    Replays the chain from the slot ``base`` (whose state ``start`` decodes) record by record,
+    validating after each; returns that image, how many records it covers and their bytes.
+    The records were all read once already, so each is read again the same way.
+    """
+    image = bytearray(start)
+    good = (bytes(image), 0, 0)
+    position, size_sum = base.position, 0
+    for index in range(1, count + 1):
+        record, _, _ = read_record(
+            ring,
+            header.journal_size,
+            position,
+            epoch=base.epoch,
+            seq=base.seq + index,
+            state_size=header.state_size,
+        )
+        assert record is not None  # replayed a moment ago
+        for offset, data in check_patches(record.payload, header.state_size):
+            image[offset : offset + len(data)] = data
+        position += record.size
+        size_sum += record.size
+        try:
+            validate(bytes(image))
+        except ValueError:
+            continue
+        good = (bytes(image), index, size_sum)
+    return bytearray(good[0]), good[1], good[2]
 
 
 def _apply_mode(path: str, report: RecoveryReport) -> None:
@@ -384,18 +447,24 @@ def _apply_mode(path: str, report: RecoveryReport) -> None:
             raise StoreCorrupt(
                 path, f"{d.region}: {d.detail}", offset=d.offset, reason=d.reason, report=report
             )
+        # Both are normal after a crash: the default mode handles them, salvage is not needed.
+        hint = (
+            "; the default recovery mode handles it: open with recovery='tolerate-tail' "
+            "(or `journalstate recover --mode tolerate-tail`)"
+        )
         bad = [s for s in report.slots if not s.valid]
         if bad:
             raise StoreCorrupt(
                 path,
-                f"strict recovery: slot {bad[0].index} is not valid ({bad[0].reason})",
+                f"strict recovery: slot {bad[0].index} is not valid ({bad[0].reason}){hint}",
                 offset=bad[0].offset,
                 reason=bad[0].reason,
                 report=report,
             )
         raise StoreCorrupt(
             path,
-            f"strict recovery: torn tail of {report.torn_tail_bytes} bytes",
+            f"strict recovery: torn tail of {report.torn_tail_bytes} bytes "
+            f"(normal after a crash){hint}",
             offset=report.torn_tail_offset,
             reason=Reason.BAD_CHECKSUM,
             report=report,

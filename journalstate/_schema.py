@@ -36,7 +36,8 @@ KIND_ARRAY: Final = 7  # param elements; one element node follows
 KIND_STRUCT: Final = 8  # param fields; their nodes follow in order
 MAX_DEPTH: Final = 32  # deepest node below the root
 MAX_NAME_LENGTH: Final = 255  # UTF-8 bytes in a node name
-MAX_STATE_SIZE: Final = 1 << 31  # encoded bytes of a whole state
+MAX_STATE_SIZE: Final = 1 << 28  # encoded bytes of a whole state (256 MiB): bounds every copy
+MAX_NODES: Final = 4096  # nodes in a descriptor (fields, array elements, the root)
 MAX_COUNT: Final = 1 << 31  # largest Str/Bytes capacity or array length
 
 _HEAD: Final = struct.Struct(NODE_HEAD_FMT)
@@ -584,7 +585,15 @@ def compile_schema(cls: type) -> Schema:
     if schema is None:
         root = _struct_node(cls, "", 0, ())
         if root.size > MAX_STATE_SIZE:
-            raise SchemaError(f"{cls.__qualname__} is {root.size} bytes; at most 2**31")
+            raise SchemaError(
+                f"{cls.__qualname__} is {root.size} bytes; a state is at most 2**24 bytes"
+            )
+        nodes = _count_nodes(root)
+        if nodes > MAX_NODES:
+            raise SchemaError(
+                f"{cls.__qualname__} has {nodes} fields (nested ones and array elements count); "
+                f"a schema has at most {MAX_NODES}"
+            )
         schema = _compiled[cls] = Schema(cls, root)
     return schema
 
@@ -619,6 +628,15 @@ def _is_frozen(cls: type) -> bool:
     if props is not None:
         return bool(props.is_frozen)
     return getattr(cls.__setattr__, "__name__", "") == "_frozen_setattrs"
+
+
+def _count_nodes(node: _Node) -> int:
+    """Nodes of the descriptor ``node`` is written as: itself and everything below it."""
+    if isinstance(node, _Struct):
+        return 1 + sum(_count_nodes(m[3]) for m in node.members)
+    if isinstance(node, _Array):
+        return 1 + _count_nodes(node.element)
+    return 1
 
 
 def _struct_node(cls: type, path: str, depth: int, seen: tuple[type, ...]) -> _Struct:

@@ -12,10 +12,13 @@ import struct
 import attrs
 
 from journalstate._format import (
+    SLOT_CRC_OFFSET,
     SLOT_HEAD_FMT,
     SLOT_HEAD_SIZE,
     SLOT_TAIL_SIZE,
     SlotHead,
+    crc_region,
+    mask,
     slot_crc,
 )
 from journalstate._io import Buffer
@@ -46,18 +49,32 @@ def read_slot(
     buf: Buffer, at: int, *, index: int, file_offset: int, state_size: int
 ) -> tuple[SlotStatus, bytes | None]:
     """Validate the slot starting at ``at`` in ``buf``; return its status and state bytes."""
-    # One copy of the whole slot: fields and checksummed bytes must come from the same read.
-    whole = bytes(buf[at : at + SLOT_HEAD_SIZE + state_size + SLOT_TAIL_SIZE])
-    generation, epoch, flags, seq, position, size, stored_crc, reserved = struct.unpack_from(
-        SLOT_HEAD_FMT, whole
-    )
 
     def bad(reason: Reason) -> tuple[SlotStatus, None]:
         return SlotStatus(index, file_offset, False, reason, None), None
 
-    if whole[:SLOT_HEAD_SIZE].count(0) == SLOT_HEAD_SIZE:
+    # The head alone first: a zeroed or mis-sized slot costs no copy of its state.
+    head_bytes = bytes(buf[at : at + SLOT_HEAD_SIZE])
+    if head_bytes.count(0) == SLOT_HEAD_SIZE:
         return bad(Reason.ZEROED)
-    if size != state_size:
+    if struct.unpack_from(SLOT_HEAD_FMT, head_bytes)[5] != state_size:
+        return bad(Reason.BAD_SIZE)
+    end = at + SLOT_HEAD_SIZE + state_size + SLOT_TAIL_SIZE
+    # The checksum in place first, over the mapping in chunks: a slot that fails it (a forged
+    # or sparse one included) costs no copy of its state.
+    in_place = crc_region(
+        buf, at + SLOT_CRC_OFFSET + 4, end, crc_region(buf, at, at + SLOT_CRC_OFFSET)
+    )
+    if mask(in_place) != struct.unpack_from(SLOT_HEAD_FMT, head_bytes)[6]:
+        return bad(Reason.BAD_CHECKSUM)
+    # Then one copy of the whole slot (at most MAX_STATE_SIZE plus 56 bytes), checked again:
+    # fields and checksummed bytes must come from the same read, as a live writer may be
+    # rewriting the slot.
+    whole = bytes(buf[at:end])
+    generation, epoch, flags, seq, position, size, stored_crc, reserved = struct.unpack_from(
+        SLOT_HEAD_FMT, whole
+    )
+    if size != state_size:  # rewritten between the two reads
         return bad(Reason.BAD_SIZE)
     if slot_crc(whole, state_size) != stored_crc:
         return bad(Reason.BAD_CHECKSUM)

@@ -14,15 +14,26 @@ from __future__ import annotations
 import struct
 
 from journalstate._format import (
+    HEADER_FIXED_SIZE,
     RECORD_HEADER_FMT,
     RECORD_HEADER_SIZE,
     SLOT_CRC_OFFSET,
+    SLOT_HEAD_FMT,
     SLOT_HEAD_SIZE,
     SLOT_TAIL_SIZE,
+    Header,
+    SlotHead,
+    align,
+    crc,
+    encode_header,
+    encode_slot,
+    mask,
     record_crc,
     record_size,
     slot_crc,
+    slot_size_for,
 )
+from journalstate._schema import KIND_BYTES, KIND_STRUCT, KIND_UINT, NODE_HEAD_FMT
 
 # Name and struct code of each record header field, in order (see RECORD_HEADER_FMT).
 _RECORD_FIELDS = (
@@ -131,3 +142,89 @@ def fix_slot_crc(buf: bytearray, at: int, state_size: int) -> None:
     end = at + SLOT_HEAD_SIZE + state_size + SLOT_TAIL_SIZE
     checksum = slot_crc(bytes(buf[at:end]), state_size)
     put(buf, at + SLOT_CRC_OFFSET, struct.pack("<I", checksum))
+
+
+def descriptor_node(
+    kind: int, name: bytes = b"", offset: int = 0, size: int = 1, param: int = 0
+) -> bytes:
+    """One schema descriptor node: its 16-byte head and name (see docs/schema.md)."""
+    return struct.pack(NODE_HEAD_FMT, kind, 0, len(name), offset, size, param) + name
+
+
+def flat_descriptor(fields: int) -> bytes:
+    """A root struct of ``fields`` u8 fields named f0, f1, ...: a ``fields``-byte state."""
+    nodes = [descriptor_node(KIND_STRUCT, b"Flat", 0, fields, fields)]
+    nodes += [descriptor_node(KIND_UINT, b"f%d" % i, i, 1) for i in range(fields)]
+    return b"".join(nodes)
+
+
+def blob_descriptor(capacity: int) -> bytes:
+    """A root struct with one Bytes(``capacity``) field ``blob``: a ``capacity + 4``-byte state."""
+    return descriptor_node(KIND_STRUCT, b"Blob", 0, capacity + 4, 1) + descriptor_node(
+        KIND_BYTES, b"blob", 0, capacity + 4, capacity
+    )
+
+
+def forge_store(
+    path: str,
+    *,
+    descriptor: bytes,
+    state_size: int,
+    journal_size: int,
+    heads: tuple[SlotHead | None, SlotHead | None] | None = None,
+    state: bytes | None = None,
+    page_size: int = 4096,
+) -> Header:
+    """Write a store file byte by byte, sparse: only the header and the slot heads are written.
+
+    ``heads`` are the two slots (None: left zero); by default generations 1 and 0 of epoch 0 at
+    position 0, as a new store has. The slots hold ``state`` (default zeros), crc-valid. Any
+    size may be declared: the file is extended with a hole, so nothing large is written.
+    """
+    header_size = align(HEADER_FIXED_SIZE + len(descriptor), page_size)
+    slot_size = slot_size_for(state_size, page_size)
+    header = Header(
+        header_size=header_size,
+        page_size=page_size,
+        file_id=bytes(16),
+        slot_size=slot_size,
+        slot0_offset=header_size,
+        slot1_offset=header_size + slot_size,
+        journal_offset=header_size + 2 * slot_size,
+        journal_size=journal_size,
+        state_size=state_size,
+        schema=descriptor,
+    )
+    if heads is None:
+        heads = (SlotHead(1, 0, 0, 0, state_size), SlotHead(0, 0, 0, 0, state_size))
+    with open(path, "wb") as f:
+        f.truncate(header.file_size)
+        f.write(encode_header(header))
+        for offset, head in zip(header.slot_offsets, heads, strict=True):
+            if head is None:
+                continue
+            f.seek(offset)
+            if state is not None:
+                f.write(encode_slot(head, state))
+                continue
+            # A zero state, left as a hole: the crc runs over the head, the zeros and the tail.
+            fields = (head.generation, head.epoch, 0, head.seq, head.position, head.state_size)
+            slot = bytearray(struct.pack(SLOT_HEAD_FMT, *fields, 0, 0))
+            tail = struct.pack("<Q", head.generation)
+            value = crc(slot[SLOT_CRC_OFFSET + 4 :], crc(slot[:SLOT_CRC_OFFSET]))
+            value = crc(tail, zeros_crc(head.state_size, value))
+            struct.pack_into("<I", slot, SLOT_CRC_OFFSET, mask(value))
+            f.write(slot)
+            f.seek(offset + SLOT_HEAD_SIZE + head.state_size)
+            f.write(tail)
+    return header
+
+
+def zeros_crc(n: int, value: int = 0) -> int:
+    """crc32c continued over ``n`` zero bytes, a MiB at a time."""
+    block = bytes(min(n, 1 << 20))
+    while n:
+        step = min(n, len(block))
+        value = crc(block[:step], value)
+        n -= step
+    return value

@@ -365,12 +365,13 @@ def test_decode_header_every_bit_flip_is_detected() -> None:
                 decode_header("f", bytes(damaged), file_size)
 
 
-def test_header_padding_is_not_checksummed() -> None:
-    """Bytes after the schema descriptor are padding: the header crc does not cover them."""
+@pytest.mark.parametrize("where", [0, -1])
+def test_header_padding_must_be_zeros(where: int) -> None:
+    """The padding after the descriptor is not in the crc, so a non-zero byte there is damage."""
     data = bytearray(encode_header(GOLDEN_HEADER))
-    flip_byte(data, HEADER_FIXED_SIZE + len(GOLDEN_HEADER.schema))
-    flip_byte(data, len(data) - 1)
-    assert decode_header("f", bytes(data), GOLDEN_HEADER.file_size) == GOLDEN_HEADER
+    flip_byte(data, HEADER_FIXED_SIZE + len(GOLDEN_HEADER.schema) if where == 0 else len(data) - 1)
+    with pytest.raises(Unrecoverable, match="padding"):
+        decode_header("f", bytes(data), GOLDEN_HEADER.file_size)
 
 
 @given(

@@ -667,19 +667,27 @@ def test_no_valid_slot_is_unrecoverable() -> None:
 
 
 def test_replayed_state_that_does_not_decode() -> None:
-    """Salvage falls back to the slot's own state; other modes raise BAD_VALUE."""
+    """Salvage keeps the records before the one that breaks decoding; other modes raise."""
     image, writer = history()
     validate = reject_when(lambda s: s[27:31] == b"\x09" * 4)  # only the fully replayed state
     base = writer.written[6].position
+    ninth = writer.written[8]
     error = image.corrupt(validate=validate)
     assert (error.offset, error.reason) == (image.file_offset(base), Reason.BAD_VALUE)
     result = image.recover(SALVAGE, validate=validate)
     r = result.report
-    assert (r.slot, r.seq, r.position, r.records_replayed, r.bytes_replayed) == (0, 6, base, 0, 0)
+    kept = ninth.position - base
+    assert (r.slot, r.seq, r.position, r.records_replayed, r.bytes_replayed) == (
+        0,
+        8,
+        ninth.position,
+        2,
+        kept,
+    )
     assert [(d.region, d.offset, d.reason, d.bytes_dropped) for d in r.corruption] == [
-        ("journal", image.file_offset(base), Reason.BAD_VALUE, 0)
+        ("journal", image.file_offset(ninth.position), Reason.BAD_VALUE, ninth.size)
     ]
-    assert result.image == state_after(writer, 6)
+    assert result.image == state_after(writer, 8)
 
 
 def test_slot_that_does_not_decode_is_invalid() -> None:
