@@ -37,9 +37,10 @@ import attrs
 import journalstate as js
 from journalstate._bench_report import (
     SECTIONS,
+    footer_lines,
     header_lines,
     plot,
-    row_line,
+    table_lines,
     targets,
 )
 
@@ -966,8 +967,7 @@ def run(args: argparse.Namespace, out: TextIO) -> int:
         say(header_lines(result))
         skipped: list[dict[str, str]] = []
         rows = _rows(cfg, skipped)
-        say([row_line(row) for row in rows])
-        say([f"{s['label']:<27}skipped: {s['note']}" for s in skipped])
+        say(table_lines(rows, skipped))
         result["rows"] = [attrs.asdict(r) for r in rows]
         result["skipped"] = skipped
         for section, measure in (
@@ -982,11 +982,10 @@ def run(args: argparse.Namespace, out: TextIO) -> int:
         result["machine"]["loadavg_end"] = _loadavg()
         result["targets"] = targets(result)
         say(SECTIONS["targets"](result["targets"]))
-        say(["", f"load average at the end: {result['machine']['loadavg_end']}"])
         if args.plot:
             note = plot(result, args.plot)
             result["plot"] = {"file": args.plot, "written": note is None, "note": note}
-            say([""] + ([note] if note else [f"plot written to {args.plot}"]))
+        say(footer_lines(result))
     finally:
         shutil.rmtree(work, ignore_errors=True)
     if args.json:

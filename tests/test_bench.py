@@ -5,14 +5,16 @@ from __future__ import annotations
 import argparse
 import importlib
 import io
+import itertools
 import json
+from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
 import pytest
 
-from journalstate import _bench
+from journalstate import _bench, _bench_report
 
 TINY = ["--quick", "--seconds", "0.02", "--repeat", "2", "--large-mib", "0.25", "--threads", "3"]
 """A fraction of a second per measurement and a 256 KiB large state."""
@@ -138,6 +140,45 @@ def test_targets_are_judged_not_asserted(result: dict[str, Any]) -> None:
         assert t["target"]
         assert t["measured"]
         assert t["met"] in (True, False, None)
+
+
+EXTREMES = (1e-9, 9.995, 99_999.5, 123_456_789, 2**64 - 1, 1e300, -1e300, -99_999.5, 0.0)
+"""Measured values that once widened a line: tiny, at each rounding edge, huge, negative."""
+
+
+def extreme(doc: Any, values: Iterator[float]) -> Any:
+    """``doc`` with every number replaced by the next of ``values``."""
+    if isinstance(doc, dict):
+        return {
+            k: v if k in ("key", "group", "label") else extreme(v, values) for k, v in doc.items()
+        }
+    if isinstance(doc, list):
+        return [extreme(v, values) for v in doc]
+    if isinstance(doc, bool) or doc is None:
+        return doc
+    if isinstance(doc, int | float):
+        value = next(values)
+        return int(value) if isinstance(doc, int) and abs(value) < 1e20 else value
+    return doc
+
+
+@pytest.mark.parametrize("shift", range(len(EXTREMES)))
+def test_report_fits_80_columns_whatever_was_measured(result: dict[str, Any], shift: int) -> None:
+    """Extreme measured values (huge counters, huge times, tiny ones) never widen a line past 80."""
+    values = itertools.cycle(EXTREMES[shift:] + EXTREMES[:shift])
+    doc = extreme(result, values)
+    doc["settings"]["directory"] = "/bench"
+    long = "x" * 200  # names and messages from the machine may be any length too
+    for key in ("cpu", "kernel", "python", "loadavg_start", "loadavg_end"):
+        doc["machine"][key] = long
+    doc["machine"]["filesystem"] = {"fstype": long, "device": long}
+    doc["probes"]["map_sync"] = long
+    doc["plot"] = {"file": "/bench.svg", "written": True, "note": None}
+    doc["targets"] = _bench_report.targets(doc)
+    lines = _bench_report.report_lines(doc)
+    assert len(lines) > 40
+    too_wide = [line for line in lines if len(line) > 80]
+    assert too_wide == [], "\n".join(too_wide)
 
 
 def test_table_fits_80_columns_and_degrades_without_optional_modules(
