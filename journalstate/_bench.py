@@ -765,8 +765,10 @@ def _spin(seconds: float, beside: Callable[[], None] | None = None) -> tuple[int
         thread.start()
     n, clock = 0, time.perf_counter
     end = clock() + seconds
-    while clock() < end:
+    while True:  # at least one iteration, however late this thread gets the CPU
         n += 1
+        if clock() >= end:
+            break
     stop.set()
     if thread is not None:
         thread.join()
