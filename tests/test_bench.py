@@ -44,6 +44,7 @@ def result(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     return parsed
 
 
+@pytest.mark.slow
 def test_every_row_is_measured_or_skipped(result: dict[str, Any]) -> None:
     """Floors, journalstate modes and peers each appear once, in order, or with a skip note."""
     measured = [row["key"] for row in result["rows"]]
@@ -54,6 +55,7 @@ def test_every_row_is_measured_or_skipped(result: dict[str, Any]) -> None:
     assert set(skipped) <= {"lmdb_sync", "lmdb_nosync"}
 
 
+@pytest.mark.slow
 def test_rows_have_positive_numbers(result: dict[str, Any]) -> None:
     """Every row has a positive rate, latencies, one rate per repetition, and its group."""
     for row in result["rows"]:
@@ -67,6 +69,7 @@ def test_rows_have_positive_numbers(result: dict[str, Any]) -> None:
         )
 
 
+@pytest.mark.slow
 def test_journalstate_rows_have_ratios_and_sync_counts(result: dict[str, Any]) -> None:
     """Each journalstate row is compared with its floor; commit rows count commits per msync."""
     rows = {row["key"]: row for row in result["rows"]}
@@ -87,6 +90,7 @@ def test_journalstate_rows_have_ratios_and_sync_counts(result: dict[str, Any]) -
     assert "3 thr" in rows["js_commit_threads"]["label"]
 
 
+@pytest.mark.slow
 def test_large_state_checkpoint_and_recovery_sections(result: dict[str, Any]) -> None:
     """The state-size comparison, checkpoint cost and recovery throughput are all reported."""
     large = result["large_state"]
@@ -108,6 +112,7 @@ def test_large_state_checkpoint_and_recovery_sections(result: dict[str, Any]) ->
     assert recovery["state_matches"] is True
 
 
+@pytest.mark.slow
 def test_writeback_and_probes(result: dict[str, Any]) -> None:
     """Writeback rows carry counter deltas (None only where /proc lacks them); probes ran."""
     writeback = result["writeback"]
@@ -136,6 +141,7 @@ def test_writeback_and_probes(result: dict[str, Any]) -> None:
     assert isinstance(probes["preallocated"], bool)
 
 
+@pytest.mark.slow
 def test_targets_are_judged_not_asserted(result: dict[str, Any]) -> None:
     """Each performance target is listed with a measurement and a verdict (or None)."""
     targets = result["targets"]
@@ -166,6 +172,7 @@ def extreme(doc: Any, values: Iterator[float]) -> Any:
     return doc
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("shift", range(len(EXTREMES)))
 def test_report_fits_80_columns_whatever_was_measured(result: dict[str, Any], shift: int) -> None:
     """Extreme measured values (huge counters, huge times, tiny ones) never widen a line past 80."""
@@ -185,6 +192,7 @@ def test_report_fits_80_columns_whatever_was_measured(result: dict[str, Any], sh
     assert too_wide == [], "\n".join(too_wide)
 
 
+@pytest.mark.slow
 def test_table_fits_80_columns_and_degrades_without_optional_modules(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -211,6 +219,7 @@ def test_table_fits_80_columns_and_degrades_without_optional_modules(
     assert "Performance targets" in text
 
 
+@pytest.mark.slow
 def test_plot_is_drawn_when_matplotlib_imports(tmp_path: Path) -> None:
     """--plot writes the chart (PNG here) when matplotlib is installed."""
     pytest.importorskip("matplotlib")

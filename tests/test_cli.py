@@ -33,6 +33,8 @@ from tests.conftest import Progress, crash_copy
 from tests.damage import flip_byte
 from tests.test_store import last_record_offset
 
+pytestmark = pytest.mark.slow  # every test runs the command in a new interpreter
+
 ROOT = Path(__file__).resolve().parent.parent
 COMMANDS = ("recover", "check", "dump", "info", "log")
 """The commands that take a store path."""

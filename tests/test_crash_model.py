@@ -133,8 +133,8 @@ class ManyPages(CrashMachine):
 
 
 TestTinyJournal = TinyJournal.TestCase
-TestDefaultJournal = DefaultJournal.TestCase
-TestManyPages = ManyPages.TestCase
+TestDefaultJournal = pytest.mark.slow(DefaultJournal.TestCase)
+TestManyPages = pytest.mark.slow(ManyPages.TestCase)
 TestSameSizeRecords = SameSizeRecords.TestCase
 for _case in (TestTinyJournal, TestDefaultJournal, TestManyPages, TestSameSizeRecords):
     _case.settings = settings(stateful_step_count=25)

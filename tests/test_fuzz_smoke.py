@@ -31,6 +31,7 @@ SMOKE_EXAMPLES = 50
 """Inputs per target in the smoke run (about 1 to 5 seconds each)."""
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", list(TARGETS))
 def test_fuzz_target_smoke(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """A fuzz target tries a small seeded budget of mutations and finds no failure."""

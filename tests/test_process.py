@@ -17,6 +17,8 @@ import pytest
 import journalstate as js
 from tests.conftest import Progress
 
+pytestmark = pytest.mark.slow  # real child processes, killed mid-stream
+
 ROOT = Path(__file__).resolve().parent.parent
 
 # The child commits Progress(step=i, ...) for i = 1, 2, ... and prints i once commit() returned:

@@ -366,7 +366,7 @@ def test_lock_timeout_waits_for_release(store_path: Path) -> None:
     first = js.open(store_path, Progress)
     timer = threading.Timer(0.2, first.close)
     timer.start()
-    with js.open(store_path, Progress, lock_timeout=30) as second:
+    with js.open(store_path, Progress, lock_timeout=300) as second:
         assert second.state == Progress()
     timer.join()
 
@@ -738,7 +738,7 @@ def test_dropped_store_releases_its_thread_and_lock(store_path: Path) -> None:
     assert flusher is not None
     del store
     gc.collect()
-    flusher.join(timeout=30)
+    flusher.join(timeout=300)
     assert not flusher.is_alive()
     with js.open(store_path, Progress) as again:  # the lock went with the descriptor
         assert again.state.step == 1
