@@ -92,7 +92,7 @@ def run_child(
             os.kill(proc.pid, signal.SIGKILL)
             break
     rest = proc.stdout.read()  # drains what the line reader buffered, then the pipe
-    proc.communicate(timeout=60)
+    proc.communicate(timeout=300)
     for line in rest.split():
         last = int(line)  # printed before the kill: acknowledged too
     return last
