@@ -37,9 +37,10 @@ import attrs
 import journalstate as js
 from journalstate._bench_report import (
     SECTIONS,
+    footer_lines,
     header_lines,
     plot,
-    row_line,
+    table_lines,
     targets,
 )
 
@@ -764,8 +765,10 @@ def _spin(seconds: float, beside: Callable[[], None] | None = None) -> tuple[int
         thread.start()
     n, clock = 0, time.perf_counter
     end = clock() + seconds
-    while clock() < end:
+    while True:  # at least one iteration, however late this thread gets the CPU
         n += 1
+        if clock() >= end:
+            break
     stop.set()
     if thread is not None:
         thread.join()
@@ -966,8 +969,7 @@ def run(args: argparse.Namespace, out: TextIO) -> int:
         say(header_lines(result))
         skipped: list[dict[str, str]] = []
         rows = _rows(cfg, skipped)
-        say([row_line(row) for row in rows])
-        say([f"{s['label']:<27}skipped: {s['note']}" for s in skipped])
+        say(table_lines(rows, skipped))
         result["rows"] = [attrs.asdict(r) for r in rows]
         result["skipped"] = skipped
         for section, measure in (
@@ -982,11 +984,10 @@ def run(args: argparse.Namespace, out: TextIO) -> int:
         result["machine"]["loadavg_end"] = _loadavg()
         result["targets"] = targets(result)
         say(SECTIONS["targets"](result["targets"]))
-        say(["", f"load average at the end: {result['machine']['loadavg_end']}"])
         if args.plot:
             note = plot(result, args.plot)
             result["plot"] = {"file": args.plot, "written": note is None, "note": note}
-            say([""] + ([note] if note else [f"plot written to {args.plot}"]))
+        say(footer_lines(result))
     finally:
         shutil.rmtree(work, ignore_errors=True)
     if args.json:

@@ -7,6 +7,7 @@ matplotlib is installed); it measures nothing and prints nothing.
 from __future__ import annotations
 
 import importlib
+import math
 import mmap
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -34,14 +35,14 @@ def targets(result: dict[str, Any]) -> list[dict[str, Any]]:
     commit = rows["js_commit"]
     add(
         "commit >= 0.9x mmap+msync floor",
-        f"{commit['ratio_to_floor']:.2f}x",
+        _x(commit["ratio_to_floor"]),
         commit["ratio_to_floor"] >= 0.9,
     )
     threads, floor = rows["js_commit_threads"], rate("floor_msync") or 1.0
     per_sync = threads["commits_per_msync"] or 0.0
     add(
         f"commit {result['settings']['threads']} thr > 1.5x floor, >1 c/msync",
-        f"{threads['commits_per_s'] / floor:.2f}x, {per_sync:.2f} c/msync",
+        f"{_x(threads['commits_per_s'] / floor)}, {_n(per_sync)} c/msync",
         threads["commits_per_s"] > 1.5 * floor and per_sync > 1.0,
     )
     process = rows["js_process"]
@@ -50,67 +51,115 @@ def targets(result: dict[str, Any]) -> list[dict[str, Any]]:
         ("sqlite_off", 3.0, "sqlite OFF"),
     ):
         other = rate(key)
-        if other is None:
+        if not other:  # not run (or nothing measured)
             add(f"process >= {factor:g}x {label}", "not measured", None)
         else:
             ratio = process["commits_per_s"] / other
-            add(f"process >= {factor:g}x {label}", f"{ratio:.2f}x", ratio >= factor)
-    add("process p50 <= 4 us", f"{process['p50_us']:.2f} us", process["p50_us"] <= 4.0)
+            add(f"process >= {factor:g}x {label}", _x(ratio), ratio >= factor)
+    add("process p50 <= 4 us", _n(process["p50_us"], " us"), process["p50_us"] <= 4.0)
     large = result["large_state"]
     for mode in ("process", "commit"):
         ratio = large[mode]["p50_ratio"]
-        add(f"{mode}: large-state p50 <= 1.10x small", f"{ratio:.2f}x", ratio <= 1.10)
+        add(f"{mode}: large-state p50 <= 1.10x small", _x(ratio), ratio <= 1.10)
     replay = result["recovery"]["mb_per_s"]
-    add("recovery (whole open) >= 100 MB/s", f"{replay:.0f} MB/s", replay >= 100)
+    add("recovery (whole open) >= 100 MB/s", _n(replay, " MB/s"), replay >= 100)
     return found
 
 
 # --- output ------------------------------------------------------------------------------------
 
 
+# Every measured value goes through one of these, so that no value, however large or small,
+# widens a line: _n and _x give at most 7 and 8 characters, _bytes at most 9.
+NUMBER_WIDTH = 7
+"""The most characters _n gives for a number (sign included)."""
+_SI = ("", "k", "M", "G", "T", "P", "E")
+
+
 def _n(x: float | None, unit: str = "") -> str:
-    """A compact number: commas for big ones, a few significant digits for small ones."""
+    """A compact number of at most NUMBER_WIDTH characters (plus ``unit``).
+
+    Three significant digits for small values, commas up to 99,999, then k, M, G, ... suffixes,
+    and an exponent beyond those.
+    """
     if x is None:
         return "n/a"
-    if isinstance(x, int):
-        return f"{x:,}{unit}"
-    if abs(x) >= 1000:
-        return f"{x:,.0f}{unit}"
-    if abs(x) >= 10:
-        return f"{x:.1f}{unit}"
-    return f"{x:.2f}{unit}"
+    if not math.isfinite(x):
+        return f"{x}{unit}"
+    sign, a = ("-" if x < 0 else ""), abs(x)
+    if isinstance(a, int) and a < 100_000:
+        return f"{sign}{a:,}{unit}"
+    if a < 99_999.5:
+        text = f"{a:.2f}" if a < 9.995 else f"{a:.1f}" if a < 99.95 else f"{a:,.0f}"
+        return f"{sign}{text}{unit}"
+    for suffix in _SI[1:]:
+        a /= 1000
+        if a < 999.5:
+            text = f"{a:.2f}" if a < 9.995 else f"{a:.1f}" if a < 99.95 else f"{a:.0f}"
+            return f"{sign}{text}{suffix}{unit}"
+    return f"{sign}{abs(x):.0e}{unit}"
 
 
-def _mib(n: int) -> str:
-    if n >= 2**20:
-        return f"{round(n / 2**20, 1):g} MiB"
-    return f"{round(n / 1024, 1):g} KiB" if n >= 1024 else f"{n} B"
+def _x(ratio: float | None) -> str:
+    """A ratio: a compact number and an x."""
+    return "n/a" if ratio is None else _n(ratio) + "x"
+
+
+def _bytes(n: float | None) -> str:
+    """A byte count in B, KiB, MiB, ... (at most 9 characters)."""
+    if n is None:
+        return "n/a"
+    if not math.isfinite(n):
+        return f"{n} B"
+    sign, a = ("-" if n < 0 else ""), abs(n)
+    if a < 1023.5:
+        return f"{sign}{a:.0f} B"
+    for unit in ("KiB", "MiB", "GiB", "TiB", "PiB", "EiB"):
+        a /= 1024
+        if a < 1023.5:
+            return f"{sign}{a:.1f} {unit}" if a < 9.95 else f"{sign}{a:.0f} {unit}"
+    return f"{sign}{abs(n):.0e} B"
+
+
+def _clip(text: object, width: int) -> str:
+    """Free text from the machine (a device or CPU name, an OS message) cut to ``width``."""
+    s = str(text)
+    return s if len(s) <= width else s[: width - 3] + "..."
 
 
 def row_line(row: Row) -> str:
-    ratio = "" if row.ratio_to_floor is None else f"{row.ratio_to_floor:.2f}x"
+    """One row of the comparison table."""
     note = row.note
     if row.commits_per_msync is not None:
         note = f"{_n(row.commits_per_msync)} c/msync"
-    numbers = f"{_n(row.commits_per_s):>11}{_n(row.p50_us):>9}{_n(row.p99_us):>9}{ratio:>8}"
-    return f"{row.label:<27}{numbers}  {note}"
+    ratio = "" if row.ratio_to_floor is None else _x(row.ratio_to_floor)
+    numbers = f"{_n(row.commits_per_s):>9}{_n(row.p50_us):>9}{_n(row.p99_us):>9}{ratio:>9}"
+    return f"{_clip(row.label, 26):<27}{numbers}  {note}".rstrip()
 
 
-_TABLE_HEAD = f"{'':<27}{'commits/s':>11}{'p50 us':>9}{'p99 us':>9}{'floor':>8}  notes"
+def skipped_line(skipped: dict[str, str]) -> str:
+    """A row of the comparison table that was not measured, and why."""
+    return f"{_clip(skipped['label'], 26):<27}skipped: {_clip(skipped['note'], 44)}"
+
+
+_TABLE_HEAD = f"{'':<27}{'commits/s':>9}{'p50 us':>9}{'p99 us':>9}{'floor':>9}  notes"
 
 
 def header_lines(result: dict[str, Any]) -> list[str]:
+    """What was measured where, on which machine, and how: the lines before the table."""
     m, s = result["machine"], result["settings"]
     fs = m["filesystem"]
-    disk = f"rotational={'?' if m['rotational'] is None else m['rotational']}"
-    mem = f"{m['memory_bytes'] / 2**30:.1f} GiB" if m["memory_bytes"] else "? GiB"
+    disk = f"rotational={'?' if m['rotational'] is None else _clip(m['rotational'], 5)}"
+    mem = _bytes(m["memory_bytes"]) if m["memory_bytes"] else "? GiB"
     lines = [
         f"journalstate {m['journalstate']} bench in {s['directory']}",
-        f"{fs['fstype']} on {fs['device']} ({disk}); {m['nproc']} CPUs ({m['cpu']})",
-        f"{mem} RAM; Linux {m['kernel']}; Python {m['python']}; load {m['loadavg_start']}",
-        f"{s['repeat']} interleaved rounds of one {s['seconds']:g} s run per row after a "
-        f"{s['warmup']:g} s warm-up;",
-        f"medians of the runs. Latencies include ~{result['timer_overhead_ns']:.0f} ns of "
+        f"file system: {_clip(fs['fstype'], 10)} on {_clip(fs['device'], 32)} ({disk})",
+        f"machine: {_n(m['nproc'])} CPUs ({_clip(m['cpu'], 40)}), {mem} RAM",
+        f"Linux {_clip(m['kernel'], 26)}; Python {_clip(m['python'], 10)}; "
+        f"load {_clip(m['loadavg_start'], 20)}",
+        f"{_n(s['repeat'])} interleaved rounds of one {_n(s['seconds'])} s run per row, "
+        f"after a {_n(s['warmup'])} s warm-up;",
+        f"medians of the runs. Latencies include ~{_n(result['timer_overhead_ns'])} ns of "
         "timing loop per commit.",
     ]
     if fs["fstype"] in ("tmpfs", "ramfs"):
@@ -118,23 +167,28 @@ def header_lines(result: dict[str, Any]) -> list[str]:
     return [*lines, "", _TABLE_HEAD]
 
 
+def table_lines(rows: list[Row], skipped: list[dict[str, str]]) -> list[str]:
+    """The comparison table's rows: the measured ones, then the skipped ones."""
+    return [row_line(row) for row in rows] + [skipped_line(s) for s in skipped]
+
+
 def _large_lines(large: dict[str, Any]) -> list[str]:
-    sizes = f"{_mib(large['state_bytes'])} vs 120 B, journal {_mib(large['journal_size'])}"
+    sizes = f"{_bytes(large['state_bytes'])} vs 120 B, journal {_bytes(large['journal_size'])}"
     lines = [
         "",
         f"Large state ({sizes})",
-        f"{'':<9}{'small p50':>11}{'large p50':>11}{'ratio':>7}"
-        f"{'small c/s':>12}{'large c/s':>12}{'ratio':>7}{'ckpts':>9}",
+        f"{'':<21}{'p50 us':>11}{'commits/s':>11}{'ckpts':>11}",
     ]
     for mode in ("process", "commit"):
         d = large[mode]
-        small, big = d["small"], d["large"]
-        ckpts = f"{small['checkpoints']}/{big['checkpoints']}"
+        for kind in ("small", "large"):
+            k = d[kind]
+            lines.append(
+                f"{mode + ' ' + kind:<21}{_n(k['p50_us']):>11}{_n(k['commits_per_s']):>11}"
+                f"{_n(k['checkpoints']):>11}"
+            )
         lines.append(
-            f"{mode:<9}{_n(small['p50_us'], ' us'):>11}{_n(big['p50_us'], ' us'):>11}"
-            f"{d['p50_ratio']:>6.2f}x{_n(small['commits_per_s']):>12}"
-            f"{_n(big['commits_per_s']):>12}{d['throughput_ratio']:>6.2f}x"
-            f"{ckpts:>9}"
+            f"{'  large / small':<21}{_x(d['p50_ratio']):>11}{_x(d['throughput_ratio']):>11}"
         )
     return lines
 
@@ -143,18 +197,18 @@ def _checkpoint_lines(c: dict[str, Any]) -> list[str]:
     small, large = c["small"], c["large"]
     return [
         "",
-        f"Checkpoint: {_n(small['ms'])} ms for the small state, {_n(large['ms'])} ms for "
-        f"{_mib(large['state_bytes'])} ({_n(large['mb_per_s'])} MB/s)",
+        f"Checkpoint: {_n(small['ms'])} ms for the small state; {_n(large['ms'])} ms for "
+        f"{_bytes(large['state_bytes'])}, {_n(large['mb_per_s'])} MB/s",
     ]
 
 
 def _recovery_lines(r: dict[str, Any]) -> list[str]:
     return [
         "",
-        f"Recovery of a process-death image with a full {_mib(r['journal_size'])} journal:",
-        f"  {r['records_replayed']:,} records, {r['bytes_replayed'] / 1e6:.1f} MB replayed in "
-        f"{_n(r['open_ms'])} ms: {_n(r['mb_per_s'])} MB/s; state exact: "
-        f"{'yes' if r['state_matches'] else 'NO'}",
+        f"Recovery of a process-death image with a full {_bytes(r['journal_size'])} journal:",
+        f"  {_n(r['records_replayed'])} records, {_n(r['bytes_replayed'] / 1e6)} MB replayed "
+        f"in {_n(r['open_ms'])} ms: {_n(r['mb_per_s'])} MB/s",
+        f"  the recovered state is exact: {'yes' if r['state_matches'] else 'NO'}",
         f"  the same store after close (nothing to replay): open {_n(r['open_closed_ms'])} ms",
     ]
 
@@ -167,9 +221,9 @@ def _writeback_lines(w: dict[str, Any]) -> list[str]:
     expire = w["dirty_expire_centisecs"]
     lines = [
         "",
-        f"Dirty-page writeback: {w['rows'][0]['seconds']:g} s of commits, then one fsync "
-        f"(kernel expiry: {'?' if expire is None else expire / 100:g} s)",
-        f"{'':<21}{'commits':>10}{'ckpts':>6}{'dirtied KiB':>12}{'nr_written':>11}"
+        f"Dirty-page writeback: {_n(w['rows'][0]['seconds'])} s of commits, then one fsync",
+        f"(kernel dirty-page expiry: {'?' if expire is None else _n(expire / 100)} s)",
+        f"{'':<21}{'commits':>8}{'ckpts':>8}{'dirtied KiB':>12}{'nr_written':>11}"
         f"{'device KiB':>11}{'B/commit':>9}",
     ]
     for row in w["rows"]:
@@ -177,8 +231,8 @@ def _writeback_lines(w: dict[str, Any]) -> list[str]:
             first = label == row["label"]
             dev = d["device_write_bytes"]
             lines.append(
-                f"{label:<21}{_n(row['commits']) if first else '':>10}"
-                f"{row['checkpoints'] if first else '':>6}{_kib(d['self_write_bytes']):>12}"
+                f"{_clip(label, 20):<21}{_n(row['commits']) if first else '':>8}"
+                f"{_n(row['checkpoints']) if first else '':>8}{_kib(d['self_write_bytes']):>12}"
                 f"{_n(d['nr_written']):>11}{_kib(dev):>11}"
                 f"{_n(None if dev is None or not row['commits'] else dev / row['commits']):>9}"
             )
@@ -186,36 +240,44 @@ def _writeback_lines(w: dict[str, Any]) -> list[str]:
 
 
 def _probe_lines(p: dict[str, Any]) -> list[str]:
-    lines = ["", f"MAP_SHARED_VALIDATE|MAP_SYNC here: {p['map_sync']}"]
+    lines = ["", f"MAP_SHARED_VALIDATE|MAP_SYNC here: {_clip(p['map_sync'], 45)}"]
     if "ms_async_ns" in p:
         dev, idle = p["ms_async_device_write_bytes"], p["ms_async_idle_device_write_bytes"]
-        lines.append(
-            f"msync(MS_ASYNC) on a dirty page: {_n(p['ms_async_ns'] / 1e3)} us/call; device "
-            f"wrote {'n/a' if dev is None else f'{dev:,}'} B in {p['ms_async_calls']:,} calls"
-        )
-        lines.append(
-            f"  (and {'n/a' if idle is None else f'{idle:,}'} B in as long idle; a write per "
-            f"call would be {p['ms_async_calls'] * _PAGE:,} B)"
-        )
+        calls = p["ms_async_calls"]
+        lines += [
+            f"msync(MS_ASYNC) on a dirty page: {_n(p['ms_async_ns'] / 1e3)} us/call, "
+            f"{_n(calls)} calls;",
+            f"  the device wrote {_bytes(dev)} meanwhile and {_bytes(idle)} in as long idle;",
+            f"  a write per call would be {_bytes(calls * _PAGE)}",
+        ]
     else:
-        lines.append(f"msync(MS_ASYNC): {p['ms_async']}")
+        lines.append(f"msync(MS_ASYNC): {_clip(p['ms_async'], 63)}")
     lines.append(
         "busy-thread speed beside a syncing one: "
-        f"{p['gil_progress_mmap_flush']:.2f}x mmap.flush, "
-        f"{p['gil_progress_fdatasync']:.2f}x fdatasync"
+        f"{_x(p['gil_progress_mmap_flush'])} mmap.flush, "
+        f"{_x(p['gil_progress_fdatasync'])} fdatasync"
     )
     lines.append(
         f"new store preallocated: {'yes' if p['preallocated'] else 'NO'} "
-        f"({p['store_allocated_bytes']:,} of {p['store_bytes']:,} bytes allocated)"
+        f"({_bytes(p['store_allocated_bytes'])} of {_bytes(p['store_bytes'])} allocated)"
     )
     return lines
 
 
 def _target_lines(targets: list[dict[str, Any]]) -> list[str]:
-    lines = ["", f"{'Performance targets':<46}{'measured':>24}{'met':>8}"]
+    lines = ["", f"{'Performance targets':<44}{'measured':>28}{'met':>8}"]
     for t in targets:
         met = {True: "yes", False: "NO", None: "-"}[t["met"]]
-        lines.append(f"{t['target']:<46}{t['measured']:>24}{met:>8}")
+        lines.append(f"{_clip(t['target'], 43):<44}{t['measured']:>28}{met:>8}")
+    return lines
+
+
+def footer_lines(result: dict[str, Any]) -> list[str]:
+    """The load average at the end, and where the plot went (when one was asked for)."""
+    lines = ["", f"load average at the end: {_clip(result['machine']['loadavg_end'], 54)}"]
+    if "plot" in result:
+        note = result["plot"]["note"]
+        lines += ["", note if note else f"plot written to {result['plot']['file']}"]
     return lines
 
 
@@ -228,6 +290,18 @@ SECTIONS: dict[str, Callable[[Any], list[str]]] = {
     "targets": _target_lines,
 }
 """How each section of the result is shown, by its key."""
+
+
+def report_lines(result: dict[str, Any]) -> list[str]:
+    """The whole text report of a finished result document, as ``journalstate bench`` prints it
+    section by section while it measures."""
+    from journalstate._bench import Row
+
+    rows = [Row(**row) for row in result["rows"]]
+    lines = header_lines(result) + table_lines(rows, result["skipped"])
+    for section in SECTIONS:
+        lines += SECTIONS[section](result[section])
+    return lines + footer_lines(result)
 
 
 def plot(result: dict[str, Any], path: str) -> str | None:

@@ -33,6 +33,8 @@ from tests.conftest import Progress, crash_copy
 from tests.damage import flip_byte
 from tests.test_store import last_record_offset
 
+pytestmark = pytest.mark.slow  # every test runs the command in a new interpreter
+
 ROOT = Path(__file__).resolve().parent.parent
 COMMANDS = ("recover", "check", "dump", "info", "log")
 """The commands that take a store path."""
@@ -58,7 +60,7 @@ def cli(*args: str | Path, exe: str | None = None) -> Run:
     """Run the command with ``args`` and wait for it."""
     argv = [sys.executable, "-m", "journalstate"] if exe is None else [exe]
     proc = subprocess.run(
-        [*argv, *map(str, args)], capture_output=True, text=True, timeout=60, check=False
+        [*argv, *map(str, args)], capture_output=True, text=True, timeout=300, check=False
     )
     assert "Traceback" not in proc.stderr, proc.stderr
     return Run(proc.returncode, proc.stdout, proc.stderr)
@@ -254,7 +256,7 @@ def test_closed_stdout_exits_quietly(tmp_path: Path) -> None:
             stdout=write_end,
             stderr=subprocess.PIPE,
             text=True,
-            timeout=60,
+            timeout=300,
             check=False,
         )
     finally:
@@ -837,7 +839,7 @@ def live_writer(tmp_path: Path) -> Iterator[tuple[Path, int]]:
         assert line == "ready\n", proc.stderr.read() if proc.stderr else ""
         yield path, proc.pid
     finally:
-        proc.communicate(timeout=60)
+        proc.communicate(timeout=300)
     assert proc.returncode == 0
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import mmap
 
 import pytest
-from hypothesis import assume, given
+from hypothesis import assume, example, given
 from hypothesis import strategies as st
 
 from journalstate._format import (
@@ -534,6 +534,12 @@ def test_scan_returns_exactly_the_genuine_records_in_the_window(
     seq=st.sampled_from([1, 2]),
     epoch=st.sampled_from([1, 2]),
 )
+# A damaged payload byte, crc field, generation and padding, each in a record that the header
+# checks alone would accept: only the crc tells the fast path to defer.
+@example(offset=0, patches=[(0, b"abc"), (10, b"de")], damage=57, seq=1, epoch=1)
+@example(offset=5, patches=[(3, b"x" * 16)], damage=1, seq=1, epoch=1)
+@example(offset=9, patches=[(0, b"")], damage=40, seq=1, epoch=1)
+@example(offset=JS // 8 - 9, patches=[(7, b"y")], damage=60, seq=1, epoch=1)
 def test_fast_path_accepts_exactly_what_the_slow_path_accepts(
     offset: int, patches: list[tuple[int, bytes]], damage: int | None, seq: int, epoch: int
 ) -> None:
@@ -556,3 +562,26 @@ def test_fast_path_accepts_exactly_what_the_slow_path_accepts(
     size, generation, got = fast
     assert (size, generation) == (slow.size, slow.header.generation)
     assert got == check_patches(slow.payload, 128)
+
+
+@pytest.mark.parametrize("end", ["inside", "at-the-end"])
+def test_fast_path_defers_on_every_damaged_byte(end: str) -> None:
+    """Any one damaged byte of a record makes the slow path refuse it and the fast path defer."""
+    payload = encode_patches([(0, b"abc"), (10, b"de")])
+    size = record_size(len(payload))
+    position = LAP + (JS - size if end == "at-the-end" else 8 * 40)
+    clean = bytearray(JS)
+    write_record(clean, position, payload=payload)
+    assert next_record_fast(
+        clean, JS, position, epoch=1, seq=1, limit=position + size, state_size=128
+    ) == (size, 1, check_patches(payload, 128))
+    for at in range(size):
+        for mask in (0x01, 0x80):
+            ring = bytearray(clean)
+            flip_byte(ring, position + at, mask, JS)
+            slow, reason, _ = read_record(ring, JS, position, epoch=1, seq=1)
+            assert slow is None, f"byte {at} ^ {mask:#x}: the slow path accepted it"
+            fast = next_record_fast(
+                ring, JS, position, epoch=1, seq=1, limit=position + JS, state_size=128
+            )
+            assert fast is None, f"byte {at} ^ {mask:#x} ({reason}): the fast path accepted it"

@@ -8,12 +8,16 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
+import time
 from pathlib import Path
 
 import pytest
 
 import journalstate as js
 from tests.conftest import Progress
+
+pytestmark = pytest.mark.slow  # real child processes, killed mid-stream
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -88,7 +92,7 @@ def run_child(
             os.kill(proc.pid, signal.SIGKILL)
             break
     rest = proc.stdout.read()  # drains what the line reader buffered, then the pipe
-    proc.communicate(timeout=60)
+    proc.communicate(timeout=300)
     for line in rest.split():
         last = int(line)  # printed before the kill: acknowledged too
     return last
@@ -166,32 +170,41 @@ def test_readers_beside_a_live_writer_see_committed_states(tmp_path: Path) -> No
         stderr=subprocess.PIPE,
         text=True,
     )
+    assert proc.stdout is not None
+    drain = threading.Thread(target=proc.stdout.read, daemon=True)
     try:
-        assert proc.stdout is not None
         assert proc.stdout.readline().startswith("ready")
-        proc.stdout.readline()  # at least one commit
-        steps = []
-        for _ in range(300):
+        # Drain the child's acknowledgements, so that it never blocks on a full pipe.
+        drain.start()
+        steps: set[int] = set()
+        opens = 0
+        # At least 300 opens, and as many more as it takes to see the writer move 20 times
+        # (however slowly a busy machine runs it); the deadline only guards against a hang.
+        deadline = time.monotonic() + 600
+        while opens < 300 or len(steps) < 20:
+            assert time.monotonic() < deadline, f"the writer is stuck: steps {sorted(steps)}"
             with js.open(path, Progress, readonly=True) as reader:
                 state = reader.state
                 assert state == (expected(state.step) if state.step else Progress())
                 assert not reader.recovery.corruption
-                steps.append(state.step)
-        assert len(set(steps)) > 1  # the writer really moved meanwhile
+                steps.add(state.step)
+            opens += 1
     finally:
         proc.kill()
+        if drain.is_alive():
+            drain.join()  # the pipe's end: the child is gone
         proc.communicate()
 
 
 LOCK_HOLDER = textwrap.dedent(
     """
-    import sys, time
+    import sys
     sys.path.insert(0, {root!r})
     import journalstate as js
     from tests.conftest import Progress
     store = js.open(sys.argv[1], Progress)
     print("locked", flush=True)
-    time.sleep(60)
+    sys.stdin.read()  # hold the lock until the test kills us
     """
 ).format(root=str(ROOT))
 
@@ -200,7 +213,10 @@ def test_lock_held_by_another_process(tmp_path: Path) -> None:
     """A writer in another process makes open() raise StoreLocked naming its pid."""
     path = tmp_path / "locked.jst"
     proc = subprocess.Popen(
-        [sys.executable, "-c", LOCK_HOLDER, str(path)], stdout=subprocess.PIPE, text=True
+        [sys.executable, "-c", LOCK_HOLDER, str(path)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
     )
     try:
         assert proc.stdout is not None

@@ -14,8 +14,18 @@ import attrs
 import pytest
 
 import journalstate as js
-from journalstate._format import HEADER_FIXED_SIZE, RECORD_HEADER_SIZE, header_crc
+from journalstate._format import (
+    HEADER_FIXED_SIZE,
+    RECORD_HEADER_SIZE,
+    encode_patches,
+    header_crc,
+    record_size,
+)
+from journalstate._schema import compile_schema
 from tests.conftest import CountingStorage, Progress, crash_copy
+
+SECTOR = 512
+"""Bytes a disk writes atomically: an OS crash keeps or loses each sector whole."""
 
 
 def file_bytes(path: Path) -> bytes:
@@ -262,7 +272,7 @@ def test_interval_mode_flushes_in_background(store_path: Path) -> None:
     ) as store:
         storage.syncs.clear()
         store.commit(Progress(step=1))
-        deadline = time.monotonic() + 10
+        deadline = time.monotonic() + 120  # a hang guard, not a speed requirement
         while store.durable_seq < 1 and time.monotonic() < deadline:
             time.sleep(0.01)
         assert store.durable_seq == 1
@@ -356,7 +366,7 @@ def test_lock_timeout_waits_for_release(store_path: Path) -> None:
     first = js.open(store_path, Progress)
     timer = threading.Timer(0.2, first.close)
     timer.start()
-    with js.open(store_path, Progress, lock_timeout=30) as second:
+    with js.open(store_path, Progress, lock_timeout=300) as second:
         assert second.state == Progress()
     timer.join()
 
@@ -553,25 +563,57 @@ def test_damaged_durable_record_is_corruption(store_path: Path) -> None:
 
 
 def test_records_from_before_recovery_are_never_replayed(store_path: Path) -> None:
-    """A stale record left after a torn one is not replayed once new commits follow."""
-    with js.open(store_path, Progress, durability="process") as store:
-        store.commit(Progress(step=1, label="a"))
-        store.commit(Progress(step=2, label="b"))
-        store.commit(Progress(step=3, label="c"))
-        copy = crash_copy(store_path)
-    # Lose record 2 (as if its page never reached the disk), keep record 3.
-    data = bytearray(file_bytes(copy))
-    last = last_record_offset(copy)
-    data[last - 4] ^= 0xFF
-    copy.write_bytes(bytes(data))
-    with js.open(copy, Progress, durability="process") as store:
-        assert store.state == Progress(step=1, label="a")
-        assert store.recovery.torn_tail
-        # Same-sized commit: lands exactly where record 2 was, so stale record 3 follows it.
-        store.commit(Progress(step=2, label="x"))
-        second = crash_copy(copy, copy.with_name("second.jst"))
-    with js.open(second, Progress, readonly=True) as store:
-        assert store.state == Progress(step=2, label="x")
+    """A stale record the new session's end marker failed to cover is not replayed."""
+    schema = compile_schema(Progress)
+
+    def size(old: Progress, new: Progress) -> int:
+        return record_size(len(encode_patches(schema.diff(old, new))))
+
+    # Record 3 must start on a sector boundary, so that an OS crash can keep the next
+    # session's record 2 (the sectors before it) and lose its end marker (the sector at it).
+    base = Progress()
+
+    def commits(n: int) -> list[Progress]:
+        return [Progress(step=i, label=c, blob=b"\x01" * n) for i, c in enumerate("abc", 1)]
+
+    states = next(
+        s
+        for s in map(commits, range(1, SECTOR))
+        if (size(base, s[0]) + size(s[0], s[1])) % SECTOR == 0
+    )
+    store = js.open(store_path, Progress, durability="process")
+    assert store._tail == 0
+    for state in states:
+        store.commit(state)
+    copy = crash_copy(store_path)  # a process death: records 1, 2 and 3 in the page cache
+    store.close()
+    header = store.header
+    second = header.journal_offset + size(base, states[0])
+    third = second + size(states[0], states[1])
+    assert third % SECTOR == 0
+    # An OS crash that tore record 2 and kept record 3: recovery stops at record 1.
+    torn = bytearray(file_bytes(copy))
+    torn[second + RECORD_HEADER_SIZE] ^= 0xFF
+    copy.write_bytes(bytes(torn))
+    store = js.open(copy, Progress, durability="process")
+    assert store.state == states[0]
+    assert store.recovery.torn_tail
+    # Same size as record 2: the new record 2 ends exactly where stale record 3 begins, and
+    # its end marker (written with it, never synced) is all that covers record 3's header.
+    new = attrs.evolve(states[1], label="x")
+    store.commit(new)
+    assert store._tail == third - header.journal_offset
+    after = file_bytes(copy)
+    store.close()
+    # The OS crash: every sector of the new session reached the disk except the end marker's.
+    image = bytearray(after)
+    image[third : third + SECTOR] = torn[third : third + SECTOR]
+    lost = copy.with_name("lost-marker.jst")
+    lost.write_bytes(bytes(image))
+    with js.open(lost, Progress, readonly=True) as recovered:
+        assert recovered.state == new
+    with js.open(lost, Progress) as recovered:
+        assert recovered.state == new
 
 
 def test_previous_generation(store_path: Path) -> None:
@@ -696,7 +738,7 @@ def test_dropped_store_releases_its_thread_and_lock(store_path: Path) -> None:
     assert flusher is not None
     del store
     gc.collect()
-    flusher.join(timeout=30)
+    flusher.join(timeout=300)
     assert not flusher.is_alive()
     with js.open(store_path, Progress) as again:  # the lock went with the descriptor
         assert again.state.step == 1

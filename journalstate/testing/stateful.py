@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
 import journalstate as js
+from journalstate._format import END_MARKER_SIZE
 from journalstate._journal import max_payload
 from journalstate._schema import compile_schema
 from journalstate.testing._disk import Event, Op, SimStorage, SimulatedCrash
@@ -141,12 +142,24 @@ class CrashMachine(RuleBasedStateMachine):
     @precondition(lambda self: self.store is not None and not self.poisoned)
     @rule(data=st.data())
     def commit(self, data: st.DataObject) -> None:
-        assert self.store is not None
         new = data.draw(self.states, label="new state")
         override = data.draw(st.sampled_from([None, *_MODES]), label="override")
+        self._commit(new, override)
+
+    @precondition(lambda self: self.store is not None and not self.poisoned)
+    @rule(data=st.data(), n=st.integers(2, 8))
+    def commits(self, data: st.DataObject, n: int) -> None:
+        """Several commits in a row: the journal fills, wraps and checkpoints within one step."""
+        override = data.draw(st.sampled_from([None, *_MODES]), label="override")
+        for _ in range(n):
+            self._commit(data.draw(self.states, label="new state"), override)
+
+    def _commit(self, new: Any, override: str | None) -> None:
+        assert self.store is not None
         low, high = self._size_bounds(self.store.state, new)
         capacity = max_payload(self.schema_journal_size())
         note(f"commit {new!r} override={override} payload bounds {low}..{high}")
+        tail = self.store._tail
         try:
             seq = self.store.commit(new, durability=override)
         except js.TransactionTooLarge:
@@ -156,11 +169,21 @@ class CrashMachine(RuleBasedStateMachine):
             assert self.store.seq == self.last
             return
         assert low <= capacity, "accepted a transaction that cannot fit"
+        self._note_straddle(tail, self.store._tail)
         if seq != self.last:
             self.history.append(new)
         assert seq == self.last
         if (override or self.mode) == "commit":
             self.durable = self.last
+
+    def _note_straddle(self, before: int, after: int) -> None:
+        """Count a commit whose record (from ``before`` to ``after``) crossed the ring's end."""
+        journal = self.schema_journal_size()
+        end = before % journal + after - before  # where the record ends, in ring offsets
+        if after == before or end + END_MARKER_SIZE <= journal:
+            return
+        event("record across the ring's end" if end > journal else "end marker across the end")
+        self._count("records across the ring's end")
 
     def schema_journal_size(self) -> int:
         assert self.store is not None
