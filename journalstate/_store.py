@@ -311,7 +311,7 @@ class Store(Generic[T]):
 
         An exception that interrupts a ``finally`` clause can leave the id in ``_inside``
         after the operation ended. The stack is the truth: when it holds no other operation of
-        this store, the stale id is dropped and the call goes ahead.
+        this store, the call goes ahead (and its own ``finally`` drops the stale id).
         """
         frame: FrameType | None = sys._getframe(1)
         depth = 0
@@ -325,7 +325,20 @@ class Store(Generic[T]):
                         "the main loop"
                     )
             frame = frame.f_back
-        self._inside.discard(me)
+
+    def _in_transaction(self, me: int) -> bool:
+        """Whether thread ``me`` (the caller) is inside the block of its open transaction.
+
+        Called before taking the lock. A transaction holds the lock from its start to its end,
+        so a mark whose thread does not hold the lock was left by an exception that
+        interrupted the transaction's cleanup: it is dropped.
+        """
+        if self._txn_owner != me:
+            return False
+        if self._lock._is_owned():  # type: ignore[attr-defined]
+            return True
+        self._txn_owner = None
+        return False
 
     # --- committing ------------------------------------------------------------------------
 
@@ -360,14 +373,14 @@ class Store(Generic[T]):
         inside = self._inside
         if me in inside:
             self._reentered(me)
+        if self._txn_owner == me and self._in_transaction(me):
+            raise ReentrantCall(
+                "commit() inside a transaction of the same thread; "
+                "change the draft instead and let the transaction commit it"
+            )
         try:
             inside.add(me)
             with self._lock:
-                if self._txn_owner == me:
-                    raise ReentrantCall(
-                        "commit() inside a transaction of the same thread; "
-                        "change the draft instead and let the transaction commit it"
-                    )
                 seq = self._commit_locked(state, mode)
             if mode is Durability.COMMIT:
                 self._commit_point(seq)
@@ -388,14 +401,14 @@ class Store(Generic[T]):
         """
         mode = _durability(durability, self._durability)
         me = self._enter()
+        if self._in_transaction(me):
+            raise ReentrantCall("transactions do not nest; finish the open one first")
         inside = self._inside
         with self._lock:
             try:
                 inside.add(me)
                 self._settle()
                 self._check_writable()
-                if self._txn_owner is not None:
-                    raise ReentrantCall("transactions do not nest; finish the open one first")
             finally:
                 inside.discard(me)
             draft: Draft | None = None
@@ -753,7 +766,7 @@ class Store(Generic[T]):
             self._release()
             return
         me = self._enter()
-        if self._txn_owner == me:
+        if self._in_transaction(me):
             raise ReentrantCall("close() inside a transaction; finish the transaction first")
         try:
             self._inside.add(me)
@@ -803,10 +816,6 @@ class Store(Generic[T]):
 
     def __reduce_ex__(self, protocol: SupportsIndex) -> NoReturn:
         """Refuse pickling and copying: a store owns a mapping, a descriptor and a lock."""
-        raise StoreNotPicklable(self._path)
-
-    def __reduce__(self) -> NoReturn:
-        """Refuse pickling and copying (see ``__reduce_ex__``)."""
         raise StoreNotPicklable(self._path)
 
     def __enter__(self) -> Store[T]:
