@@ -9,6 +9,11 @@ Write paths (each crash window is described where the write happens, and in docs
   generation, msync it, and only then release the journal space it covers.
 * open for writing: recover, zero the end marker at the recovered tail, then checkpoint with a
   new epoch, so records from before this recovery can never join this session's chain.
+
+Signals (docs/design.md, "Signals, Ctrl-C and fork"): the chain's bookkeeping is three
+immutable values (``_head``, ``_base``, ``_synced``), each replaced in one assignment, and a
+commit cut short by an exception is settled by the next call (``_settle``); a call from a signal
+handler into a call of the same store raises ReentrantCall; a forked child cannot write.
 """
 
 from __future__ import annotations

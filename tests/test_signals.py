@@ -475,6 +475,28 @@ def test_a_mark_left_by_an_interrupted_finally_is_dropped(store_path: Path) -> N
         assert threading.get_ident() not in store._inside
 
 
+def test_exception_after_the_msync_leaves_durable_seq_behind(store_path: Path) -> None:
+    """A handler's exception right after the commit point's msync does not report durability."""
+    store = open_store(store_path, "commit", 0.5)
+    store.commit(S(step=1))
+    durable = store.durable_seq
+    ring = HookRegion(store._ring, "sync")
+    store._ring = ring
+
+    def handler() -> None:
+        ring.inner.sync(0, JOURNAL)  # the msync itself completes...
+        raise Injected("...and the handler raises before the store records it")
+
+    ring.hook = handler
+    with pytest.raises(Injected):
+        store.commit(S(step=2))
+    assert (store.seq, store.durable_seq) == (2, durable)  # happened, durability not claimed
+    check_consistent(store, store_path)
+    store.flush()
+    assert store.durable_seq == 2
+    store.close()
+
+
 def test_other_threads_commit_while_one_is_inside(store_path: Path) -> None:
     """Another thread may commit while this one is in its commit point: it is not refused."""
     store = open_store(store_path, "commit", 0.5)
