@@ -26,7 +26,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from threading import get_ident
 from types import FrameType
-from typing import Any, Generic, NamedTuple, NoReturn, SupportsIndex, TypeVar
+from typing import Any, Final, Generic, NamedTuple, NoReturn, SupportsIndex, TypeVar
 
 import attrs
 
@@ -92,15 +92,18 @@ class StoreStats:
     bytes_journaled: int = 0
 
 
-class _Head(NamedTuple):
-    """The end of the chain, as a commit leaves it. Swapped in one assignment."""
+_Head = tuple[int, int, Any, int, list[tuple[int, bytes]]]
+"""The end of the chain as a commit leaves it, swapped in one assignment.
 
-    tail: int
-    """Logical journal position after the last record: where the next record goes."""
-    seq: int
-    """Sequence number of the last commit."""
-    state: Any
-    """The state after that commit."""
+``(tail, seq, state, start, patches)``: the logical journal position where the next record
+goes, the sequence number and the state of the last commit, and what :meth:`Store._settle`
+needs to finish or undo that commit: where its record starts and its patches to the state
+image (empty when it wrote no record). A plain tuple: the commit path builds one per commit,
+and a named tuple costs several times more to build. Read it with the indexes below.
+"""
+_TAIL: Final = 0
+_SEQ: Final = 1
+_STATE: Final = 2
 
 
 class _Base(NamedTuple):
@@ -108,7 +111,7 @@ class _Base(NamedTuple):
 
     slot: int
     position: int
-    """The journal's live records lie in ``[position, head.tail)``."""
+    """The journal's live records lie in ``[position, tail)``."""
     seq: int
     """The sequence number the slot's state covers."""
     generation: int
@@ -122,16 +125,6 @@ class _Synced(NamedTuple):
     """The ring up to here, and the end marker after it, were msync'ed."""
     seq: int
     """``durable_seq``: the highest sequence number durable against an OS crash."""
-
-
-class _Pending(NamedTuple):
-    """A commit between the start of its ring write and the end of its bookkeeping."""
-
-    position: int
-    """Where its record starts."""
-    patches: list[tuple[int, bytes]]
-    head: _Head
-    """The head it swaps in: once ``store._head is head``, the commit happened."""
 
 
 _OPEN_STORES: weakref.WeakSet[Store[Any]] = weakref.WeakSet()
@@ -206,10 +199,12 @@ class Store(Generic[T]):
             generation=report.generation,
             epoch=report.epoch,
         )
-        self._head = _Head(report.position, report.seq, state)
+        self._head: _Head = (report.position, report.seq, state, report.position, [])
         # Only the slot is known durable; a writable open's checkpoint makes all of it durable.
         self._synced = _Synced(report.position, report.base_seq)
-        self._pending: _Pending | None = None
+        # The head of a commit between the start of its ring write and the end of its
+        # bookkeeping: once `_head is _pending`, the commit happened (see _settle).
+        self._pending: _Head | None = None
         self._flusher: threading.Thread | None = None
         self._stop_flusher = threading.Event()
         _OPEN_STORES.add(self)
@@ -221,7 +216,7 @@ class Store(Generic[T]):
         """The latest committed state (a frozen attrs instance)."""
         if self._pending is not None:
             self._settle_idle()
-        state: T = self._head.state
+        state: T = self._head[_STATE]
         return state
 
     @property
@@ -270,7 +265,7 @@ class Store(Generic[T]):
         """Sequence number of the latest commit (0 for a store never committed to)."""
         if self._pending is not None:
             self._settle_idle()
-        return self._head.seq
+        return self._head[_SEQ]
 
     @property
     def durable_seq(self) -> int:
@@ -285,7 +280,7 @@ class Store(Generic[T]):
     @property
     def journal_fill(self) -> float:
         """Fraction of the journal ring holding records not yet covered by a checkpoint."""
-        return (self._head.tail - self._base.position) / self._journal_size
+        return (self._head[_TAIL] - self._base.position) / self._journal_size
 
     @property
     def _base_slot(self) -> int:
@@ -419,7 +414,7 @@ class Store(Generic[T]):
             draft: Draft | None = None
             try:
                 self._txn_owner = me
-                draft = Draft(self._head.state)
+                draft = Draft(self._head[_STATE])
                 yield draft  # the caller's block runs outside _inside: it may flush, read...
                 new_state = build(draft)
                 try:
@@ -448,14 +443,13 @@ class Store(Generic[T]):
             raise InvalidValue(
                 "<root>", f"expected a {schema.cls.__name__}, got {type(state).__name__}"
             )
-        head = self._head
-        patches = schema.diff(head.state, state)
+        tail, last, current, _, _ = self._head
+        patches = schema.diff(current, state)
         if not patches:
-            if state is not head.state:
-                self._head = _Head(head.tail, head.seq, state)
-            return head.seq  # the commit point (if any) still covers earlier records
-        seq = head.seq + 1
-        tail = head.tail
+            if state is not current:
+                self._head = (tail, last, state, tail, [])
+            return last  # the commit point (if any) still covers earlier records
+        seq = last + 1
         journal_size = self._journal_size
         record, size = self._build(seq, tail, patches)
         if size - RECORD_HEADER_SIZE > self._max_payload:
@@ -463,10 +457,10 @@ class Store(Generic[T]):
         if tail + size + END_MARKER_SIZE - self._base.position > journal_size:
             self._checkpoint_locked()
             record, size = self._build(seq, tail, patches)  # the generation and durable_seq moved
-        new = _Head(tail + size, seq, state)
+        new: _Head = (tail + size, seq, state, tail, patches)
         # An exception from here to the clearing of _pending (a signal handler's, between
         # any two bytecodes) leaves a pending commit, which the next call settles: see _settle.
-        self._pending = _Pending(tail, patches, new)
+        self._pending = new
         # Crash window: the record is in the page cache, not on disk. Process death keeps it
         # (recovery replays it); an OS crash may keep any subset of its sectors, which the
         # record's crc rejects as a torn tail, so recovery stops at the previous commit.
@@ -488,7 +482,7 @@ class Store(Generic[T]):
         stats.bytes_journaled += size
         if mode is Durability.INTERVAL and self._flusher is None:
             self._start_flusher(self._flush_interval)
-        if new.tail - self._base.position > self._checkpoint_at:
+        if tail + size - self._base.position > self._checkpoint_at:
             self._checkpoint_locked()
         return seq
 
@@ -504,12 +498,13 @@ class Store(Generic[T]):
         pending = self._pending
         if pending is None or self._forked or self._closed:
             return
-        if self._head is pending.head:
+        _, _, _, start, patches = pending
+        if self._head is pending:
             image = self._image
-            for offset, data in pending.patches:
+            for offset, data in patches:
                 image[offset : offset + len(data)] = data
         else:
-            self._ring_write(pending.position, _ZERO_MARKER)
+            self._ring_write(start, _ZERO_MARKER)
             if self._poisoned is None:
                 # Crash window: until this msync returns, an OS crash may bring back the
                 # record the zeros replace (its pages may have been written back): a state
@@ -517,7 +512,7 @@ class Store(Generic[T]):
                 # that was complete but not acknowledged. After it, never. Without it, a
                 # checkpoint at this tail could vouch for that record.
                 with suppress(StorePoisoned):  # poisoned now: every later write says so
-                    self._sync_marker(pending.position)
+                    self._sync_marker(start)
         self._pending = None
 
     def _settle_idle(self) -> None:
@@ -548,14 +543,14 @@ class Store(Generic[T]):
                 if synced.seq >= seq:
                     return  # covered by another thread's msync, or by a checkpoint
                 self._check_open()
-                head = self._head
+                tail, last = self._head[_TAIL], self._head[_SEQ]
                 start = max(synced.position, self._base.position)
-            # The commit point: once this msync returns, the records up to head.seq are
+            # The commit point: once this msync returns, the records up to `last` are
             # durable. An exception after it returns (a signal handler's) leaves durable_seq
             # behind: durability is only ever reported for a sync known to have completed.
-            self._sync_range(start, head.tail)
+            self._sync_range(start, tail)
             with self._lock:
-                self._mark_synced(head.tail, head.seq)
+                self._mark_synced(tail, last)
 
     def _mark_synced(self, position: int, seq: int) -> None:
         """Record that the journal through ``position`` and commits through ``seq`` are durable."""
@@ -611,11 +606,12 @@ class Store(Generic[T]):
 
     def _sync_journal(self) -> None:
         """msync the journal from the last synced position through the tail's end marker."""
-        synced, head = self._synced, self._head
-        if synced.position >= head.tail:
+        synced = self._synced
+        tail, seq, _, _, _ = self._head
+        if synced.position >= tail:
             return
-        self._sync_range(max(synced.position, self._base.position), head.tail)
-        self._mark_synced(head.tail, head.seq)
+        self._sync_range(max(synced.position, self._base.position), tail)
+        self._mark_synced(tail, seq)
 
     def _sync_range(self, start: int, tail: int) -> None:
         """msync the ring from logical ``start`` through the end marker after ``tail``."""
@@ -651,19 +647,20 @@ class Store(Generic[T]):
         self, *, new_epoch: int | None = None, target: int | None = None
     ) -> None:
         assert self._pending is None, "a checkpoint must see the image of the head's state"
-        base, head = self._base, self._head
+        base = self._base
+        tail, seq, _, _, _ = self._head
         target = 1 - base.slot if target is None else target
         generation = base.generation + 1
         epoch = base.epoch if new_epoch is None else new_epoch
-        slot_head = SlotHead(generation, epoch, head.seq, head.tail, self._header.state_size)
+        slot_head = SlotHead(generation, epoch, seq, tail, self._header.state_size)
         data = encode_slot(slot_head, self._image)
         offset = target * self._header.slot_size
-        if self._synced.position < head.tail:
+        if self._synced.position < tail:
             # The slot will say "the journal continues at the tail": make the zero end marker
             # there durable first (only in process and interval modes; a commit point already
             # synced it), so that after an OS crash the journal ends cleanly at the slot's
             # position instead of on whatever an earlier lap left there.
-            self._sync_marker(head.tail)
+            self._sync_marker(tail)
         # Crash window: the target slot is partly written. Its crc fails (or it still holds
         # its older, valid contents), so recovery starts from the base slot and replays the
         # journal, none of which has been released yet.
@@ -674,15 +671,15 @@ class Store(Generic[T]):
         # exception before it (a signal handler's) leaves the old base in memory: still a
         # durable slot whose records are all in the journal, so the store stays correct; the
         # next checkpoint writes the same target slot again.
-        self._base = _Base(target, head.tail, head.seq, generation, epoch)
-        self._mark_synced(head.tail, head.seq)
+        self._base = _Base(target, tail, seq, generation, epoch)
+        self._mark_synced(tail, seq)
         self.stats.slot_syncs += 1
         self.stats.checkpoints += 1
 
     def _begin_session(self, max_generation: int, max_epoch: int) -> None:
         """Make the recovered state this session's durable starting point (open for writing)."""
         self._base = self._base._replace(generation=max_generation)
-        tail = self._head.tail
+        tail = self._head[_TAIL]
         # Crash window: zeroing the end marker only touches bytes past the recovered chain
         # (a torn tail at most), so recovery from the base slot is unchanged if we stop here.
         self._ring_write(tail, _ZERO_MARKER)
@@ -782,7 +779,7 @@ class Store(Generic[T]):
                         if (
                             not self._readonly
                             and self._poisoned is None
-                            and self._head.seq != self._base.seq
+                            and self._head[_SEQ] != self._base.seq
                         ):
                             self._checkpoint_locked()
                     except Exception:
@@ -833,7 +830,7 @@ class Store(Generic[T]):
         if self._closed:
             status = "closed"
         else:
-            status = f"seq={self._head.seq} generation={self._base.generation}"
+            status = f"seq={self._head[_SEQ]} generation={self._base.generation}"
         return f"<journalstate.Store {self._path!r} {status}>"
 
 

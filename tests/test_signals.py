@@ -156,16 +156,16 @@ def filler(state: S) -> S:
 def record_size(directory: Path) -> int:
     """The journal bytes the target commit takes."""
     with open_store(directory / "scratch.jst", "process", 1.0) as store:
-        before = store._head.tail
+        before = store._head[0]
         store.commit(target(store.state))
-        size = store._head.tail - before
+        size = store._head[0] - before
     (directory / "scratch.jst").unlink()
     return size
 
 
 def wants(kind: str, store: Store[S], size: int) -> bool:
     """Whether the next target commit is of the wanted kind."""
-    tail, base = store._head.tail, store._base.position
+    tail, base = store._head[0], store._base.position
     straddles = tail % JOURNAL + size > JOURNAL
     space = tail + size + 48 - base > JOURNAL
     fill = tail + size - base > JOURNAL * 0.5
