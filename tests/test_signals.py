@@ -35,7 +35,8 @@ JOURNAL = 4096  # one page: commits soon trigger checkpoints and straddle the ri
 MODES = ["commit", "interval", "process"]
 PACKAGE = os.path.dirname(js.__file__)
 TESTING = os.path.join(PACKAGE, "testing")
-NOP = dis.opmap["NOP"]
+NO_CHECK = {dis.opmap[name] for name in ("NOP", "SETUP_FINALLY") if dis.opmap.get(name, 256) < 256}
+"""Opcodes that start a ``try:`` line (a no-op since 3.11): no pending signal is handled there."""
 LOAD_CONST = dis.opmap["LOAD_CONST"]
 
 
@@ -93,13 +94,14 @@ def deliverable(frame: FrameType) -> bool:
     """Whether CPython could deliver an asynchronous exception where this line starts.
 
     Signal handlers (and so KeyboardInterrupt) run only where the interpreter checks for
-    pending events: never at the ``NOP`` of a ``try:`` line, nor at the ``LOAD_CONST None``
-    that starts a ``with`` block's exit before its ``__exit__`` call. A trace function that
-    raised there would raise outside the block's exception handling, which no signal can.
+    pending events: never at the instruction that starts a ``try:`` line, nor at the
+    ``LOAD_CONST None`` that starts a ``with`` block's exit before its ``__exit__`` call. A
+    trace function that raised there would raise outside the block's exception handling,
+    which no signal can.
     """
     code = frame.f_code
     op = code.co_code[frame.f_lasti]
-    if op == NOP:
+    if op in NO_CHECK:
         return False
     if op == LOAD_CONST and code.co_consts[code.co_code[frame.f_lasti + 1]] is None:
         line = linecache.getline(code.co_filename, frame.f_lineno).lstrip()
@@ -110,13 +112,14 @@ def deliverable(frame: FrameType) -> bool:
 def injected(entry: Callable[..., Any], at: int, action: Callable[[], object]) -> bool:
     """Run ``action`` with an exception injected at line ``at`` of ``entry``; True if it fired."""
     injector = Injector(entry, at)
+    previous = sys.gettrace()  # a coverage tracer, say
     sys.settrace(injector)
     try:
         action()
     except Injected:
         assert injector.fired
     finally:
-        sys.settrace(None)
+        sys.settrace(previous)
     return injector.fired
 
 
@@ -180,6 +183,7 @@ def wants(kind: str, store: Store[S], size: int) -> bool:
 
 
 SCENARIOS = {"plain": 0.5, "straddle": 0.5, "space": 1.0, "fill": 0.5}
+"""The checkpoint threshold of each kind of target commit (1.0: only checkpoints for space)."""
 
 
 def prepare(
