@@ -213,7 +213,11 @@ class Store(Generic[T]):
 
     @property
     def state(self) -> T:
-        """The latest committed state (a frozen attrs instance)."""
+        """The latest committed state (a frozen attrs instance).
+
+        It always matches what a reopen of the file would find: reading it first finishes or
+        undoes a commit that an exception (a signal handler's) interrupted, if there is one.
+        """
         if self._pending is not None:
             self._settle_idle()
         state: T = self._head[_STATE]
