@@ -92,14 +92,15 @@ class StoreStats:
     bytes_journaled: int = 0
 
 
-_Head = tuple[int, int, Any, int, list[tuple[int, bytes]]]
+_Head = tuple[int, int, Any, int, list[tuple[int, bytes]], bytes]
 """The end of the chain as a commit leaves it, swapped in one assignment.
 
-``(tail, seq, state, start, patches)``: the logical journal position where the next record
-goes, the sequence number and the state of the last commit, and what :meth:`Store._settle`
-needs to finish or undo that commit: where its record starts and its patches to the state
-image (empty when it wrote no record). A plain tuple: the commit path builds one per commit,
-and a named tuple costs several times more to build. Read it with the indexes below.
+``(tail, seq, state, start, patches, record)``: the logical journal position where the next
+record goes, the sequence number and the state of the last commit, and what
+:meth:`Store._settle` needs to finish or undo that commit: where its record starts, its
+patches to the state image and the record's bytes with the end marker after it (empty when it
+wrote no record). A plain tuple: the commit path builds one per commit, and a named tuple
+costs several times more to build. Read it with the indexes below.
 """
 _TAIL: Final = 0
 _SEQ: Final = 1
@@ -199,7 +200,7 @@ class Store(Generic[T]):
             generation=report.generation,
             epoch=report.epoch,
         )
-        self._head: _Head = (report.position, report.seq, state, report.position, [])
+        self._head: _Head = (report.position, report.seq, state, report.position, [], b"")
         # Only the slot is known durable; a writable open's checkpoint makes all of it durable.
         self._synced = _Synced(report.position, report.base_seq)
         # The head of a commit between the start of its ring write and the end of its
@@ -447,11 +448,11 @@ class Store(Generic[T]):
             raise InvalidValue(
                 "<root>", f"expected a {schema.cls.__name__}, got {type(state).__name__}"
             )
-        tail, last, current, _, _ = self._head
+        tail, last, current, _, _, _ = self._head
         patches = schema.diff(current, state)
         if not patches:
             if state is not current:
-                self._head = (tail, last, state, tail, [])
+                self._head = (tail, last, state, tail, [], b"")
             return last  # the commit point (if any) still covers earlier records
         seq = last + 1
         journal_size = self._journal_size
@@ -461,7 +462,7 @@ class Store(Generic[T]):
         if tail + size + END_MARKER_SIZE - self._base.position > journal_size:
             self._checkpoint_locked()
             record, size = self._build(seq, tail, patches)  # the generation and durable_seq moved
-        new: _Head = (tail + size, seq, state, tail, patches)
+        new: _Head = (tail + size, seq, state, tail, patches, record)
         # An exception from here to the clearing of _pending (a signal handler's, between
         # any two bytecodes) leaves a pending commit, which the next call settles: see _settle.
         self._pending = new
@@ -493,31 +494,49 @@ class Store(Generic[T]):
     def _settle(self) -> None:
         """Finish or undo a commit that an exception interrupted (with the lock held).
 
-        When the head was swapped, the commit happened: its patches are applied to the image
-        again (absolute offsets, so applying them twice is harmless). Otherwise it did not:
-        its record, whole or partial, may be in the ring after the tail, and the zero end
-        marker is written over its start again, so neither a reader nor a recovery can see
-        it. Both are idempotent, so a settle that is itself interrupted is simply redone.
+        The rule is recovery's: the commit happened if its record is whole in the ring (a
+        reader, or a reopen after a process death, would replay it), and not otherwise.
+
+        * The head was swapped, or the record is whole: the commit happened. The record is
+          written again (its end marker may have been cut), the head is swapped if it was
+          not, and the patches are applied to the image again (absolute offsets).
+        * The record is partial or absent: the commit did not happen. The zero end marker is
+          written over its start again, so that no later write can complete it.
+
+        Every step is idempotent, so a settle that is itself interrupted is simply redone.
         """
         pending = self._pending
         if pending is None or self._forked or self._closed:
             return
-        _, _, _, start, patches = pending
-        if self._head is pending:
-            image = self._image
-            for offset, data in patches:
-                image[offset : offset + len(data)] = data
-        else:
-            self._ring_write(start, _ZERO_MARKER)
-            if self._poisoned is None:
-                # Crash window: until this msync returns, an OS crash may bring back the
-                # record the zeros replace (its pages may have been written back): a state
-                # passed to commit() that never became the store's state, like any record
-                # that was complete but not acknowledged. After it, never. Without it, a
-                # checkpoint at this tail could vouch for that record.
-                with suppress(StorePoisoned):  # poisoned now: every later write says so
-                    self._sync_marker(start)
+        tail, _, _, start, patches, record = pending
+        if self._head is not pending:
+            if not self._ring_holds(start, record[: tail - start]):
+                self._ring_write(start, _ZERO_MARKER)
+                if self._poisoned is None:
+                    # Crash window: until this msync returns, an OS crash may bring back a
+                    # record the zeros replace: only a partial one, which its crc rejects.
+                    # Without it, a checkpoint at this tail could lead a recovery after an
+                    # OS crash onto whatever an earlier lap left here.
+                    with suppress(StorePoisoned):  # poisoned now: every later write says so
+                        self._sync_marker(start)
+                self._pending = None
+                return
+            self._ring_write(start, record)
+            self._head = pending
+        image = self._image
+        for offset, data in patches:
+            image[offset : offset + len(data)] = data
         self._pending = None
+
+    def _ring_holds(self, position: int, data: bytes) -> bool:
+        """Whether the ring holds ``data`` at logical ``position``."""
+        buffer = self._ring.buffer
+        start = position % self._journal_size
+        first = min(len(data), self._journal_size - start)
+        return (
+            buffer[start : start + first] == data[:first]
+            and buffer[0 : len(data) - first] == data[first:]
+        )
 
     def _settle_idle(self) -> None:
         """Settle a pending commit for a reader, unless this thread is inside an operation."""
@@ -611,7 +630,7 @@ class Store(Generic[T]):
     def _sync_journal(self) -> None:
         """msync the journal from the last synced position through the tail's end marker."""
         synced = self._synced
-        tail, seq, _, _, _ = self._head
+        tail, seq, _, _, _, _ = self._head
         if synced.position >= tail:
             return
         self._sync_range(max(synced.position, self._base.position), tail)
@@ -652,7 +671,7 @@ class Store(Generic[T]):
     ) -> None:
         assert self._pending is None, "a checkpoint must see the image of the head's state"
         base = self._base
-        tail, seq, _, _, _ = self._head
+        tail, seq, _, _, _, _ = self._head
         target = 1 - base.slot if target is None else target
         generation = base.generation + 1
         epoch = base.epoch if new_epoch is None else new_epoch

@@ -152,8 +152,10 @@ def target(state: S) -> S:
 
 
 def filler(state: S) -> S:
-    """A smaller commit that moves the tail on: changes only the step."""
-    return attrs.evolve(state, step=state.step + 1)
+    """A commit that moves the tail on: the step, and every third time the label (two sizes)."""
+    if state.step % 3:
+        return attrs.evolve(state, step=state.step + 1)
+    return attrs.evolve(state, step=state.step + 1, label=f"f{state.step}")
 
 
 def record_size(directory: Path) -> int:
@@ -170,19 +172,22 @@ def wants(kind: str, store: Store[S], size: int) -> bool:
     """Whether the next target commit is of the wanted kind."""
     tail, base = store._head[0], store._base.position
     straddles = tail % JOURNAL + size > JOURNAL
+    marker = not straddles and tail % JOURNAL + size + 48 > JOURNAL  # only the end marker
     space = tail + size + 48 - base > JOURNAL
     fill = tail + size - base > JOURNAL * 0.5
     if kind == "plain":
         return store.seq >= 1
     if kind == "straddle":
         return straddles and not space
+    if kind == "marker":
+        return marker and not space
     if kind == "space":
         return space and not straddles
     assert kind == "fill"
     return fill and not straddles and not space
 
 
-SCENARIOS = {"plain": 0.5, "straddle": 0.5, "space": 1.0, "fill": 0.5}
+SCENARIOS = {"plain": 0.5, "straddle": 0.5, "marker": 0.5, "space": 1.0, "fill": 0.5}
 """The checkpoint threshold of each kind of target commit (1.0: only checkpoints for space)."""
 
 
@@ -204,17 +209,23 @@ def prepare(
 
 
 def check_consistent(store: Store[S], path: Path) -> None:
-    """The store's in-memory state is what a reopen of its file (as a process death) shows."""
-    state, seq = store.state, store.seq
+    """A reopen of the file (as after a process death) shows the store's in-memory state.
+
+    The file is read first: it must already agree with whatever reading the state settles.
+    """
     with js.open(path, S, readonly=True) as other:
-        assert other.state == state
-        assert other.seq == seq
         assert not other.recovery.corruption
+        assert (other.state, other.seq) == (store.state, store.seq)
 
 
-def check_after(store: Store[S], path: Path) -> None:
-    """Committing more works, and close then reopen gives it with a clean recovery."""
-    if not store.closed:
+def check_after(store: Store[S], path: Path, *, more: bool = True) -> None:
+    """Committing more works (if ``more``), and close then reopen gives it with a clean recovery.
+
+    Closing at once after the interruption checks what the interrupted call left at the tail.
+    """
+    if not store.closed and not more:
+        last = store.state
+    elif not store.closed:
         check_consistent(store, path)
         last = attrs.evolve(store.state, blob=b"last %d" % store.seq)
         store.commit(last)
@@ -251,15 +262,17 @@ def run_every_line(
         store, fillers = prepare(path, mode, kind, size, fillers)
         before = store.state
         fired = injected(entry, at, lambda: operation(store))  # noqa: B023
+        if not store.closed:
+            check_consistent(store, path)  # before anything else reads the store
         assert store.state in possible(before), f"line {at}: {store.state}"
-        check_after(store, path)
+        check_after(store, path, more=at % 2 == 0)
         path.unlink()
         if not fired:
             return at - 1
 
 
 @pytest.mark.parametrize("mode", MODES)
-@pytest.mark.parametrize("kind", ["plain", "straddle", "space", "fill"])
+@pytest.mark.parametrize("kind", ["plain", "straddle", "marker", "space", "fill"])
 def test_commit_interrupted_at_every_line(shm_dir: Path, mode: str, kind: str) -> None:
     """A commit interrupted anywhere happened or did not, matches its file, and goes on."""
     lines = run_every_line(
@@ -597,6 +610,79 @@ def test_signal_handler_that_commits(tmp_path: Path, mode: str, commits: int) ->
     assert done.returncode == 0, done.stderr
     report = json.loads(done.stdout)
     assert report["results"] == [{"committed": True, "equal": True}] * 4, report
+
+
+INTERRUPT_SCRIPT = textwrap.dedent(
+    """
+    import json, signal, sys
+    from typing import Annotated
+    import attrs
+    import journalstate as js
+
+    @attrs.frozen
+    class S:
+        step: js.U64 = 0
+        label: Annotated[str, js.Str(16)] = ""
+
+    path, mode, commits = sys.argv[1], sys.argv[2], int(sys.argv[3])
+    armed = [False]
+
+    def handler(signum, frame):
+        if armed[0]:  # one Ctrl-C at a time: none while the main loop checks the store
+            armed[0] = False
+            raise KeyboardInterrupt
+
+    store = js.open(path, S, durability=mode, journal_size=8192)
+    signal.signal(signal.SIGALRM, handler)
+    signal.setitimer(signal.ITIMER_REAL, 0.0002, 0.0002)
+    passed, interrupts, mismatches, done = {(0, "")}, 0, 0, [0]
+
+    def loop():
+        while done[0] < commits:
+            new = S(step=done[0], label="m%d" % done[0])
+            passed.add((new.step, new.label))
+            store.commit(new)
+            done[0] += 1
+
+    while done[0] < commits:
+        try:
+            armed[0] = True
+            loop()
+            armed[0] = False  # from here on the handler raises nothing
+        except KeyboardInterrupt:  # the handler disarmed itself
+            interrupts += 1
+            with js.open(path, S, readonly=True) as other:
+                if (other.state, other.seq) != (store.state, store.seq):
+                    mismatches += 1
+                if other.recovery.corruption:
+                    mismatches += 1
+    signal.setitimer(signal.ITIMER_REAL, 0, 0)
+    final = store.state
+    store.close()
+    with js.open(path, S, readonly=True, recovery="strict") as again:
+        ok = again.state == final and (final.step, final.label) in passed
+    print(json.dumps({"ok": ok, "mismatches": mismatches, "interrupts": interrupts}))
+    """
+)
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
+@pytest.mark.parametrize(("mode", "commits"), [("commit", 1500), ("process", 30_000)])
+def test_keyboard_interrupts_during_commits(shm_dir: Path, mode: str, commits: int) -> None:
+    """Ctrl-C at random points of a commit loop: the store always matches its file."""
+    try:
+        done = subprocess.run(
+            [sys.executable, "-c", INTERRUPT_SCRIPT, str(shm_dir / "s.jst"), mode, str(commits)],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+    except subprocess.TimeoutExpired:
+        pytest.fail("the process hung")
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert report["ok"], report
+    assert report["mismatches"] == 0, report
 
 
 # --- fork -----------------------------------------------------------------------------------------
