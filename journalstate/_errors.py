@@ -249,3 +249,45 @@ class StorePoisoned(JournalStateError):
             "and recovery will decide what survived"
         )
         self.cause = cause
+
+
+# --- signals, fork and pickling ------------------------------------------------------------------
+
+
+class ReentrantCall(TransactionError):
+    """A store call from inside a store call of the same thread (usually a signal handler).
+
+    Python runs a signal handler in the main thread between two bytecodes of whatever that
+    thread was doing, possibly in the middle of a commit. Finishing the interrupted call first
+    is impossible and mixing the two would be unsafe, so the inner call fails at once and
+    changes nothing. In the handler, set a flag (or raise an exception) and commit from the main
+    loop, or commit from the handler only where it cannot interrupt a store call.
+    """
+
+
+class ForkedStore(JournalStateError, RuntimeError):
+    """A write to a store inherited through ``fork()``: the parent process owns it.
+
+    The child shares the parent's mappings and lock, so a write from the child would mix with
+    the parent's. Reads still work; ``close()`` in the child releases only the child's copies.
+    """
+
+    def __init__(self, path: str) -> None:
+        super().__init__(
+            f"{path}: this store was opened by the parent process before fork(); the child "
+            "cannot write to it. Close it in the child (that writes nothing) and open the path "
+            "again once the parent has closed it, or open it with readonly=True"
+        )
+        self.path = path
+
+
+class StoreNotPicklable(JournalStateError, TypeError):
+    """A store was pickled or copied: it owns a mapping, a file descriptor and a lock."""
+
+    def __init__(self, path: str) -> None:
+        super().__init__(
+            f"{path}: an open store cannot be pickled or copied; pass its path (and schema) "
+            "to the other process and open it there after this one has closed it, "
+            "or open it there with readonly=True"
+        )
+        self.path = path

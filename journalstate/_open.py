@@ -27,6 +27,7 @@ from journalstate._errors import (
 )
 from journalstate._format import (
     HEADER_FIXED_SIZE,
+    MAX_JOURNAL_SIZE,
     MAX_SCHEMA_LENGTH,
     SLOT_HEAD_SIZE,
     Header,
@@ -45,7 +46,6 @@ from journalstate._schema import Schema, check_frozen, compile_schema
 from journalstate._store import (
     DEFAULT_CHECKPOINT_THRESHOLD,
     DEFAULT_JOURNAL_SIZE,
-    MAX_JOURNAL_SIZE,
     Durability,
     Store,
     _durability,

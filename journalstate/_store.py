@@ -9,26 +9,37 @@ Write paths (each crash window is described where the write happens, and in docs
   generation, msync it, and only then release the journal space it covers.
 * open for writing: recover, zero the end marker at the recovered tail, then checkpoint with a
   new epoch, so records from before this recovery can never join this session's chain.
+
+Signals (docs/design.md, "Signals, Ctrl-C and fork"): the chain's bookkeeping is three
+immutable values (``_head``, ``_base``, ``_synced``), each replaced in one assignment, and a
+commit cut short by an exception is settled by the next call (``_settle``); a call from a signal
+handler into a call of the same store raises ReentrantCall; a forked child cannot write.
 """
 
 from __future__ import annotations
 
+import os
+import sys
 import threading
 import weakref
 from collections.abc import Iterator
-from contextlib import contextmanager
-from typing import Any, Generic, TypeVar
+from contextlib import contextmanager, suppress
+from threading import get_ident
+from types import FrameType
+from typing import Any, Final, Generic, NamedTuple, NoReturn, SupportsIndex, TypeVar
 
 import attrs
 
 from journalstate._errors import (
+    ForkedStore,
     InvalidArgument,
     InvalidArgumentType,
     InvalidValue,
     ReadOnlyStore,
+    ReentrantCall,
     StoreClosed,
+    StoreNotPicklable,
     StorePoisoned,
-    TransactionError,
     TransactionTooLarge,
 )
 from journalstate._format import (
@@ -51,8 +62,6 @@ T = TypeVar("T")
 
 DEFAULT_JOURNAL_SIZE = 1 << 20
 """Journal ring size for new stores (bytes): room for thousands of small commits."""
-MAX_JOURNAL_SIZE = 1 << 30
-"""Largest journal ring (bytes): record lengths are u32 and replay reads the ring in memory."""
 DEFAULT_CHECKPOINT_THRESHOLD = 0.5
 """A commit that leaves the journal fuller than this fraction is followed by a checkpoint."""
 _ZERO_MARKER = bytes(END_MARKER_SIZE)
@@ -83,10 +92,62 @@ class StoreStats:
     bytes_journaled: int = 0
 
 
+_Head = tuple[int, int, Any, int, list[tuple[int, bytes]], bytes]
+"""The end of the chain as a commit leaves it, swapped in one assignment.
+
+``(tail, seq, state, start, patches, record)``: the logical journal position where the next
+record goes, the sequence number and the state of the last commit, and what
+:meth:`Store._settle` needs to finish or undo that commit: where its record starts, its
+patches to the state image and the record's bytes with the end marker after it (empty when it
+wrote no record). A plain tuple: the commit path builds one per commit, and a named tuple
+costs several times more to build. Read it with the indexes below.
+"""
+_TAIL: Final = 0
+_SEQ: Final = 1
+_STATE: Final = 2
+
+
+class _Base(NamedTuple):
+    """The newest durable checkpoint. Swapped in one assignment when a checkpoint completes."""
+
+    slot: int
+    position: int
+    """The journal's live records lie in ``[position, tail)``."""
+    seq: int
+    """The sequence number the slot's state covers."""
+    generation: int
+    epoch: int
+
+
+class _Synced(NamedTuple):
+    """How much of the journal is known durable; both values only grow."""
+
+    position: int
+    """The ring up to here, and the end marker after it, were msync'ed."""
+    seq: int
+    """``durable_seq``: the highest sequence number durable against an OS crash."""
+
+
+_OPEN_STORES: weakref.WeakSet[Store[Any]] = weakref.WeakSet()
+"""Every store opened in this process, so that a forked child can mark them."""
+
+
+def _after_fork_in_child() -> None:
+    for store in list(_OPEN_STORES):
+        store._forked_in_child()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
 class Store(Generic[T]):
     """An open store. Use :func:`journalstate.open` to get one; it is a context manager.
 
     All methods are thread-safe. Transactions of different threads run one after another.
+    A store call made while the same thread is inside another call of the same store (from
+    a signal handler) raises :class:`ReentrantCall` at once. In a child process after
+    ``fork()`` every write raises :class:`ForkedStore`. A store cannot be pickled.
     """
 
     def __init__(
@@ -113,7 +174,6 @@ class Store(Generic[T]):
         self._header = header
         self._slots = slots
         self._ring = ring
-        self._state = state
         self._image = image
         self._report = report
         self._durability = durability
@@ -124,31 +184,45 @@ class Store(Generic[T]):
         self._lock = threading.RLock()
         self._sync_lock = threading.Lock()  # taken before _lock, never after it
         self._txn_owner: int | None = None
+        # Ids of the threads now inside an operation of this store (see _enter).
+        self._inside: set[int] = set()
         self._closed = False
+        self._forked = False
         self._poisoned: BaseException | None = None
         self.stats = StoreStats()
-        # Where the chain stands. `_base_slot` holds the newest durable checkpoint, which covers
-        # the state up to `_base_seq`; the journal's live records lie in [_base_position, _tail).
-        self._base_slot = report.slot
+        # Where the chain stands: three values, each replaced by one assignment, so that an
+        # exception between any two bytecodes leaves each either old or new, never half-set.
         base_head = report.slots[report.slot].head
-        self._base_position = report.position if base_head is None else base_head.position
-        self._generation = report.generation
-        self._epoch = report.epoch
-        self._seq = report.seq
-        self._base_seq = report.base_seq
-        self._tail = report.position
-        self._synced = report.position
+        self._base = _Base(
+            slot=report.slot,
+            position=report.position if base_head is None else base_head.position,
+            seq=report.base_seq,
+            generation=report.generation,
+            epoch=report.epoch,
+        )
+        self._head: _Head = (report.position, report.seq, state, report.position, [], b"")
         # Only the slot is known durable; a writable open's checkpoint makes all of it durable.
-        self._durable_seq = report.base_seq
+        self._synced = _Synced(report.position, report.base_seq)
+        # The head of a commit between the start of its ring write and the end of its
+        # bookkeeping: once `_head is _pending`, the commit happened (see _settle).
+        self._pending: _Head | None = None
         self._flusher: threading.Thread | None = None
         self._stop_flusher = threading.Event()
+        _OPEN_STORES.add(self)
 
     # --- properties ------------------------------------------------------------------------
 
     @property
     def state(self) -> T:
-        """The latest committed state (a frozen attrs instance)."""
-        return self._state
+        """The latest committed state (a frozen attrs instance).
+
+        It always matches what a reopen of the file would find: reading it first finishes or
+        undoes a commit that an exception (a signal handler's) interrupted, if there is one.
+        """
+        if self._pending is not None:
+            self._settle_idle()
+        state: T = self._head[_STATE]
+        return state
 
     @property
     def recovery(self) -> RecoveryReport:
@@ -194,22 +268,94 @@ class Store(Generic[T]):
     @property
     def seq(self) -> int:
         """Sequence number of the latest commit (0 for a store never committed to)."""
-        return self._seq
+        if self._pending is not None:
+            self._settle_idle()
+        return self._head[_SEQ]
 
     @property
     def durable_seq(self) -> int:
         """Highest sequence number known durable against an OS crash."""
-        return self._durable_seq
+        return self._synced.seq
 
     @property
     def generation(self) -> int:
         """Generation of the newest checkpoint."""
-        return self._generation
+        return self._base.generation
+
+    @property
+    def position(self) -> int:
+        """Logical journal position where the next record goes (the tail; see format.md)."""
+        if self._pending is not None:
+            self._settle_idle()
+        return self._head[_TAIL]
+
+    @property
+    def epoch(self) -> int:
+        """Epoch of the newest checkpoint: every record this session writes carries it."""
+        return self._base.epoch
 
     @property
     def journal_fill(self) -> float:
         """Fraction of the journal ring holding records not yet covered by a checkpoint."""
-        return (self._tail - self._base_position) / self._journal_size
+        return (self._head[_TAIL] - self._base.position) / self._journal_size
+
+    @property
+    def _base_slot(self) -> int:
+        """The slot recovery would start from now (for tests)."""
+        return self._base.slot
+
+    # --- re-entrancy -----------------------------------------------------------------------
+
+    def _enter(self) -> int:
+        """This thread's id, after checking that it is not inside an operation of this store.
+
+        Every operation adds the id to ``_inside`` (inside its ``try``) and removes it in the
+        ``finally``, so the check costs a set lookup. A signal handler runs in the main thread
+        between two bytecodes of whatever it was doing; if that was a store operation, the
+        handler's call could neither wait for it (a hang: the lock holder is this thread) nor
+        run inside it (mixing two commits' bookkeeping), so it raises at once.
+
+        Raises:
+            ReentrantCall: this thread is inside an operation of this store.
+        """
+        me = get_ident()
+        if me in self._inside:
+            self._reentered(me)
+        return me
+
+    def _reentered(self, me: int) -> None:
+        """Raise ReentrantCall when two operations of this store are on this thread's stack.
+
+        An exception that interrupts a ``finally`` clause can leave the id in ``_inside``
+        after the operation ended. The stack is the truth: when it holds no other operation of
+        this store, the call goes ahead (and its own ``finally`` drops the stale id).
+        """
+        frame: FrameType | None = sys._getframe(1)
+        depth = 0
+        while frame is not None:
+            if frame.f_code in _OPERATIONS and frame.f_locals.get("self") is self:
+                depth += 1
+                if depth == 2:
+                    raise ReentrantCall(
+                        f"{self._path}: a store call from inside another call of the same "
+                        "thread (a signal handler?); set a flag in the handler and commit from "
+                        "the main loop"
+                    )
+            frame = frame.f_back
+
+    def _in_transaction(self, me: int) -> bool:
+        """Whether thread ``me`` (the caller) is inside the block of its open transaction.
+
+        Called before taking the lock. A transaction holds the lock from its start to its end,
+        so a mark whose thread does not hold the lock was left by an exception that
+        interrupted the transaction's cleanup: it is dropped.
+        """
+        if self._txn_owner != me:
+            return False
+        if self._lock._is_owned():  # type: ignore[attr-defined]
+            return True
+        self._txn_owner = None
+        return False
 
     # --- committing ------------------------------------------------------------------------
 
@@ -219,6 +365,10 @@ class Store(Generic[T]):
         Only fields that differ from the current state are written. When this returns, the new
         state survives process death; with ``"commit"`` durability it also survives an OS crash
         or power loss (the journal pages were msync'ed).
+
+        A commit interrupted by an exception from a signal handler (``KeyboardInterrupt``)
+        either happened or did not: ``store.state`` and ``store.seq`` tell which, and they
+        always match what a reopen would find.
 
         Args:
             state: an instance of the schema class.
@@ -230,20 +380,30 @@ class Store(Generic[T]):
         Raises:
             InvalidValue: a field does not fit; nothing was written.
             TransactionTooLarge: the changes cannot fit in the journal; nothing was written.
-            TransactionError: called inside this thread's open transaction.
+            ReentrantCall: called inside this thread's open transaction, or from a signal
+                handler that interrupted a call of this store; nothing was written.
+            ForkedStore: called in a child process on a store its parent opened.
             StorePoisoned: an earlier msync failed.
         """
         mode = self._durability if durability is None else _durability(durability, None)
-        with self._lock:
-            if self._txn_owner is not None and self._txn_owner == threading.get_ident():
-                raise TransactionError(
-                    "commit() inside a transaction of the same thread; "
-                    "change the draft instead and let the transaction commit it"
-                )
-            seq = self._commit_locked(state, mode)
-        if mode is Durability.COMMIT:
-            self._commit_point(seq)
-        return seq
+        me = get_ident()
+        inside = self._inside
+        if me in inside:
+            self._reentered(me)
+        if self._txn_owner == me and self._in_transaction(me):
+            raise ReentrantCall(
+                "commit() inside a transaction of the same thread; "
+                "change the draft instead and let the transaction commit it"
+            )
+        try:
+            inside.add(me)
+            with self._lock:
+                seq = self._commit_locked(state, mode)
+            if mode is Durability.COMMIT:
+                self._commit_point(seq)
+            return seq
+        finally:
+            inside.discard(me)
 
     @contextmanager
     def transaction(self, *, durability: Durability | str | None = None) -> Iterator[Any]:
@@ -253,69 +413,155 @@ class Store(Generic[T]):
         type is a :class:`Draft` that behaves like a mutable copy of the schema class.
 
         Raises:
-            TransactionError: a transaction of this thread is already open.
+            ReentrantCall: a transaction of this thread is already open, or called from a
+                signal handler that interrupted a call of this store.
         """
         mode = _durability(durability, self._durability)
+        me = self._enter()
+        if self._in_transaction(me):
+            raise ReentrantCall("transactions do not nest; finish the open one first")
+        inside = self._inside
         with self._lock:
-            self._check_writable()
-            if self._txn_owner is not None:
-                raise TransactionError("transactions do not nest; finish the open one first")
-            self._txn_owner = threading.get_ident()
-            draft = Draft(self._state)
             try:
-                yield draft
-                new_state = build(draft)
-                seq = self._commit_locked(new_state, mode)
+                inside.add(me)
+                self._settle()
+                self._check_writable()
             finally:
-                close(draft)
+                inside.discard(me)
+            draft: Draft | None = None
+            try:
+                self._txn_owner = me
+                draft = Draft(self._head[_STATE])
+                yield draft  # the caller's block runs outside _inside: it may flush, read...
+                new_state = build(draft)
+                try:
+                    inside.add(me)
+                    seq = self._commit_locked(new_state, mode)
+                finally:
+                    inside.discard(me)
+            finally:
+                if draft is not None:
+                    close(draft)
                 self._txn_owner = None
         if mode is Durability.COMMIT:
-            self._commit_point(seq)
+            try:
+                inside.add(me)
+                self._commit_point(seq)
+            finally:
+                inside.discard(me)
 
     def _commit_locked(self, state: T, mode: Durability) -> int:
-        if self._closed or self._poisoned is not None or self._readonly:
+        if self._pending is not None:
+            self._settle()
+        if self._closed or self._poisoned is not None or self._readonly or self._forked:
             self._check_writable()
         schema = self._schema
         if type(state) is not schema.cls:
             raise InvalidValue(
                 "<root>", f"expected a {schema.cls.__name__}, got {type(state).__name__}"
             )
-        patches = schema.diff(self._state, state)
+        tail, last, current, _, _, _ = self._head
+        patches = schema.diff(current, state)
         if not patches:
-            self._state = state
-            return self._seq  # the commit point (if any) still covers earlier records
-        seq = self._seq + 1
-        record, size = self._build(seq, patches)
+            if state is not current:
+                self._head = (tail, last, state, tail, [], b"")
+            return last  # the commit point (if any) still covers earlier records
+        seq = last + 1
+        journal_size = self._journal_size
+        record, size = self._build(seq, tail, patches)
         if size - RECORD_HEADER_SIZE > self._max_payload:
             raise TransactionTooLarge(size, record_size(self._max_payload))
-        if self._tail + size + END_MARKER_SIZE - self._base_position > self._journal_size:
+        if tail + size + END_MARKER_SIZE - self._base.position > journal_size:
             self._checkpoint_locked()
-            record, size = self._build(seq, patches)  # the generation and durable_seq moved
+            record, size = self._build(seq, tail, patches)  # the generation and durable_seq moved
+        new: _Head = (tail + size, seq, state, tail, patches, record)
+        # An exception from here to the clearing of _pending (a signal handler's, between
+        # any two bytecodes) leaves a pending commit, which the next call settles: see _settle.
+        self._pending = new
         # Crash window: the record is in the page cache, not on disk. Process death keeps it
         # (recovery replays it); an OS crash may keep any subset of its sectors, which the
         # record's crc rejects as a torn tail, so recovery stops at the previous commit.
-        start = self._tail % self._journal_size
-        if start + len(record) <= self._journal_size:
+        start = tail % journal_size
+        if start + len(record) <= journal_size:
             self._ring.write(start, record)
         else:
-            self._ring_write(self._tail, record)  # the record straddles the ring's end
-        tail = self._tail + size
+            self._ring_write(tail, record)  # the record straddles the ring's end
+        # The commit happens here, in one assignment: the head holds tail, seq and state.
         # The commit point comes after the lock is released (see _commit_point), so other
         # threads can append their records meanwhile and share one msync: group commit.
-        self._tail = tail
-        self._seq = seq
+        self._head = new
         image = self._image
         for offset, data in patches:
             image[offset : offset + len(data)] = data
-        self._state = state
+        self._pending = None
         stats = self.stats
         stats.commits += 1
         stats.bytes_journaled += size
         if mode is Durability.INTERVAL and self._flusher is None:
             self._start_flusher(self._flush_interval)
-        if tail - self._base_position > self._checkpoint_at:
+        if tail + size - self._base.position > self._checkpoint_at:
             self._checkpoint_locked()
         return seq
+
+    def _settle(self) -> None:
+        """Finish or undo a commit that an exception interrupted (with the lock held).
+
+        The rule is recovery's: the commit happened if its record is whole in the ring (a
+        reader, or a reopen after a process death, would replay it), and not otherwise.
+
+        * The head was swapped, or the record is whole: the commit happened. The record is
+          written again (its end marker may have been cut), the head is swapped if it was
+          not, and the patches are applied to the image again (absolute offsets).
+        * The record is partial or absent: the commit did not happen. The zero end marker is
+          written over its start again, so that no later write can complete it.
+
+        Every step is idempotent, so a settle that is itself interrupted is simply redone.
+        """
+        pending = self._pending
+        if pending is None or self._forked or self._closed:
+            return
+        tail, _, _, start, patches, record = pending
+        if self._head is not pending:
+            if not self._ring_holds(start, record[: tail - start]):
+                self._ring_write(start, _ZERO_MARKER)
+                if self._poisoned is None:
+                    # Crash window: until this msync returns, an OS crash may bring back a
+                    # record the zeros replace: only a partial one, which its crc rejects.
+                    # Without it, a checkpoint at this tail could lead a recovery after an
+                    # OS crash onto whatever an earlier lap left here.
+                    with suppress(StorePoisoned):  # poisoned now: every later write says so
+                        self._sync_marker(start)
+                self._pending = None
+                return
+            self._ring_write(start, record)
+            self._head = pending
+        image = self._image
+        for offset, data in patches:
+            image[offset : offset + len(data)] = data
+        self._pending = None
+
+    def _ring_holds(self, position: int, data: bytes) -> bool:
+        """Whether the ring holds ``data`` at logical ``position``."""
+        buffer = self._ring.buffer
+        start = position % self._journal_size
+        first = min(len(data), self._journal_size - start)
+        return (
+            buffer[start : start + first] == data[:first]
+            and buffer[0 : len(data) - first] == data[first:]
+        )
+
+    def _settle_idle(self) -> None:
+        """Settle a pending commit for a reader, unless this thread is inside an operation."""
+        me = get_ident()
+        inside = self._inside
+        if me in inside:
+            return  # a signal handler reading the state: the interrupted call settles
+        with self._lock:
+            try:
+                inside.add(me)
+                self._settle()
+            finally:
+                inside.discard(me)
 
     def _commit_point(self, seq: int) -> None:
         """Return once the record of commit ``seq`` is durable (msync'ed), syncing if needed.
@@ -328,37 +574,61 @@ class Store(Generic[T]):
         """
         with self._sync_lock:
             with self._lock:
-                if self._durable_seq >= seq:
+                synced = self._synced
+                if synced.seq >= seq:
                     return  # covered by another thread's msync, or by a checkpoint
                 self._check_open()
-                start, tail, last = self._synced, self._tail, self._seq
-            # The commit point: once this msync returns, the records up to `last` are durable.
+                tail, last = self._head[_TAIL], self._head[_SEQ]
+                start = max(synced.position, self._base.position)
+            # The commit point: once this msync returns, the records up to `last` are
+            # durable. An exception after it returns (a signal handler's) leaves durable_seq
+            # behind: durability is only ever reported for a sync known to have completed.
             self._sync_range(start, tail)
             with self._lock:
-                self._synced = max(self._synced, tail)
-                self._durable_seq = max(self._durable_seq, last)
+                self._mark_synced(tail, last)
 
-    def _build(self, seq: int, patches: list[tuple[int, bytes]]) -> tuple[bytes, int]:
+    def _mark_synced(self, position: int, seq: int) -> None:
+        """Record that the journal through ``position`` and commits through ``seq`` are durable."""
+        synced = self._synced
+        if position > synced.position or seq > synced.seq:
+            self._synced = _Synced(max(position, synced.position), max(seq, synced.seq))
+
+    def _build(
+        self, seq: int, position: int, patches: list[tuple[int, bytes]]
+    ) -> tuple[bytes, int]:
+        base = self._base
         return build_record_fast(
-            self._epoch, seq, self._tail, self._durable_seq, self._generation, patches
+            base.epoch, seq, position, self._synced.seq, base.generation, patches
         )
 
     # --- flushing and checkpoints ----------------------------------------------------------
 
     def flush(self) -> None:
         """Make every commit so far durable against an OS crash (msync of the journal)."""
-        with self._lock:
-            self._check_writable()
-            self._sync_journal()
+        me = self._enter()
+        try:
+            self._inside.add(me)
+            with self._lock:
+                self._settle()
+                self._check_writable()
+                self._sync_journal()
+        finally:
+            self._inside.discard(me)
 
     def checkpoint(self) -> None:
         """Write the full state into the older slot and release the whole journal.
 
         When this returns the current state is durable in a slot, whatever the durability.
         """
-        with self._lock:
-            self._check_writable()
-            self._checkpoint_locked()
+        me = self._enter()
+        try:
+            self._inside.add(me)
+            with self._lock:
+                self._settle()
+                self._check_writable()
+                self._checkpoint_locked()
+        finally:
+            self._inside.discard(me)
 
     def _ring_write(self, position: int, data: bytes | bytearray) -> None:
         start = position % self._journal_size
@@ -371,11 +641,12 @@ class Store(Generic[T]):
 
     def _sync_journal(self) -> None:
         """msync the journal from the last synced position through the tail's end marker."""
-        if self._synced >= self._tail:
+        synced = self._synced
+        tail, seq, _, _, _, _ = self._head
+        if synced.position >= tail:
             return
-        self._sync_range(self._synced, self._tail)
-        self._synced = self._tail
-        self._durable_seq = self._seq
+        self._sync_range(max(synced.position, self._base.position), tail)
+        self._mark_synced(tail, seq)
 
     def _sync_range(self, start: int, tail: int) -> None:
         """msync the ring from logical ``start`` through the end marker after ``tail``."""
@@ -410,53 +681,55 @@ class Store(Generic[T]):
     def _checkpoint_locked(
         self, *, new_epoch: int | None = None, target: int | None = None
     ) -> None:
-        target = 1 - self._base_slot if target is None else target
-        generation = self._generation + 1
-        epoch = self._epoch if new_epoch is None else new_epoch
-        head = SlotHead(generation, epoch, self._seq, self._tail, self._header.state_size)
-        data = encode_slot(head, self._image)
+        assert self._pending is None, "a checkpoint must see the image of the head's state"
+        base = self._base
+        tail, seq, _, _, _, _ = self._head
+        target = 1 - base.slot if target is None else target
+        generation = base.generation + 1
+        epoch = base.epoch if new_epoch is None else new_epoch
+        slot_head = SlotHead(generation, epoch, seq, tail, self._header.state_size)
+        data = encode_slot(slot_head, self._image)
         offset = target * self._header.slot_size
-        if self._synced < self._tail:
+        if self._synced.position < tail:
             # The slot will say "the journal continues at the tail": make the zero end marker
             # there durable first (only in process and interval modes; a commit point already
             # synced it), so that after an OS crash the journal ends cleanly at the slot's
             # position instead of on whatever an earlier lap left there.
-            self._sync_marker(self._tail)
+            self._sync_marker(tail)
         # Crash window: the target slot is partly written. Its crc fails (or it still holds
         # its older, valid contents), so recovery starts from the base slot and replays the
         # journal, none of which has been released yet.
         self._slots.write(offset, data)
         self._guarded_sync(self._slots, offset, len(data))
         # The slot is durable: from here recovery starts from it. Only now may the journal
-        # space before the tail be reused.
+        # space before the tail be reused, and that happens in this one assignment. An
+        # exception before it (a signal handler's) leaves the old base in memory: still a
+        # durable slot whose records are all in the journal, so the store stays correct; the
+        # next checkpoint writes the same target slot again.
+        self._base = _Base(target, tail, seq, generation, epoch)
+        self._mark_synced(tail, seq)
         self.stats.slot_syncs += 1
         self.stats.checkpoints += 1
-        self._base_slot = target
-        self._generation = generation
-        self._epoch = epoch
-        self._base_position = self._tail
-        self._base_seq = self._seq
-        self._synced = self._tail
-        self._durable_seq = self._seq
 
     def _begin_session(self, max_generation: int, max_epoch: int) -> None:
         """Make the recovered state this session's durable starting point (open for writing)."""
-        self._generation = max_generation
+        self._base = self._base._replace(generation=max_generation)
+        tail = self._head[_TAIL]
         # Crash window: zeroing the end marker only touches bytes past the recovered chain
         # (a torn tail at most), so recovery from the base slot is unchanged if we stop here.
-        self._ring_write(self._tail, _ZERO_MARKER)
-        self._sync_marker(self._tail)
+        self._ring_write(tail, _ZERO_MARKER)
+        self._sync_marker(tail)
         # A new epoch, durable in a slot before any record of this session is written: records
         # left by earlier sessions (including unsynced ones recovery could not see) carry other
         # epochs and can never be replayed after this point. The slot with the highest epoch
         # is never the one written here: normally the older slot is the target; a roll-back
         # to the previous generation rewrites the older slot in place (torn, it leaves the
         # newer one, and with it the highest epoch, intact; the roll-back just did not happen).
-        epoch = (max_epoch + 1) & 0xFFFFFFFF
+        epoch = max_epoch + 1  # check_counters refused a session at the last epoch
         if not self._report.previous_generation:
             self._checkpoint_locked(new_epoch=epoch)
             return
-        self._checkpoint_locked(new_epoch=epoch, target=self._base_slot)
+        self._checkpoint_locked(new_epoch=epoch, target=self._base.slot)
         # Crash window: the rolled-back state is durable in the newest slot; the other slot
         # still holds the discarded generation. Overwrite it too, so a later roll-back or a
         # fallback can never bring the discarded state back.
@@ -471,6 +744,8 @@ class Store(Generic[T]):
             raise StorePoisoned(self._poisoned)
 
     def _check_writable(self) -> None:
+        if self._forked and not self._closed:
+            raise ForkedStore(self._path)
         self._check_open()
         if self._readonly:
             raise ReadOnlyStore(f"{self._path}: the store was opened read-only")
@@ -488,14 +763,15 @@ class Store(Generic[T]):
                     return
                 del store
 
-        self._flusher = threading.Thread(target=run, name=f"journalstate-flush:{self._path}")
-        self._flusher.daemon = True
-        self._flusher.start()
+        flusher = threading.Thread(target=run, name=f"journalstate-flush:{self._path}")
+        flusher.daemon = True
+        flusher.start()
+        self._flusher = flusher
 
     def _flush_tick(self) -> bool:
         """One background flush; False when the flusher should stop."""
         with self._lock:
-            if self._closed or self._poisoned is not None:
+            if self._closed or self._poisoned is not None or self._forked:
                 return False
             try:
                 self._sync_journal()
@@ -509,27 +785,75 @@ class Store(Generic[T]):
     def close(self) -> None:
         """Checkpoint (when writable and anything changed), unmap and release the lock.
 
-        Closing twice is harmless. A poisoned store is closed without writing anything.
+        Closing twice is harmless. A poisoned store is closed without writing anything. A
+        close interrupted by an exception from a signal handler (``KeyboardInterrupt``)
+        leaves the store either open and usable, or closed; calling close() again finishes
+        it. In a child process after ``fork()``, close() writes nothing and leaves the
+        parent's lock alone: it only unmaps and closes this process's descriptor.
+
+        Raises:
+            ReentrantCall: called inside this thread's transaction, or from a signal handler
+                that interrupted a call of this store.
         """
-        if self._txn_owner is not None and self._txn_owner == threading.get_ident():
-            raise TransactionError("close() inside a transaction; finish the transaction first")
-        with self._sync_lock, self._lock:
-            if self._closed:
-                return
-            self._stop_flusher.set()
-            try:
-                if not self._readonly and self._poisoned is None and self._seq != self._base_seq:
-                    self._checkpoint_locked()
-            finally:
-                self._closed = True
+        if self._forked:
+            # The mappings and the descriptor are this process's copies: dropping them writes
+            # nothing, and the flock (held by the open file description the parent shares)
+            # stays with the parent while its own descriptor is open.
+            self._closed = True
+            self._release()
+            return
+        me = self._enter()
+        if self._in_transaction(me):
+            raise ReentrantCall("close() inside a transaction; finish the transaction first")
+        try:
+            self._inside.add(me)
+            with self._sync_lock, self._lock:
+                if not self._closed:
+                    try:
+                        self._settle()
+                        if (
+                            not self._readonly
+                            and self._poisoned is None
+                            and self._head[_SEQ] != self._base.seq
+                        ):
+                            self._checkpoint_locked()
+                    except Exception:
+                        self._closed = True  # a failed msync: close without writing more
+                        self._stop_flusher.set()
+                        self._release()
+                        raise
+                    # An exception that interrupted the lines above (KeyboardInterrupt) left
+                    # the store open and consistent: the next close() does it all again.
+                    # From here on nothing is written: every write path checks _closed first.
+                    self._closed = True
+                    _OPEN_STORES.discard(self)
+                # Also finishes a close that was interrupted after setting _closed.
+                self._stop_flusher.set()
                 self._release()
-        if self._flusher is not None and self._flusher is not threading.current_thread():
-            self._flusher.join()
+        finally:
+            self._inside.discard(me)
+        flusher = self._flusher
+        if flusher is not None and flusher is not threading.current_thread():
+            flusher.join()
 
     def _release(self) -> None:
         for part in (self._ring, self._slots):
             part.close()
         self._file.close()
+
+    def _forked_in_child(self) -> None:
+        """In a child process after fork(): refuse writes, forget the parent's threads' locks."""
+        self._forked = True
+        # Another thread of the parent may have held these at the fork: in the child nobody
+        # would ever release them.
+        self._lock = threading.RLock()
+        self._sync_lock = threading.Lock()
+        self._inside = set()
+        self._flusher = None  # the thread exists only in the parent
+
+    def __reduce_ex__(self, protocol: SupportsIndex) -> NoReturn:
+        """Refuse pickling and copying: a store owns a mapping, a descriptor and a lock."""
+        raise StoreNotPicklable(self._path)
 
     def __enter__(self) -> Store[T]:
         return self
@@ -538,8 +862,25 @@ class Store(Generic[T]):
         self.close()
 
     def __repr__(self) -> str:
-        status = "closed" if self._closed else f"seq={self._seq} generation={self._generation}"
+        if self._closed:
+            status = "closed"
+        else:
+            status = f"seq={self._head[_SEQ]} generation={self._base.generation}"
         return f"<journalstate.Store {self._path!r} {status}>"
+
+
+_OPERATIONS = frozenset(
+    f.__code__
+    for f in (
+        Store.commit,
+        Store.transaction.__wrapped__,  # type: ignore[attr-defined]
+        Store.flush,
+        Store.checkpoint,
+        Store.close,
+        Store._settle_idle,
+    )
+)
+"""The code of every store operation that marks its thread in ``_inside``."""
 
 
 def _durability(value: Durability | str | None, default: Durability | None) -> Durability:

@@ -358,7 +358,7 @@ def test_salvage_keeps_the_records_before_the_one_that_breaks_decoding(tmp_path:
         copy = tmp_path / "crash.jst"
         copy.write_bytes(path.read_bytes())  # a crash image: the records are in the ring
         ring_offset = store.header.journal_offset
-        tail = store._tail % store.header.journal_size  # after record 6
+        tail = store.position % store.header.journal_size  # after record 6
     data = bytearray(copy.read_bytes())
     ring = memoryview(data)[ring_offset:]
     record6 = tail - 64  # a one-patch record of one byte: 48 + 8 + 1, padded to 64
@@ -440,7 +440,7 @@ def test_strict_torn_tail_suggests_the_default_mode(tmp_path: Path) -> None:
         store.commit(Counter(1))
         copy = tmp_path / "crash.jst"
         copy.write_bytes(path.read_bytes())
-        offset = store.header.journal_offset + store._tail
+        offset = store.header.journal_offset + store.position
     data = bytearray(copy.read_bytes())
     data[offset : offset + RECORD_HEADER_SIZE] = b"\x01" * RECORD_HEADER_SIZE  # torn write
     copy.write_bytes(data)

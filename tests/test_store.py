@@ -582,7 +582,7 @@ def test_records_from_before_recovery_are_never_replayed(store_path: Path) -> No
         if (size(base, s[0]) + size(s[0], s[1])) % SECTOR == 0
     )
     store = js.open(store_path, Progress, durability="process")
-    assert store._tail == 0
+    assert store.position == 0
     for state in states:
         store.commit(state)
     copy = crash_copy(store_path)  # a process death: records 1, 2 and 3 in the page cache
@@ -602,7 +602,7 @@ def test_records_from_before_recovery_are_never_replayed(store_path: Path) -> No
     # its end marker (written with it, never synced) is all that covers record 3's header.
     new = attrs.evolve(states[1], label="x")
     store.commit(new)
-    assert store._tail == third - header.journal_offset
+    assert store.position == third - header.journal_offset
     after = file_bytes(copy)
     store.close()
     # The OS crash: every sector of the new session reached the disk except the end marker's.

@@ -72,10 +72,10 @@ def test_every_straddle_alignment_recovers_every_commit(tmp_path: Path, data_byt
     store = js.open(path, cls, durability="process", journal_size=JOURNAL, checkpoint_threshold=1.0)
     try:
         for step in range(1, JOURNAL // RECORD_ALIGN + 2):
-            start = store._tail % JOURNAL
+            start = store.position % JOURNAL
             state = nth(cls, step, data_bytes)
             assert store.commit(state) == step
-            assert store._tail % JOURNAL == (start + size) % JOURNAL, "record size changed"
+            assert store.position % JOURNAL == (start + size) % JOURNAL, "record size changed"
             if straddles(start, size, JOURNAL):
                 seen.add(start)
             shutil.copyfile(path, copy)  # what a process death leaves: the page cache
@@ -102,7 +102,7 @@ def test_commit_mode_makes_straddling_records_durable(data_bytes: int) -> None:
     store = js.open("s.jst", cls, storage=disk, journal_size=journal, checkpoint_threshold=1.0)
     seen: set[int] = set()
     for step in range(1, journal // RECORD_ALIGN + 2):
-        start = store._tail % journal
+        start = store.position % journal
         state = nth(cls, step, data_bytes)
         store.commit(state)
         if straddles(start, size, journal):
@@ -124,11 +124,11 @@ def test_fast_path_reads_every_whole_record_and_only_those(tmp_path: Path, data_
     try:
         fast_seen = slow_seen = 0
         for step in range(1, JOURNAL // RECORD_ALIGN + 2):
-            position, base_seq = store._tail, store.seq
+            position, base_seq = store.position, store.seq
             store.commit(nth(cls, step, data_bytes))
             ring = bytes(store._ring.buffer)
             record, reason, _ = read_record(
-                ring, JOURNAL, position, epoch=store._epoch, seq=base_seq + 1
+                ring, JOURNAL, position, epoch=store.epoch, seq=base_seq + 1
             )
             assert reason is None, f"step {step} at {position}: {reason}"
             assert record is not None
@@ -137,7 +137,7 @@ def test_fast_path_reads_every_whole_record_and_only_those(tmp_path: Path, data_
                 ring,
                 JOURNAL,
                 position,
-                epoch=store._epoch,
+                epoch=store.epoch,
                 seq=base_seq + 1,
                 limit=position + size,
                 state_size=store.header.state_size,
@@ -156,7 +156,7 @@ def test_fast_path_reads_every_whole_record_and_only_those(tmp_path: Path, data_
                     ring,
                     JOURNAL,
                     position,
-                    epoch=store._epoch,
+                    epoch=store.epoch,
                     seq=base_seq + 1,
                     limit=position + size - 1,
                     state_size=store.header.state_size,

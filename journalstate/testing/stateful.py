@@ -159,7 +159,7 @@ class CrashMachine(RuleBasedStateMachine):
         low, high = self._size_bounds(self.store.state, new)
         capacity = max_payload(self.schema_journal_size())
         note(f"commit {new!r} override={override} payload bounds {low}..{high}")
-        tail = self.store._tail
+        tail = self.store.position
         try:
             seq = self.store.commit(new, durability=override)
         except js.TransactionTooLarge:
@@ -169,7 +169,7 @@ class CrashMachine(RuleBasedStateMachine):
             assert self.store.seq == self.last
             return
         assert low <= capacity, "accepted a transaction that cannot fit"
-        self._note_straddle(tail, self.store._tail)
+        self._note_straddle(tail, self.store.position)
         if seq != self.last:
             self.history.append(new)
         assert seq == self.last
