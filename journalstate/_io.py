@@ -94,6 +94,17 @@ class StoreFile(Protocol):
         """
         ...
 
+    def allocate(self, size: int) -> None:
+        """Make sure every block of the file's first ``size`` bytes is allocated.
+
+        Called by a writable open once the header is validated, with the size the header
+        declares, so writes through a map can never meet a hole on a full file system.
+
+        Raises:
+            NoSpace: the file system has no room for the holes.
+        """
+        ...
+
     def map(self, offset: int, length: int, *, writable: bool) -> Region:
         """Map ``length`` bytes at the page-aligned ``offset``."""
         ...
@@ -225,15 +236,10 @@ class OsFile:
         return os.pread(self._fd, length, offset)
 
     def lock(self, timeout: float) -> None:
-        """Take the writer lock, then ready the file for writing through the map.
-
-        Every block of the file is allocated (a sparse copy would otherwise SIGBUS on the
-        first write to a hole when the disk is full), and temporary files of dead creators
-        in the same directory are removed.
+        """Take the writer lock, then remove temporary files of dead creators beside the file.
 
         Raises:
             StoreLocked: another writer holds the lock.
-            NoSpace: the file system cannot allocate the file's holes.
         """
         deadline = time.monotonic() + timeout  # inf: wait as long as it takes
         while True:
@@ -244,8 +250,10 @@ class OsFile:
                 if time.monotonic() >= deadline:
                     raise StoreLocked(self._path, _flock_holder(self._fd)) from None
                 time.sleep(min(0.01, max(0.0, deadline - time.monotonic())))
-        _allocate_existing(self._fd, self._path)
         remove_stray_temporaries(os.path.dirname(os.path.abspath(self._path)), self._fd)
+
+    def allocate(self, size: int) -> None:
+        _allocate_existing(self._fd, self._path, size)
 
     def map(self, offset: int, length: int, *, writable: bool) -> Region:
         return MmapRegion(self._fd, offset, length, writable)
@@ -277,9 +285,11 @@ def _preallocate(fd: int, size: int, path: str) -> None:
         raise
 
 
-def _allocate_existing(fd: int, path: str) -> None:
-    """Allocate the holes of an existing store (a sparse copy), under the writer lock.
+def _allocate_existing(fd: int, path: str, size: int) -> None:
+    """Allocate the holes of an existing store's first ``size`` bytes (a sparse copy).
 
+    Runs under the writer lock, with the size a validated header declares: a file whose
+    header claims more than a writer creates is refused before anything is allocated.
     posix_fallocate over the whole file costs little when every block is already there.
     Where the file system cannot preallocate, a sparse file's bytes are written back as
     they are, which allocates the holes without changing a byte.
@@ -288,8 +298,8 @@ def _allocate_existing(fd: int, path: str) -> None:
         NoSpace: the file system has no room for the holes.
         StoreFileError: another failure of the file system.
     """
-    size = os.fstat(fd).st_size
-    if size == 0:
+    size = min(size, os.fstat(fd).st_size)
+    if size <= 0:
         return
     try:
         try:

@@ -326,6 +326,10 @@ def open(
         differences = compare_descriptors(compiled.descriptor, header.schema)
         if differences:
             raise SchemaMismatch(path, differences)
+        if not readonly:
+            # Only now that the header's sizes are validated: a sparse copy gets its holes
+            # allocated before any write through a map could meet one on a full disk.
+            file.allocate(header.file_size)
         slots = file.map(header.slot0_offset, 2 * header.slot_size, writable=not readonly)
         regions.append(slots)
         ring = file.map(header.journal_offset, header.journal_size, writable=not readonly)

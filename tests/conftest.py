@@ -92,6 +92,9 @@ class CountingFile:
     def lock(self, timeout: float) -> None:
         self._inner.lock(timeout)
 
+    def allocate(self, size: int) -> None:
+        self._inner.allocate(size)
+
     def map(self, offset: int, length: int, *, writable: bool) -> Region:
         kind = "journal" if self._owner.mapped else "slots"
         self._owner.mapped += 1

@@ -202,12 +202,17 @@ def test_check_counters_edges() -> None:
 def test_declared_sizes_beyond_the_limits_are_damage(
     tmp_path: Path, descriptor: bytes, state_size: int, journal_size: int, what: str
 ) -> None:
-    """A header declaring a journal over 1 GiB or a state over 16 MiB is refused before use."""
+    """A header declaring a journal over 1 GiB or a state over MAX_STATE_SIZE is refused before use.
+
+    A writable open allocates nothing of such a file: the holes of a sparse store are only
+    allocated once its header is validated, up to the size it declares.
+    """
     path = tmp_path / "s.jst"
     forge_store(str(path), descriptor=descriptor, state_size=state_size, journal_size=journal_size)
     for readonly in (True, False):
         with pytest.raises(js.Unrecoverable, match=what):
             open_stored(path, readonly=readonly)
+    assert path.stat().st_blocks * 512 < 1 << 20
     for command in READ_COMMANDS:
         code, _, err = run_cli(command, path)
         assert code == _cli.EXIT_UNRECOVERABLE, command

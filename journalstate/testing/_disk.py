@@ -280,6 +280,9 @@ class _SimStoreFile:
         f.locked = True
         self._locked = True
 
+    def allocate(self, size: int) -> None:
+        self._live()  # simulated files have no holes
+
     def map(self, offset: int, length: int, *, writable: bool) -> Region:
         f = self._live()
         if offset % PAGE_SIZE:
