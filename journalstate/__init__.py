@@ -8,6 +8,7 @@ every crash leaves a committed state.
 from journalstate._errors import (
     InvalidValue,
     JournalStateError,
+    MigrationRefused,
     NoPreviousGeneration,
     NoSpace,
     NotAStore,
@@ -20,6 +21,7 @@ from journalstate._errors import (
     StoreLocked,
     StoreNotFound,
     StorePoisoned,
+    StoreReplaced,
     TransactionError,
     TransactionTooLarge,
     TruncatedStore,
@@ -28,6 +30,8 @@ from journalstate._errors import (
     UnsupportedVersion,
 )
 from journalstate._journal import Reason
+from journalstate._migrate import Change, FieldChange
+from journalstate._migrate_run import MigrationReport, migrate
 from journalstate._open import open
 from journalstate._recovery import Damage, RecoveryMode, RecoveryReport
 from journalstate._schema import (
@@ -67,11 +71,15 @@ __all__ = [
     "Array",
     "Bool",
     "Bytes",
+    "Change",
     "Damage",
     "Draft",
     "Durability",
+    "FieldChange",
     "InvalidValue",
     "JournalStateError",
+    "MigrationRefused",
+    "MigrationReport",
     "NoPreviousGeneration",
     "NoSpace",
     "NotAStore",
@@ -89,6 +97,7 @@ __all__ = [
     "StoreLocked",
     "StoreNotFound",
     "StorePoisoned",
+    "StoreReplaced",
     "StoreStats",
     "Str",
     "TransactionError",
@@ -99,5 +108,6 @@ __all__ = [
     "UnsupportedVersion",
     "__version__",
     "f32_round",
+    "migrate",
     "open",
 ]

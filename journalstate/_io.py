@@ -15,6 +15,7 @@ import errno
 import fcntl
 import mmap
 import os
+import re
 import secrets
 import stat
 import sys
@@ -112,6 +113,64 @@ class Storage(Protocol):
     def open(self, path: str, *, writable: bool) -> StoreFile:
         """Open an existing store file (never following a symbolic link)."""
         ...
+
+
+class TemporaryFile(Protocol):
+    """A complete, synced store file under a temporary name, locked until it is closed."""
+
+    @property
+    def name(self) -> str:
+        """The temporary path (in the directory of the store it will replace)."""
+        ...
+
+    def replace(self, path: str) -> None:
+        """Rename it over ``path`` and sync the directory; durable when this returns."""
+        ...
+
+    def close(self) -> None:
+        """Remove the temporary name unless :meth:`replace` moved it; release the lock."""
+        ...
+
+
+class ReplacingStorage(Storage, Protocol):
+    """A :class:`Storage` that can also replace a store file whole (what a migration needs)."""
+
+    def create_temporary(
+        self, path: str, size: int, chunks: Iterable[tuple[int, bytes]]
+    ) -> TemporaryFile:
+        """Write a file of ``size`` bytes holding ``chunks`` under a temporary name next to
+        ``path``, sync it, and hold its writer lock.
+
+        Raises:
+            NoSpace: the file system cannot hold ``size`` bytes.
+        """
+        ...
+
+    def clean_temporaries(self, path: str) -> list[str]:
+        """Remove the stray temporary files next to ``path`` that no live process holds locked.
+
+        Returns:
+            The paths removed.
+        """
+        ...
+
+
+TEMPORARY_NAME = re.compile(r"\.jst-[0-9a-f]{12}\.tmp")
+"""Temporary store files: fixed length, never built from the store's name."""
+
+
+def temporary_name(directory: str) -> str:
+    """A fresh temporary path in ``directory`` matching :data:`TEMPORARY_NAME`."""
+    return os.path.join(directory, f".jst-{secrets.token_hex(6)}.tmp")
+
+
+def file_replaced(file: StoreFile) -> bool:
+    """Whether the path ``file`` was opened by now names another file (or nothing).
+
+    False for a file type that cannot tell.
+    """
+    check = getattr(file, "replaced", None)
+    return bool(check()) if callable(check) else False
 
 
 # --- the real thing ------------------------------------------------------------------------------
@@ -227,6 +286,15 @@ class OsFile:
     def map(self, offset: int, length: int, *, writable: bool) -> Region:
         return MmapRegion(self._fd, offset, length, writable)
 
+    def replaced(self) -> bool:
+        """Whether the path now names another file than the one open here (or nothing)."""
+        try:
+            st = os.lstat(self._path)
+        except FileNotFoundError:
+            return True
+        own = os.fstat(self._fd)
+        return (st.st_dev, st.st_ino) != (own.st_dev, own.st_ino)
+
     def close(self) -> None:
         if self._fd >= 0:
             self._release()
@@ -332,3 +400,115 @@ class OsStorage:
             os.close(fd)
             raise
         return OsFile(path, fd)
+
+    def create_temporary(
+        self, path: str, size: int, chunks: Iterable[tuple[int, bytes]]
+    ) -> TemporaryFile:
+        directory = os.path.dirname(os.path.abspath(path))
+        while True:
+            tmp = temporary_name(directory)
+            try:
+                fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+            except FileExistsError:
+                continue
+            except FileNotFoundError:
+                raise StoreFileError(path, f"directory {directory} does not exist") from None
+            except PermissionError as e:
+                msg = f"cannot create a file in {directory}: {e.strerror}"
+                raise StoreFileError(path, msg) from e
+            # The lock first: a cleaner only removes temporaries it can lock. One that locked
+            # and removed this name in between leaves us an unlinked file: start again.
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            try:
+                same = os.path.samestat(os.lstat(tmp), os.fstat(fd))
+            except FileNotFoundError:
+                same = False
+            if same:
+                break
+            os.close(fd)
+        temporary = OsTemporary(tmp, fd, directory)
+        try:
+            _preallocate(fd, size, path)
+            for offset, data in chunks:
+                os.pwrite(fd, data, offset)
+            os.fsync(fd)
+        except OSError as e:
+            temporary.close()
+            if e.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise NoSpace(path, f"no room for a {size}-byte store ({e.strerror})") from e
+            raise
+        except BaseException:
+            temporary.close()
+            raise
+        return temporary
+
+    def clean_temporaries(self, path: str) -> list[str]:
+        return clean_temporaries(os.path.dirname(os.path.abspath(path)))
+
+
+def clean_temporaries(directory: str) -> list[str]:
+    """Remove stray temporary store files in ``directory`` whose lock nobody holds.
+
+    A live creator holds its temporary file's flock from creation until the file is renamed
+    or removed, so a file whose lock can be taken belongs to a process that died.
+
+    Returns:
+        The paths removed.
+    """
+    removed: list[str] = []
+    try:
+        names = os.listdir(directory)
+    except OSError:
+        return removed
+    for name in names:
+        if not TEMPORARY_NAME.fullmatch(name):
+            continue
+        tmp = os.path.join(directory, name)
+        try:
+            fd = os.open(tmp, os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
+        except OSError:
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            st = os.fstat(fd)
+            if stat.S_ISREG(st.st_mode) and os.path.samestat(os.lstat(tmp), st):
+                os.unlink(tmp)
+                removed.append(tmp)
+        except OSError:
+            pass  # locked by a live creator, or gone meanwhile
+        finally:
+            os.close(fd)
+    return removed
+
+
+class OsTemporary:
+    """A temporary store file on disk, its flock held through the rename until close()."""
+
+    def __init__(self, name: str, fd: int, directory: str) -> None:
+        self._name = name
+        self._fd = fd
+        self._directory = directory
+        self._moved = False
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    def replace(self, path: str) -> None:
+        # Crash window: the rename is not durable until the directory sync below. An OS crash
+        # before it may leave the old name or the new one at `path`, each a complete store
+        # (this file's contents were synced before); the temporary name may reappear as a stray.
+        os.rename(self._name, path)
+        self._moved = True
+        _fsync_dir(self._directory)
+
+    def close(self) -> None:
+        if self._fd < 0:
+            return
+        try:
+            if not self._moved:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(self._name)
+        finally:
+            os.close(self._fd)  # releases the lock, which is now the store's writer lock
+            self._fd = -1

@@ -26,6 +26,7 @@ from journalstate._errors import (
     ReadOnlyStore,
     StoreClosed,
     StorePoisoned,
+    StoreReplaced,
     TransactionError,
     TransactionTooLarge,
 )
@@ -39,7 +40,7 @@ from journalstate._format import (
     encode_slot,
     record_size,
 )
-from journalstate._io import Region, StoreFile
+from journalstate._io import Region, StoreFile, file_replaced
 from journalstate._journal import max_payload
 from journalstate._recovery import RecoveryReport
 from journalstate._schema import Schema
@@ -203,6 +204,21 @@ class Store(Generic[T]):
     def generation(self) -> int:
         """Generation of the newest checkpoint."""
         return self._generation
+
+    @property
+    def replaced(self) -> bool:
+        """True when the path names another file now (a migration renamed one over it).
+
+        This store keeps reading its own file, consistently; open the path again for the new one.
+        """
+        return file_replaced(self._file)
+
+    def check_replaced(self) -> None:
+        """Raise :class:`StoreReplaced` when the path names another file now (see ``replaced``)."""
+        if self.replaced:
+            raise StoreReplaced(
+                self._path, "a new store file replaced the one open here; open the path again"
+            )
 
     @property
     def journal_fill(self) -> float:
