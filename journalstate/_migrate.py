@@ -298,7 +298,11 @@ class _Planner:
             kind = Change.CONVERTED if self.convert else Change.WIDENED
             change = FieldChange(path, kind, old.type_name(), new.type_name())
             self.changes.insert(changes, change)
-        if old.param == new.param and isinstance(element, _Copy) and element.size == new.size:
+        if (
+            old.param == new.param
+            and isinstance(element, _Copy)
+            and element.size == new.element.size
+        ):
             return _Copy(new.size)
         return _MapArray(old, new, element, fill)
 
