@@ -8,6 +8,7 @@ names every offending field, and the file is untouched.
 from __future__ import annotations
 
 import struct
+from collections.abc import Callable
 from typing import Annotated, Any
 
 import attrs
@@ -72,14 +73,22 @@ def annotation(spec: Spec, classes: dict[int, type], element: bool = False) -> A
         return build(spec, classes)
     if kind == "array":
         return Annotated[tuple[Any, ...], Array(annotation(spec[1], classes, True), spec[2])]
-    marker, base = {
-        "int": lambda: (Int(spec[1], spec[2]), int),
-        "float": lambda: (Float(spec[1]), float),
-        "bool": lambda: (Boolean(), bool),
-        "str": lambda: (Str(spec[1]), str),
-        "bytes": lambda: (Bytes(spec[1]), bytes),
-    }[kind]()
+    base: type
+    if kind == "int":
+        marker, base = Int(spec[1], spec[2]), int
+    elif kind == "float":
+        marker, base = Float(spec[1]), float
+    elif kind == "bool":
+        marker, base = Boolean(), bool
+    elif kind == "str":
+        marker, base = Str(spec[1]), str
+    else:
+        marker, base = Bytes(spec[1]), bytes
     return marker if element else Annotated[base, marker]
+
+
+def _zero_factory(spec: Spec, classes: dict[int, type]) -> Callable[[], Any]:
+    return lambda: zero(spec, classes)
 
 
 def build(spec: Spec, classes: dict[int, type]) -> type:
@@ -93,7 +102,7 @@ def build(spec: Spec, classes: dict[int, type]) -> type:
             fields[name] = attrs.field(type=ann, default=default)
         else:
             fields[name] = attrs.field(
-                type=ann, default=attrs.Factory(lambda c=child: zero(c, classes))
+                type=ann, default=attrs.Factory(_zero_factory(child, classes))
             )
     cls = attrs.make_class(f"S{len(classes)}", fields, frozen=True)
     classes[id(spec)] = cls
@@ -156,7 +165,7 @@ def widened(draw: st.DrawFn, spec: Spec, path: str, drops: list[str]) -> Spec:
     taken = {f[0] for f in spec[1]}
     for name in draw(st.lists(st.sampled_from([n for n in NAMES if n not in taken]), unique=True,
                               max_size=2)):  # fmt: skip
-        new = draw(leaves)
+        new: Spec = draw(leaves)
         default = None
         if new[0] == "int" and draw(st.booleans()):
             default = draw(st.integers(*_int_range(new[1], new[2])))
@@ -213,7 +222,7 @@ def test_widening_keeps_every_value_and_defaults_new_fields(
     report = js.migrate(PATH, new_cls, drop=drops, storage=disk)
     store2: js.Store[Any]
     with js.open(PATH, new_cls, storage=disk) as store2:
-        migrated = store2.state
+        migrated: Any = store2.state
         new_image = store2.schema.encode(migrated)
     check(old_spec, new_spec, state, migrated, classes)
     old_leaves = {f.path: f for f in compile_schema(old_cls).fields()}
