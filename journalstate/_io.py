@@ -136,7 +136,7 @@ class ReplacingStorage(Storage, Protocol):
     """A :class:`Storage` that can also replace a store file whole (what a migration needs)."""
 
     def create_temporary(
-        self, path: str, size: int, chunks: Iterable[tuple[int, bytes]]
+        self, path: str, size: int, chunks: Iterable[tuple[int, bytes | bytearray]]
     ) -> TemporaryFile:
         """Write a file of ``size`` bytes holding ``chunks`` under a temporary name next to
         ``path``, sync it, and hold its writer lock.
@@ -402,7 +402,7 @@ class OsStorage:
         return OsFile(path, fd)
 
     def create_temporary(
-        self, path: str, size: int, chunks: Iterable[tuple[int, bytes]]
+        self, path: str, size: int, chunks: Iterable[tuple[int, bytes | bytearray]]
     ) -> TemporaryFile:
         directory = os.path.dirname(os.path.abspath(path))
         while True:
@@ -428,9 +428,13 @@ class OsStorage:
             os.close(fd)
         temporary = OsTemporary(tmp, fd, directory)
         try:
-            _preallocate(fd, size, path)
+            written = []
             for offset, data in chunks:
                 os.pwrite(fd, data, offset)
+                written.append((offset, len(data)))
+            # After the writes, so it only allocates the blocks still missing (the journal, the
+            # ends of pages): writing into preallocated (unwritten) extents is slower.
+            _allocate_gaps(fd, size, path, written)
             os.fsync(fd)
         except OSError as e:
             temporary.close()
@@ -444,6 +448,24 @@ class OsStorage:
 
     def clean_temporaries(self, path: str) -> list[str]:
         return clean_temporaries(os.path.dirname(os.path.abspath(path)))
+
+
+def _allocate_gaps(fd: int, size: int, path: str, written: list[tuple[int, int]]) -> None:
+    """Reserve every block of a file whose ``written`` ranges (offset, length) hold data."""
+    try:
+        os.posix_fallocate(fd, 0, size)
+        return
+    except OSError as e:
+        if e.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise NoSpace(path, f"no room for a {size}-byte store ({e.strerror})") from e
+        if e.errno not in (errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS):
+            raise
+    # The file system cannot preallocate: zeros written into the gaps allocate them instead.
+    position = 0
+    for offset, length in [*sorted(written), (size, 0)]:
+        for start in range(position, offset, len(_ZEROS)):
+            os.pwrite(fd, _ZEROS[: min(len(_ZEROS), offset - start)], start)
+        position = max(position, offset + length)
 
 
 def clean_temporaries(directory: str) -> list[str]:

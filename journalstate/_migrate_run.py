@@ -9,6 +9,7 @@ it opens and listed in docs/design.md ("Migration").
 from __future__ import annotations
 
 import os
+import struct
 from collections.abc import Callable, Collection
 from typing import Any, cast
 
@@ -19,20 +20,32 @@ from journalstate._errors import (
     InvalidValue,
     JournalStateError,
     MigrationRefused,
+    StoreFileError,
     Unrecoverable,
 )
 from journalstate._format import (
     HEADER_FIXED_SIZE,
     MAX_SCHEMA_LENGTH,
+    SLOT_CRC_OFFSET,
+    SLOT_HEAD_FMT,
+    SLOT_HEAD_SIZE,
     Header,
     SlotHead,
     align,
+    crc,
     decode_header,
     encode_header,
-    encode_slot,
+    mask,
     slot_size_for,
 )
-from journalstate._io import PAGE_SIZE, OsStorage, ReplacingStorage, Storage, TemporaryFile
+from journalstate._io import (
+    PAGE_SIZE,
+    OsStorage,
+    ReplacingStorage,
+    Storage,
+    TemporaryFile,
+    file_replaced,
+)
 from journalstate._migrate import Change, FieldChange, Plan, plan_migration
 from journalstate._schema import Schema, compile_schema
 from journalstate._store import MAX_JOURNAL_SIZE, Store
@@ -112,6 +125,34 @@ def _converted(new: Schema, convert: Callable[[Any], Any], old_state: object) ->
     return new.encode(value)
 
 
+def slot_chunks(
+    offset: int, head: SlotHead, image: bytes | bytearray
+) -> list[tuple[int, bytes | bytearray]]:
+    """The slot ``encode_slot`` makes, as (offset, bytes) pieces that share ``image`` (no copy)."""
+    packed = bytearray(
+        struct.pack(
+            SLOT_HEAD_FMT,
+            head.generation,
+            head.epoch,
+            0,
+            head.seq,
+            head.position,
+            head.state_size,
+            0,
+            0,
+        )
+    )
+    tail = struct.pack("<Q", head.generation)
+    value = crc(packed[SLOT_CRC_OFFSET + 4 :], crc(packed[:SLOT_CRC_OFFSET]))
+    value = crc(tail, crc(image, value))
+    struct.pack_into("<I", packed, SLOT_CRC_OFFSET, mask(value))
+    return [
+        (offset, bytes(packed)),
+        (offset + SLOT_HEAD_SIZE, image),
+        (offset + SLOT_HEAD_SIZE + head.state_size, tail),
+    ]
+
+
 def new_store_chunks(
     schema: Schema,
     image: bytes | bytearray,
@@ -120,7 +161,7 @@ def new_store_chunks(
     seq: int,
     generation: int,
     epoch: int,
-) -> tuple[Header, list[tuple[int, bytes]]]:
+) -> tuple[Header, list[tuple[int, bytes | bytearray]]]:
     """The header and bytes of a store holding ``image`` at ``seq``, with an empty journal.
 
     Both slots are valid and hold the state: generations ``generation + 2`` and
@@ -141,13 +182,10 @@ def new_store_chunks(
         state_size=schema.size,
         schema=descriptor,
     )
-    newest = SlotHead(generation + 2, epoch, seq, 0, schema.size)
-    older = SlotHead(generation + 1, epoch, seq, 0, schema.size)
-    chunks = [
-        (0, encode_header(header)),
-        (header.slot0_offset, encode_slot(newest, image)),
-        (header.slot1_offset, encode_slot(older, image)),
-    ]
+    chunks: list[tuple[int, bytes | bytearray]] = [(0, encode_header(header))]
+    for offset, generation_ in ((header.slot0_offset, 2), (header.slot1_offset, 1)):
+        head = SlotHead(generation + generation_, epoch, seq, 0, schema.size)
+        chunks += slot_chunks(offset, head, image)
     return header, chunks
 
 
@@ -195,6 +233,7 @@ def migrate(
             untouched. InvalidValue: ``convert`` returned a value that does not fit. And what
             :func:`journalstate.open` raises for the old file (StoreLocked, StoreCorrupt...).
     """
+    from journalstate._open import _open_file
     from journalstate._open import open as open_store
 
     path = os.fspath(path)
@@ -209,25 +248,30 @@ def migrate(
             if convert is not None:
                 _converted(new, convert, reader.state)
             return _report(path, plan, reader, size, migrated=False, dry_run=True)
-    # The writer lock on the old file, held until the new file has replaced it. The open has
-    # recovered the old state and made it durable (a checkpoint with a new epoch).
-    old: Store[Any] = open_store(path, None, storage=disk, lock_timeout=lock_timeout)
+    # The writer lock on the old file, held until the new file has replaced it. The old file
+    # itself is only read: whatever happens to this migration, it stays as it was.
+    lock = _open_file(disk, path, readonly=False, lock_timeout=lock_timeout)
     temporary: TemporaryFile | None = None
     try:
-        if old.header.schema != descriptor:  # replaced between the peek and the lock
-            plan = _plan(path, old.header.schema, new, drop, convert is not None)
-        disk.clean_temporaries(path)
-        journal = old.header.journal_size if size is None else size
-        if plan.identical and convert is None and journal == old.header.journal_size:
-            return _report(path, plan, old, size, migrated=False)
-        if convert is not None:
-            image: bytes | bytearray = _converted(new, convert, old.state)
-        else:
-            image = plan.apply(old._image)
-            new.decode(image)  # the new class's own validators see the migrated state
-        header, chunks = new_store_chunks(
-            new, image, journal, seq=old.seq, generation=old.generation, epoch=old._epoch
-        )
+        old: Store[Any] = open_store(path, None, readonly=True, storage=disk)
+        with old:
+            if file_replaced(lock):  # only a writer holding our lock could rename over path
+                raise StoreFileError(path, "replaced by another file during the migration")
+            if old.header.schema != descriptor:  # replaced between the peek and the lock
+                plan = _plan(path, old.header.schema, new, drop, convert is not None)
+            disk.clean_temporaries(path)
+            journal = old.header.journal_size if size is None else size
+            if plan.identical and convert is None and journal == old.header.journal_size:
+                return _report(path, plan, old, size, migrated=False)
+            if convert is not None:
+                image: bytes | bytearray = _converted(new, convert, old.state)
+            else:
+                image = plan.apply(old._image)
+                new.decode(image)  # the new class's own validators see the migrated state
+            header, chunks = new_store_chunks(
+                new, image, journal, seq=old.seq, generation=old.generation, epoch=old._epoch
+            )
+            report = _report(path, plan, old, journal, migrated=True)
         del image
         # Crash window: the temporary file is created, then written, then synced. A crash
         # before the rename leaves the old store at `path`, untouched, and a stray temporary
@@ -238,9 +282,9 @@ def migrate(
         # undo the rename (the old store at `path`, the new file a stray temporary); after a
         # process death, or once the sync returns, `path` holds the new store.
         temporary.replace(path)
-        return _report(path, plan, old, journal, migrated=True)
+        return report
     finally:
-        old.close()  # releases the old file's lock: a writer waiting on it reopens the path
+        lock.close()  # releases the old file's lock: a writer waiting on it reopens the path
         if temporary is not None:
             temporary.close()  # releases the new file's lock
 

@@ -170,7 +170,7 @@ class SimStorage:
         return _SimStoreFile(self, path, self._files[path], writable)
 
     def create_temporary(
-        self, path: str, size: int, chunks: Iterable[tuple[int, bytes]]
+        self, path: str, size: int, chunks: Iterable[tuple[int, bytes | bytearray]]
     ) -> TemporaryFile:
         name = os.path.join(os.path.dirname(path), f".jst-{random.getrandbits(48):012x}.tmp")
         self._dir_event(Op.CREATE)
