@@ -313,7 +313,7 @@ def test_sigkill_during_migrations(tmp_path: Path) -> None:
 def test_sigkill_during_64mib_migrations(tmp_path: Path) -> None:
     """SIGKILL at random instants of 64 MiB migrations: the path opens as old or new."""
     assert len(big_blob()) == BIG
-    kills = max(1, _kills(20) // 4)
+    kills = _kills(5)
     counts = _sigkill_migrations(tmp_path, "BigNew", kills)
     print("sigkill, 64 MiB state:", counts)
     assert counts["old"] + counts["new"] == kills
