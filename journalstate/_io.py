@@ -430,7 +430,7 @@ class OsStorage:
         try:
             written = []
             for offset, data in chunks:
-                os.pwrite(fd, data, offset)
+                _write_all(fd, data, offset)
                 written.append((offset, len(data)))
             # After the writes, so it only allocates the blocks still missing (the journal, the
             # ends of pages): writing into preallocated (unwritten) extents is slower.
@@ -448,6 +448,19 @@ class OsStorage:
 
     def clean_temporaries(self, path: str) -> list[str]:
         return clean_temporaries(os.path.dirname(os.path.abspath(path)))
+
+
+_WRITE_STEP = 1 << 20
+
+
+def _write_all(fd: int, data: bytes | bytearray, offset: int) -> None:
+    """pwrite ``data`` at ``offset`` in 1 MiB steps (one huge pwrite is several times slower)."""
+    with memoryview(data) as view:
+        for start in range(0, len(view), _WRITE_STEP):
+            piece = view[start : start + _WRITE_STEP]
+            done = 0
+            while done < len(piece):
+                done += os.pwrite(fd, piece[done:], offset + start + done)
 
 
 def _allocate_gaps(fd: int, size: int, path: str, written: list[tuple[int, int]]) -> None:

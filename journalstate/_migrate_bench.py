@@ -55,22 +55,27 @@ def copy_twice(source: str, directory: str) -> float:
 
 
 def run(directory: str, mib: int, runs: int) -> dict[str, Any]:
-    """Median seconds of ``runs`` migrations and of ``runs`` double copies of the same state."""
+    """Median seconds of ``runs`` migrations, and of ``runs`` double copies of a file holding
+    the state's bytes (``mib`` MiB), interleaved."""
     size = mib << 20
     old_cls, new_cls = classes(size)
     blob = bytes(range(1, 256)) * (size // 255) + b"x" * (size % 255)
     path = os.path.join(directory, "bench-migrate.jst")
+    raw = os.path.join(directory, "bench-migrate.raw")  # the state's bytes, alone
+    with open(raw, "wb") as f:
+        f.write(blob)
     migrations, copies = [], []
     for _ in range(runs):
         if os.path.exists(path):
             os.unlink(path)
         with js.open(path, old_cls, initial=old_cls(n=5, blob=blob), journal_size=1 << 16):
             pass
-        copies.append(copy_twice(path, directory))
+        copies.append(copy_twice(raw, directory))
         start = time.perf_counter()
         js.migrate(path, new_cls)
         migrations.append(time.perf_counter() - start)
     os.unlink(path)
+    os.unlink(raw)
     migration, copy = statistics.median(migrations), statistics.median(copies)
     return {"mib": mib, "migration_s": migration, "copy_twice_s": copy, "ratio": migration / copy}
 

@@ -47,7 +47,7 @@ from journalstate._io import (
     file_replaced,
 )
 from journalstate._migrate import Change, FieldChange, Plan, plan_migration
-from journalstate._schema import Schema, compile_schema
+from journalstate._schema import Schema, _Array, _Node, _Struct, compile_schema
 from journalstate._store import MAX_JOURNAL_SIZE, Store
 
 
@@ -267,7 +267,8 @@ def migrate(
                 image: bytes | bytearray = _converted(new, convert, old.state)
             else:
                 image = plan.apply(old._image)
-                new.decode(image)  # the new class's own validators see the migrated state
+                if _has_hooks(new._root):
+                    new.decode(image)  # the class's own validators see the migrated state
             header, chunks = new_store_chunks(
                 new, image, journal, seq=old.seq, generation=old.generation, epoch=old._epoch
             )
@@ -287,6 +288,24 @@ def migrate(
         lock.close()  # releases the old file's lock: a writer waiting on it reopens the path
         if temporary is not None:
             temporary.close()  # releases the new file's lock
+
+
+def _has_hooks(node: _Node) -> bool:
+    """Whether decoding runs user code (validators, converters, post-init) anywhere in ``node``.
+
+    Without any, a migrated image needs no check: every value in it is an old value that was
+    valid, widened, or an encoded default.
+    """
+    if isinstance(node, _Array):
+        return _has_hooks(node.element)
+    if not isinstance(node, _Struct) or node.cls is None:
+        return False
+    cls = node.cls
+    if any(hasattr(cls, hook) for hook in ("__attrs_post_init__", "__attrs_pre_init__")):
+        return True
+    if any(f.validator is not None or f.converter is not None for f in attrs.fields(cls)):
+        return True
+    return any(_has_hooks(child) for _, _, _, child in node.members)
 
 
 def _report(

@@ -510,3 +510,25 @@ def test_slot_pieces_are_the_encoded_slot() -> None:
     for offset, data in pieces:
         joined[offset - 100 : offset - 100 + len(data)] = data
     assert bytes(joined) == encode_slot(head, image)
+
+
+def test_the_new_class_validators_see_the_migrated_state(old_store: tuple[Path, int]) -> None:
+    """A validator of the new class that rejects the migrated state stops the migration."""
+    path, _ = old_store
+
+    def no_hello(instance: Any, attribute: Any, value: str) -> None:
+        if value == "hello":
+            raise ValueError("no hello")
+
+    @attrs.frozen
+    class Strict:
+        count: js.U64 = 0
+        name: Annotated[str, js.Str(16)] = attrs.field(default="", validator=no_hello)
+        inner: Inner = attrs.Factory(Inner)
+        hist: Annotated[tuple[int, ...], js.Array(js.U8, 3)] = (0, 0, 0)
+        gone: js.I8 = 0
+
+    before = path.read_bytes()
+    with pytest.raises(js.InvalidValue, match="no hello"):
+        js.migrate(path, Strict)
+    assert path.read_bytes() == before
