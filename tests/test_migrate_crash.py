@@ -288,7 +288,7 @@ def _sigkill_migrations(tmp_path: Path, case: str, kills: int) -> dict[str, int]
     counts = {"old": 0, "new": 0, "killed": 0, "finished": 0}
     seq = make(path)
     for _ in range(kills):
-        counts[_kill_run(path, case, rng.uniform(0, duration * 1.2))] += 1
+        counts[_kill_run(path, case, rng.uniform(0, duration))] += 1
         result = check(path, seq)
         counts[result] += 1
         if result == "new":
