@@ -23,7 +23,7 @@ from journalstate._descriptor import decode_descriptor
 from journalstate._io import OsStorage, temporary_name
 from journalstate._migrate import Change, plan_migration
 from journalstate._schema import compile_schema
-from tests.migrate_helpers import (
+from tests.migrate_schemas import (
     DROP,
     NEW_STATE,
     OLD_STATE,
@@ -382,7 +382,7 @@ def test_migrate_without_fallocate(
     assert path.stat().st_blocks * 512 >= path.stat().st_size
 
 
-def test_migrate_copy_helper(old_store: tuple[Path, int], tmp_path: Path) -> None:
+def test_migrate_copy(old_store: tuple[Path, int], tmp_path: Path) -> None:
     """migrate_copy migrates a copy of a file (what the golden-store test uses)."""
     path, _ = old_store
     assert migrate_copy(path, tmp_path / "copy.jst", New, drop=DROP) == NEW_STATE
@@ -397,7 +397,7 @@ SCHEMA_MODULE = textwrap.dedent(
     from typing import Annotated
     import attrs
     import journalstate as js
-    from tests.migrate_helpers import New, Old
+    from tests.migrate_schemas import New, Old
 
     @attrs.frozen
     class Narrow:

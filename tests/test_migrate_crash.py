@@ -22,7 +22,7 @@ import pytest
 import journalstate as js
 from journalstate.testing import SimStorage, SimulatedCrash
 from journalstate.testing._disk import Event, Op
-from tests.migrate_helpers import (
+from tests.migrate_schemas import (
     BIG,
     DROP,
     NEW_STATE,
@@ -190,7 +190,7 @@ CHILD = """
 import sys, time
 sys.path.insert(0, {root!r})
 import journalstate as js
-from tests import migrate_helpers as h
+from tests import migrate_schemas as h
 new = getattr(h, sys.argv[2])
 sys.stdout.write("ready\\n"); sys.stdout.flush()
 t = time.perf_counter()

@@ -1,4 +1,4 @@
-"""Schemas and helpers shared by the migration tests (and by the processes they kill)."""
+"""Schemas and functions shared by the migration tests (and by the processes they kill)."""
 
 from __future__ import annotations
 
