@@ -211,7 +211,8 @@ def open(
 
     Raises:
         StoreNotFound, NotAStore, TruncatedStore, UnsupportedVersion, SchemaMismatch,
-        UnsafePath, NoSpace, StoreLocked, StoreCorrupt, Unrecoverable, SchemaError.
+        UnsafePath, NoSpace, StoreLocked, StoreCorrupt, Unrecoverable, SchemaError;
+        MigrationRefused with ``migrate=True``.
     """
     path = os.fspath(path)
     mode = _durability(durability, Durability.COMMIT)
