@@ -17,6 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import attrs
 import pytest
 
 import journalstate as js
@@ -29,6 +30,7 @@ from tests.migrate_schemas import (
     OLD_STATE,
     BigNew,
     BigOld,
+    Inner2,
     New,
     Old,
     big_blob,
@@ -39,11 +41,25 @@ PATH = "/data/state.jst"
 ROOT = Path(__file__).resolve().parent.parent
 
 
+HISTORY = [Old(), *(attrs.evolve(OLD_STATE, count=i) for i in range(3)), OLD_STATE]
+"""The old store's states by seq: the initial one, then four commits."""
+
+
+def as_new(old: Old) -> New:
+    """What migrating ``old`` must give."""
+    inner = Inner2(old.inner.a, old.inner.f, 7)
+    return New(count=old.count, name=old.name, inner=inner, hist=(*old.hist, 0, 0), extra=1.5)
+
+
 def fresh_disk() -> tuple[SimStorage, int]:
-    """A simulated disk holding an old store (part of its state still in the journal)."""
+    """A simulated disk holding an old store whose last commits are in the page cache only."""
     disk = SimStorage()
-    seq = make_store(PATH, Old, OLD_STATE, storage=disk, durability="process")
-    disk.restart()  # a process death: the last commits are in the page cache only
+    store = js.open(PATH, Old, storage=disk, durability="process")
+    seq = 0
+    for state in HISTORY[1:]:
+        seq = store.commit(state)
+    disk.restart()  # a process death: recovery replays them; an OS crash may lose them
+    assert seq == len(HISTORY) - 1
     return disk, seq
 
 
@@ -52,19 +68,18 @@ def migration(disk: SimStorage) -> js.MigrationReport:
     return js.migrate(PATH, New, drop=DROP, storage=disk)
 
 
-def outcome(disk: SimStorage, seq: int) -> str:
-    """ "old" or "new": which store the path holds; fails on anything else."""
+def outcome(disk: SimStorage) -> tuple[str, int]:
+    """("old" or "new", seq): which store the path holds, at which state; fails on anything
+    else (neither store, or a state no commit or migration of a commit produced)."""
     try:
         store: js.Store[Any] = js.open(PATH, New, storage=disk)
     except js.SchemaMismatch:
         with js.open(PATH, Old, storage=disk) as old:
-            assert old.state == OLD_STATE
-            assert old.seq == seq
-        return "old"
+            assert old.state == HISTORY[old.seq]
+            return "old", old.seq
     with store:
-        assert store.state == NEW_STATE
-        assert store.seq == seq
-    return "new"
+        assert store.state == as_new(HISTORY[store.seq])
+        return "new", store.seq
 
 
 def _os_crash(disk: SimStorage, kept: int, pages: str, seed: int) -> Callable[[], None]:
@@ -119,6 +134,7 @@ def test_crash_at_every_step_of_a_migration() -> None:
     steps = disk.events[start:]
     assert {Op.CREATE, Op.WRITE, Op.SYNC, Op.RENAME, Op.DIRSYNC} <= {e.op for e in steps}
     seen = {"old": 0, "new": 0}
+    states: set[tuple[str, int]] = set()
     runs = 0
     for step in range(len(steps) + 1):
         cuts = [0, 700] if step < len(steps) and steps[step].op is Op.WRITE else [0]
@@ -129,18 +145,21 @@ def test_crash_at_every_step_of_a_migration() -> None:
                 kinds = crash_kinds(disk)
                 name, crash = kinds[kind]
                 crash()
-                seen[outcome(disk, seq)] += 1
+                which, at = outcome(disk)
+                seen[which] += 1
+                states.add((which, at))
+                if which == "new" or name == "process":
+                    assert at == seq, (step, cut, name)  # the state the migration read
                 report = migration(disk)
-                assert report.seq == seq
+                assert report.seq == at
                 assert disk.names() == [PATH], (step, cut, name)
-                assert outcome(disk, seq) == "new"
+                assert outcome(disk) == ("new", at)
                 runs += 1
                 kind += 1
                 if kind == len(kinds):
                     break
     print(f"migration crash model: {len(steps)} steps, {runs} crashes, outcomes {seen}")
-    assert seen["old"] > 0
-    assert seen["new"] > 0
+    assert {("old", seq), ("new", seq)} < states  # and an OS crash lost unsynced commits
 
 
 def test_an_unsynced_rename_can_be_lost_and_the_old_store_comes_back() -> None:
@@ -159,7 +178,7 @@ def test_an_unsynced_rename_can_be_lost_and_the_old_store_comes_back() -> None:
     assert disk.name_changes() == 2  # the temporary file's creation, the rename
     _os_crash(disk, 1, "newest", 0)()  # the creation survives, the rename does not
     assert len(disk.names()) == 2  # the old store and the stray temporary file
-    assert outcome(disk, seq) == "old"
+    assert outcome(disk) == ("old", seq)
     migration(disk)
     assert disk.names() == [PATH]
 
