@@ -183,6 +183,31 @@ def test_an_unsynced_rename_can_be_lost_and_the_old_store_comes_back() -> None:
     assert disk.names() == [PATH]
 
 
+def test_simulated_names_revert_to_the_last_directory_sync() -> None:
+    """Unsynced link, rename and unlink survive a process death, and an OS crash keeps a
+    prefix of them; a directory sync makes them durable."""
+    disk, _ = fresh_disk()
+    disk.link(PATH, "/data/b")
+    disk.rename("/data/b", "/data/c")
+    disk.unlink(PATH)
+    assert disk.names() == ["/data/c"]
+    disk.restart()
+    assert disk.names() == ["/data/c"]
+    assert disk.name_changes() == 3
+    for kept, names in [(0, [PATH]), (1, ["/data/b", PATH]), (2, ["/data/c", PATH])]:
+        probe, _ = fresh_disk()
+        probe.link(PATH, "/data/b")
+        probe.rename("/data/b", "/data/c")
+        probe.unlink(PATH)
+        _os_crash(probe, kept, "lost", 0)()
+        assert probe.names() == names
+    disk.sync_directory()
+    disk.crash(lambda n: n - 1)  # the names as synced; every page at its newest version
+    assert disk.names() == ["/data/c"]
+    with js.open("/data/c", Old, storage=disk, readonly=True) as store:
+        assert store.state == OLD_STATE
+
+
 def test_a_writer_waiting_on_the_old_file_reopens_the_new_one() -> None:
     """A writer that gets the lock of a file a migration renamed over reopens the path."""
     disk, _ = fresh_disk()
