@@ -15,7 +15,7 @@ from typing import Any, cast
 
 import attrs
 
-from journalstate._descriptor import decode_descriptor
+from journalstate._descriptor import compare_descriptors, decode_descriptor
 from journalstate._errors import (
     InvalidValue,
     JournalStateError,
@@ -190,9 +190,12 @@ def new_store_chunks(
 
 
 def needs_migration(path: str, schema: type, *, storage: Storage | None = None) -> bool:
-    """Whether the store at ``path`` has another layout than ``schema`` (read without a lock)."""
+    """Whether the store at ``path`` has another layout than ``schema`` (read without a lock).
+
+    Class names do not count: a renamed class with the same fields opens as it is.
+    """
     new = compile_schema(schema)
-    return _peek_descriptor(storage or OsStorage(), path) != new.descriptor
+    return bool(compare_descriptors(new.descriptor, _peek_descriptor(storage or OsStorage(), path)))
 
 
 def migrate(
