@@ -331,8 +331,10 @@ def _sigkill_migrations(tmp_path: Path, case: str, kills: int) -> dict[str, int]
     rng = random.Random(1234)
     counts = {"old": 0, "new": 0, "killed": 0, "finished": 0}
     seq = make(path)
-    for _ in range(kills):
-        counts[_kill_run(path, case, rng.uniform(0, duration))] += 1
+    for i in range(kills):
+        # Half the kills anywhere in the migration, half near its end, around the rename.
+        low = 0.0 if i % 2 else 0.7 * duration
+        counts[_kill_run(path, case, rng.uniform(low, 1.1 * duration))] += 1
         result = check(path, seq)
         counts[result] += 1
         if result == "new":
