@@ -12,6 +12,7 @@ from journalstate._errors import (
     InvalidArgumentType,
     InvalidValue,
     JournalStateError,
+    MigrationRefused,
     NoPreviousGeneration,
     NoSpace,
     NoSuchField,
@@ -27,6 +28,7 @@ from journalstate._errors import (
     StoreNotFound,
     StoreNotPicklable,
     StorePoisoned,
+    StoreReplaced,
     TransactionError,
     TransactionTooLarge,
     TruncatedStore,
@@ -37,6 +39,8 @@ from journalstate._errors import (
 )
 from journalstate._introspect import FieldKind, FieldLayout, SchemaInfo, schema_info
 from journalstate._journal import Reason
+from journalstate._migrate import Change, FieldChange
+from journalstate._migrate_run import MigrationReport, migrate
 from journalstate._open import open
 from journalstate._recovery import Damage, RecoveryMode, RecoveryReport
 from journalstate._schema import (
@@ -76,10 +80,12 @@ __all__ = [
     "Array",
     "Bool",
     "Bytes",
+    "Change",
     "CounterExhausted",
     "Damage",
     "Draft",
     "Durability",
+    "FieldChange",
     "FieldKind",
     "FieldLayout",
     "ForkedStore",
@@ -87,6 +93,8 @@ __all__ = [
     "InvalidArgumentType",
     "InvalidValue",
     "JournalStateError",
+    "MigrationRefused",
+    "MigrationReport",
     "NoPreviousGeneration",
     "NoSpace",
     "NoSuchField",
@@ -108,6 +116,7 @@ __all__ = [
     "StoreNotFound",
     "StoreNotPicklable",
     "StorePoisoned",
+    "StoreReplaced",
     "StoreStats",
     "Str",
     "TransactionError",
@@ -119,6 +128,7 @@ __all__ = [
     "UnsupportedVersion",
     "__version__",
     "f32_round",
+    "migrate",
     "open",
     "schema_info",
 ]

@@ -1,4 +1,4 @@
-"""The `journalstate` command: recover, check, dump, info, log, demo.
+"""The `journalstate` command: recover, check, dump, info, log, migrate, demo.
 
 The only module that prints or exits. Each command maps its outcome to one of the documented
 exit codes (docs/cli.md); bad input is one line on stderr, never a traceback.
@@ -14,9 +14,12 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, NoReturn, TextIO
 
+import attrs
+
 import journalstate as js
 from journalstate import _bench, _demo, _inspect
 from journalstate._io import OsStorage
+from journalstate._migrate_cli import LoadError, load, report_lines
 from journalstate._recovery import RecoveryReport
 
 EXIT_OK = 0
@@ -352,6 +355,56 @@ def _copy(source: str, dest: str) -> str:
     return dest
 
 
+# --- migrate --------------------------------------------------------------------------------------
+
+
+def cmd_migrate(args: argparse.Namespace, out: TextIO) -> int:
+    try:
+        cls = load(args.cls, args.search_path)
+        convert = None if args.convert is None else load(args.convert, args.search_path)
+    except LoadError as e:
+        raise _Fail(EXIT_USAGE, str(e)) from None
+    if not (isinstance(cls, type) and attrs.has(cls)):
+        raise _Fail(EXIT_USAGE, f"{args.cls}: not an attrs class")
+    if convert is not None and not callable(convert):
+        raise _Fail(EXIT_USAGE, f"{args.convert}: not a function")
+    if not os.path.lexists(args.path):
+        raise _Fail(EXIT_USAGE, f"{args.path}: no such file")
+    try:
+        report = js.migrate(
+            args.path,
+            cls,
+            convert=convert,
+            drop=args.drop,
+            journal_size=args.journal_size,
+            dry_run=args.dry_run,
+        )
+    except js.MigrationRefused as e:
+        raise _Fail(EXIT_USAGE, str(e)) from None
+    except (js.InvalidValue, js.SchemaError) as e:
+        raise _Fail(EXIT_USAGE, f"{args.path}: {e}") from None
+    except js.StoreLocked as e:
+        who = f" (pid {e.holder_pid})" if e.holder_pid is not None else ""
+        raise _Fail(
+            EXIT_BUSY, f"{args.path}: locked by a live writer{who}; stop it first"
+        ) from None
+    except (js.JournalStateError, OSError):
+        raise
+    except (TypeError, ValueError) as e:
+        raise _Fail(EXIT_USAGE, f"{args.path}: {e}") from None
+    except Exception as e:  # raised by the user's convert function
+        raise _Fail(EXIT_USAGE, f"{args.convert}: raised {type(e).__name__}: {e}") from None
+    data = attrs.asdict(report, recurse=False)
+    data["changes"] = [attrs.asdict(c, recurse=False) for c in report.changes]
+
+    def human() -> None:
+        for line in report_lines(report, cls.__qualname__):
+            out.write(line + "\n")
+
+    _emit(out, args, data, human)
+    return EXIT_OK
+
+
 def cmd_bench(args: argparse.Namespace, out: TextIO) -> int:
     if not os.path.isdir(args.dir):
         raise _Fail(EXIT_USAGE, f"{args.dir}: no such directory")
@@ -455,6 +508,26 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("log", "transactions in the journal, oldest first", "journalstate log s.jst", cmd_log)
     p.add_argument("path")
     p.add_argument("--limit", type=_count, help="only the last N transactions")
+    p = add(
+        "migrate",
+        "change the store's schema to a new class, or resize its journal, crash-safely",
+        "journalstate migrate state.jst myapp.state:State --drop old_total --dry-run",
+        cmd_migrate,
+    )
+    p.add_argument("path")
+    p.add_argument("cls", metavar="module:Class", help="the new attrs class")
+    p.add_argument("--convert", metavar="module:function", help="builds the new state")
+    p.add_argument("--drop", metavar="FIELD", nargs="+", default=[], help="fields to discard")
+    p.add_argument("--journal-size", type=_count, metavar="N", help="new journal size (bytes)")
+    p.add_argument("--dry-run", action="store_true", help="say what would be done, change nothing")
+    p.add_argument(
+        "--path",
+        dest="search_path",
+        metavar="DIR",
+        action="append",
+        default=[],
+        help="look for the module here first (then in the current directory)",
+    )
     p = add("demo", "SIGKILL and simulated OS crashes, explained", "journalstate demo", cmd_demo)
     p.add_argument("--seed", type=int, help="seed for the random choices")
     bench_help = "measure what each durability mode costs, against raw floors and peers"

@@ -291,3 +291,30 @@ class StoreNotPicklable(JournalStateError, TypeError):
             "or open it there with readonly=True"
         )
         self.path = path
+
+
+# --- migration ---------------------------------------------------------------------------------
+
+
+class MigrationRefused(JournalStateError, ValueError):
+    """A migration would lose data, or cannot give a new field a value; nothing was changed.
+
+    ``problems`` names every field that refuses, and why. Pass ``drop`` for fields that may
+    disappear, or a ``convert`` function that says how the old state becomes the new one.
+    """
+
+    def __init__(self, path: str, problems: Sequence[str]) -> None:
+        super().__init__(
+            f"{path}: cannot migrate without losing data or a value: {'; '.join(problems)}. "
+            "Nothing was changed; pass drop=... for fields to discard, or convert=..."
+        )
+        self.path = path
+        self.problems = tuple(problems)
+
+
+class StoreReplaced(StoreFileError):
+    """The path now names another file than the one this store has open.
+
+    A migration (or anything else) renamed a new file over it. The open store still reads its
+    own file, consistently; open the path again for the new one.
+    """

@@ -136,6 +136,55 @@ class Storage(Protocol):
         ...
 
 
+class TemporaryFile(Protocol):
+    """A complete, synced store file under a temporary name, locked until it is closed."""
+
+    @property
+    def name(self) -> str:
+        """The temporary path (in the directory of the store it will replace)."""
+        ...
+
+    def replace(self, path: str) -> None:
+        """Rename it over ``path`` and sync the directory; durable when this returns."""
+        ...
+
+    def close(self) -> None:
+        """Remove the temporary name unless :meth:`replace` moved it; release the lock."""
+        ...
+
+
+class ReplacingStorage(Storage, Protocol):
+    """A :class:`Storage` that can also replace a store file whole (what a migration needs)."""
+
+    def create_temporary(
+        self, path: str, size: int, chunks: Iterable[tuple[int, bytes | bytearray]]
+    ) -> TemporaryFile:
+        """Write a file of ``size`` bytes holding ``chunks`` under a temporary name next to
+        ``path``, sync it, and hold its writer lock.
+
+        Raises:
+            NoSpace: the file system cannot hold ``size`` bytes.
+        """
+        ...
+
+    def clean_temporaries(self, path: str) -> list[str]:
+        """Remove the stray temporary files next to ``path`` that no live process holds locked.
+
+        Returns:
+            The paths removed.
+        """
+        ...
+
+
+def file_replaced(file: StoreFile) -> bool:
+    """Whether the path ``file`` was opened by now names another file (or nothing).
+
+    False for a file type that cannot tell.
+    """
+    check = getattr(file, "replaced", None)
+    return bool(check()) if callable(check) else False
+
+
 # --- the real thing ------------------------------------------------------------------------------
 
 
@@ -258,6 +307,15 @@ class OsFile:
     def map(self, offset: int, length: int, *, writable: bool) -> Region:
         return MmapRegion(self._fd, offset, length, writable)
 
+    def replaced(self) -> bool:
+        """Whether the path now names another file than the one open here (or nothing)."""
+        try:
+            st = os.lstat(self._path)
+        except FileNotFoundError:
+            return True
+        own = os.fstat(self._fd)
+        return (st.st_dev, st.st_ino) != (own.st_dev, own.st_ino)
+
     def close(self) -> None:
         if self._fd >= 0:
             self._release()
@@ -331,8 +389,9 @@ def _fsync_dir(directory: str) -> None:
 
 # --- temporary files -----------------------------------------------------------------------------
 
-_TEMPORARY = re.compile(r"\.jst-[0-9a-f]{16}\.tmp\Z")
-"""The names of journalstate's temporary files: short and fixed-length, whatever the target."""
+TEMPORARY_NAME = re.compile(r"\.jst-[0-9a-f]{16}\.tmp")
+"""The names of journalstate's temporary files (``fullmatch``): short and fixed-length, whatever
+the target, so a temporary name is legal wherever the store's name is."""
 
 
 def temporary_path(directory: str) -> str:
@@ -389,7 +448,7 @@ def remove_stray_temporaries(directory: str, holding: int | None = None) -> list
     """
     removed: list[str] = []
     try:
-        names = [n for n in os.listdir(directory) if _TEMPORARY.match(n)]
+        names = [n for n in os.listdir(directory) if TEMPORARY_NAME.fullmatch(n)]
         held = os.fstat(holding) if holding is not None else None
     except OSError:
         return removed
@@ -451,7 +510,7 @@ def _kind(mode: int) -> str:
     return "not a regular file"
 
 
-def _creation_error(path: str, directory: str, e: OSError) -> StoreFileError:
+def creation_error(path: str, directory: str, e: OSError) -> StoreFileError:
     """The typed error for an OSError while creating a store at ``path``."""
     code = e.errno
     if code in (errno.ENOSPC, errno.EDQUOT):
@@ -493,7 +552,7 @@ class OsStorage:
         try:
             tmp, fd = open_temporary(directory)
         except OSError as e:
-            raise _creation_error(path, directory, e) from e
+            raise creation_error(path, directory, e) from e
         try:
             _preallocate(fd, size, path)
             for offset, data in chunks:
@@ -520,7 +579,7 @@ class OsStorage:
             _fsync_dir(directory)
             return True
         except OSError as e:
-            raise _creation_error(path, directory, e) from e
+            raise creation_error(path, directory, e) from e
         finally:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp)  # before close(): the lock keeps cleaners off it until then
@@ -560,3 +619,15 @@ class OsStorage:
             os.close(fd)
             raise
         return OsFile(path, fd)
+
+    def create_temporary(
+        self, path: str, size: int, chunks: Iterable[tuple[int, bytes | bytearray]]
+    ) -> TemporaryFile:
+        from journalstate._temporary import create_temporary
+
+        return create_temporary(path, size, chunks)
+
+    def clean_temporaries(self, path: str) -> list[str]:
+        from journalstate._temporary import clean_temporaries
+
+        return clean_temporaries(os.path.dirname(os.path.abspath(path)))

@@ -10,7 +10,7 @@ import math
 import os
 import threading
 from collections.abc import Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from journalstate._descriptor import compare_descriptors
 from journalstate._dynamic import class_from_descriptor
@@ -40,7 +40,7 @@ from journalstate._format import (
     header_read_size,
     slot_size_for,
 )
-from journalstate._io import PAGE_SIZE, OsStorage, Region, Storage
+from journalstate._io import PAGE_SIZE, OsStorage, Region, Storage, StoreFile, file_replaced
 from journalstate._recovery import Recovered, RecoveryMode, recover
 from journalstate._schema import Schema, check_frozen, compile_schema
 from journalstate._store import (
@@ -197,6 +197,47 @@ def _number(name: str, value: object, fits: Callable[[float], bool], wanted: str
         raise InvalidArgument(name, f"expected {wanted}, got {_short(value)}")
 
 
+# --- migration and replaced files ---------------------------------------------------------------
+
+_REOPEN_ATTEMPTS = 100
+
+
+def _open_file(storage: Storage, path: str, *, readonly: bool, lock_timeout: float) -> StoreFile:
+    """Open the file, and for writing take its lock; then make sure ``path`` still names it.
+
+    A migration renames a new store over the path while holding the old file's lock, so a
+    writer that was waiting for that lock gets it on a file nobody will read again: it closes
+    that file and opens the path anew.
+    """
+    for _ in range(_REOPEN_ATTEMPTS):
+        file = storage.open(path, writable=not readonly)
+        if readonly:
+            return file
+        try:
+            file.lock(lock_timeout)
+            if not file_replaced(file):
+                return file
+        except BaseException:
+            file.close()
+            raise
+        file.close()
+    raise StoreFileError(path, "replaced by another file again and again while opening; retry")
+
+
+def _migrate_first(
+    path: str, schema: type[Any] | None, storage: Storage, *, readonly: bool, lock_timeout: float
+) -> None:
+    """``open(..., migrate=True)``: migrate the file first when its layout differs."""
+    if readonly or schema is None:
+        raise InvalidArgument("migrate", "migrate=True needs a writable open with a schema class")
+    if not storage.exists(path):
+        return
+    from journalstate._migrate_run import migrate, needs_migration
+
+    if needs_migration(path, schema, storage=storage):
+        migrate(path, schema, storage=storage, lock_timeout=lock_timeout)
+
+
 def open(
     path: str | os.PathLike[str],
     schema: type[T] | None,
@@ -212,6 +253,7 @@ def open(
     lock_timeout: float = 0.0,
     checkpoint_threshold: float = DEFAULT_CHECKPOINT_THRESHOLD,
     storage: Storage | None = None,
+    migrate: bool = False,
 ) -> Store[T]:
     """Open the store at ``path``, creating it if missing, and recover its latest state.
 
@@ -238,6 +280,9 @@ def open(
             ``math.inf``: wait as long as it takes).
         checkpoint_threshold: journal fill fraction that triggers an automatic checkpoint.
         storage: where files live (default: the real file system).
+        migrate: when the file's layout differs from ``schema``'s, first migrate it (see
+            :func:`journalstate.migrate`: only changes that lose no data; MigrationRefused
+            otherwise); a plain open when the layouts are the same.
 
     Returns:
         The open store. When a writable open returns, the recovered state is durable.
@@ -247,7 +292,8 @@ def open(
             type); nothing was opened.
         UnsupportedPlatform: this system lacks flock, posix_fallocate or shared mmap.
         StoreNotFound, NotAStore, TruncatedStore, UnsupportedVersion, SchemaMismatch,
-        UnsafePath, NoSpace, StoreLocked, StoreCorrupt, Unrecoverable, SchemaError.
+        UnsafePath, NoSpace, StoreLocked, StoreCorrupt, Unrecoverable, SchemaError;
+        MigrationRefused with ``migrate=True``.
     """
     path = _path_argument(path)
     mode = _durability(durability, Durability.COMMIT)
@@ -256,6 +302,7 @@ def open(
         ("create", create),
         ("readonly", readonly),
         ("previous_generation", previous_generation),
+        ("migrate", migrate),
     ):
         if type(flag) is not bool:
             raise InvalidArgumentType(name, f"expected True or False, got {_short(flag)}")
@@ -295,6 +342,8 @@ def open(
         raise InvalidArgumentType(
             "storage", f"expected a Storage (exists, create, open), got {_short(storage)}"
         )
+    if migrate:
+        _migrate_first(path, schema, storage, readonly=readonly, lock_timeout=lock_timeout)
     if not storage.exists(path):
         if readonly or not create or compiled is None:
             raise StoreNotFound(path, "no such store")
@@ -303,11 +352,9 @@ def open(
         )
         storage.create(path, header.file_size, chunks)  # False: created meanwhile; open it
 
-    file = storage.open(path, writable=not readonly)
+    file = _open_file(storage, path, readonly=readonly, lock_timeout=lock_timeout)
     regions: list[Region] = []
     try:
-        if not readonly:
-            file.lock(lock_timeout)
         file_size = file.size
         head = file.read(0, HEADER_FIXED_SIZE)
         if len(head) >= HEADER_FIXED_SIZE:

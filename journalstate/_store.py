@@ -40,6 +40,7 @@ from journalstate._errors import (
     StoreClosed,
     StoreNotPicklable,
     StorePoisoned,
+    StoreReplaced,
     TransactionTooLarge,
 )
 from journalstate._format import (
@@ -52,7 +53,7 @@ from journalstate._format import (
     encode_slot,
     record_size,
 )
-from journalstate._io import Region, StoreFile
+from journalstate._io import Region, StoreFile, file_replaced
 from journalstate._journal import max_payload
 from journalstate._recovery import RecoveryReport
 from journalstate._schema import Schema
@@ -293,6 +294,21 @@ class Store(Generic[T]):
     def epoch(self) -> int:
         """Epoch of the newest checkpoint: every record this session writes carries it."""
         return self._base.epoch
+
+    @property
+    def replaced(self) -> bool:
+        """True when the path names another file now (a migration renamed one over it).
+
+        This store keeps reading its own file, consistently; open the path again for the new one.
+        """
+        return file_replaced(self._file)
+
+    def check_replaced(self) -> None:
+        """Raise :class:`StoreReplaced` when the path names another file now (see ``replaced``)."""
+        if self.replaced:
+            raise StoreReplaced(
+                self._path, "a new store file replaced the one open here; open the path again"
+            )
 
     @property
     def journal_fill(self) -> float:

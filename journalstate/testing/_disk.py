@@ -12,19 +12,33 @@ produce the disk images an OS crash may leave behind:
 A process death is a different crash: the page cache survives, so every write so far is kept.
 Options restrict the model to narrow a failure down: ``torn_sectors=False`` keeps pages whole,
 ``keep_order=True`` only produces images that are a prefix of the write sequence.
+
+Files live under names in one directory. Creating a temporary file, renaming, linking and
+unlinking change the names at once (process death keeps them), but only a directory sync makes
+them durable: an OS crash keeps the names as of the last directory sync plus a prefix of the
+changes made since (the order a journaling file system commits them in), so an unsynced rename
+may be lost and the old entry comes back.
 """
 
 from __future__ import annotations
 
 import enum
 import errno
+import os
 import random
 from collections.abc import Callable, Iterable
 
 import attrs
 
 from journalstate._errors import NoSpace, StoreLocked, StoreNotFound, UnsafePath
-from journalstate._io import PAGE_SIZE, Buffer, Region, StoreFile
+from journalstate._io import (
+    PAGE_SIZE,
+    TEMPORARY_NAME,
+    Buffer,
+    Region,
+    StoreFile,
+    TemporaryFile,
+)
 
 SECTOR_SIZE = 512
 
@@ -44,6 +58,13 @@ class Op(str, enum.Enum):
 
     WRITE = "write"
     SYNC = "sync"
+    CREATE = "create"
+    """A new (temporary) name in the directory."""
+    RENAME = "rename"
+    LINK = "link"
+    UNLINK = "unlink"
+    DIRSYNC = "dirsync"
+    """fsync of the directory: every name change so far becomes durable."""
 
 
 @attrs.frozen
@@ -53,9 +74,10 @@ class Event:
     index: int
     op: Op
     region: str
-    """"header", "slots" or "journal" (by the region's file offset)."""
+    """"header", "slots" or "journal" (by the region's file offset), "temporary" for a write
+    to a temporary file, "directory" for a change of names."""
     offset: int
-    """File offset."""
+    """File offset (0 for a change of names)."""
     length: int
 
 
@@ -71,6 +93,27 @@ class _File:
     incarnation: int = 0
     slots_offset: int = 0
     journal_offset: int = 0
+    temporary: bool = False
+    dead: bool = False
+    """Replaced by set_image() or a restart: handles to it belong to a dead process."""
+
+    def reborn(self, image: bytes | None) -> _File:
+        """This file after a restart: the page cache kept (``image`` None) or ``image``."""
+        self.dead = True
+        if image is None:
+            return _File(
+                cache=bytearray(self.cache),
+                durable=self.durable,
+                history=self.history,
+                stamps=self.stamps,
+                incarnation=self.incarnation + 1,
+                slots_offset=self.slots_offset,
+                journal_offset=self.journal_offset,
+                temporary=self.temporary,
+            )
+        return _File(
+            cache=bytearray(image), durable=bytearray(image), incarnation=self.incarnation + 1
+        )
 
 
 CrashHook = Callable[[Event], "int | None"]
@@ -91,7 +134,11 @@ class SimStorage:
     """
 
     def __init__(self, *, capacity: int | None = None) -> None:
-        self._files: dict[str, _File] = {}
+        self._files: dict[str, _File] = {}  # the names now (what the process sees)
+        self._durable_names: dict[str, _File] = {}  # as of the last directory sync
+        self._name_log: list[dict[str, _File]] = []  # the names after each change since
+        self._boot = 0
+        self._crashes = 0
         self.events: list[Event] = []
         self.crash_at: CrashHook | None = None
         self.fail_syncs = False
@@ -112,13 +159,99 @@ class SimStorage:
         for offset, data in chunks:
             image[offset : offset + len(data)] = data
         # Creation is atomic and durable (temp file, fsync, link, directory fsync).
-        self._files[path] = _File(cache=bytearray(image), durable=image)
+        f = _File(cache=bytearray(image), durable=image)
+        for names in (self._files, self._durable_names, *self._name_log):
+            names[path] = f
         return True
 
     def open(self, path: str, *, writable: bool) -> StoreFile:
         if path not in self._files:
             raise StoreNotFound(path, "no such store")
         return _SimStoreFile(self, path, self._files[path], writable)
+
+    def create_temporary(
+        self, path: str, size: int, chunks: Iterable[tuple[int, bytes | bytearray]]
+    ) -> TemporaryFile:
+        name = os.path.join(os.path.dirname(path), f".jst-{random.getrandbits(64):016x}.tmp")
+        self._dir_event(Op.CREATE)
+        used = sum(len(f.durable) for f in self._files.values())
+        if self.capacity is not None and used + size > self.capacity:
+            raise NoSpace(path, f"no room for a {size}-byte store (simulated disk full)")
+        f = _File(cache=bytearray(size), durable=bytearray(size), temporary=True, locked=True)
+        self._rename_entries({name: f})
+        temporary = _SimTemporary(self, name, f)
+        try:
+            for offset, data in chunks:
+                self._write(f, offset, data)
+            self._sync(f, 0, size)
+        except SimulatedCrash:
+            raise
+        except BaseException:
+            temporary.close()
+            raise
+        return temporary
+
+    def clean_temporaries(self, path: str) -> list[str]:
+        directory = os.path.dirname(path)
+        removed = []
+        for name, f in sorted(self._files.items()):
+            if (
+                os.path.dirname(name) == directory
+                and TEMPORARY_NAME.fullmatch(os.path.basename(name))
+                and not f.locked
+            ):
+                self.unlink(name)
+                removed.append(name)
+        return removed
+
+    # --- names -------------------------------------------------------------------------------
+
+    def names(self) -> list[str]:
+        """Every name in the directory now."""
+        return sorted(self._files)
+
+    def durable_names(self) -> list[str]:
+        """The names an OS crash keeps for certain (as of the last directory sync)."""
+        return sorted(self._durable_names)
+
+    def name_changes(self) -> int:
+        """Changes of names since the last directory sync (an OS crash keeps a prefix)."""
+        return len(self._name_log)
+
+    def _rename_entries(self, changes: dict[str, _File | None]) -> None:
+        for name, f in changes.items():
+            if f is None:
+                self._files.pop(name, None)
+            else:
+                self._files[name] = f
+        self._name_log.append(dict(self._files))
+
+    def rename(self, source: str, target: str) -> None:
+        """Rename ``source`` over ``target`` (atomic; durable after :meth:`sync_directory`)."""
+        self._dir_event(Op.RENAME)
+        if source not in self._files:
+            raise FileNotFoundError(errno.ENOENT, "no such file", source)
+        self._rename_entries({target: self._files[source], source: None})
+
+    def link(self, source: str, target: str) -> None:
+        """A second name for ``source``; FileExistsError if ``target`` exists."""
+        self._dir_event(Op.LINK)
+        if target in self._files:
+            raise FileExistsError(errno.EEXIST, "file exists", target)
+        self._rename_entries({target: self._files[source]})
+
+    def unlink(self, name: str) -> None:
+        """Remove a name (durable after :meth:`sync_directory`)."""
+        self._dir_event(Op.UNLINK)
+        if name not in self._files:
+            raise FileNotFoundError(errno.ENOENT, "no such file", name)
+        self._rename_entries({name: None})
+
+    def sync_directory(self) -> None:
+        """fsync of the directory: the names now become durable."""
+        self._dir_event(Op.DIRSYNC)
+        self._durable_names = dict(self._files)
+        self._name_log = []
 
     # --- images ------------------------------------------------------------------------------
 
@@ -156,7 +289,9 @@ class SimStorage:
             def choose(n: int) -> int:
                 return rng.randrange(n)
 
-        f = self._files[path]
+        return self._image_of(self._files[path], choose, torn_sectors, keep_order)
+
+    def _image_of(self, f: _File, choose: Chooser, torn_sectors: bool, keep_order: bool) -> bytes:
         image = bytearray(f.durable)
         pages = sorted(f.history)
         if keep_order:
@@ -182,30 +317,84 @@ class SimStorage:
     def _put(image: bytearray, page: int, data: bytes) -> None:
         image[page * PAGE_SIZE : page * PAGE_SIZE + len(data)] = data
 
-    def restart(self, path: str, image: bytes | None = None) -> None:
-        """Reboot after a crash: ``image`` becomes the disk and the page cache.
+    def restart(self, path: str | None = None, image: bytes | None = None) -> None:
+        """Reboot after a crash: ``image`` becomes the disk and the page cache of ``path``.
 
-        Every handle opened before is dead (any use raises :class:`SimulatedCrash`) and the
-        lock is released. With no image, the page cache is kept: a process death.
+        Every handle opened before is dead (any use raises :class:`SimulatedCrash`) and every
+        lock is released. With no image, the page cache is kept: a process death (of every
+        file when ``path`` is None). Names are kept as they are.
         """
-        f = self._files[path]
-        data = bytearray(f.cache if image is None else image)
-        self._files[path] = _File(
-            cache=bytearray(data),
-            durable=bytearray(data) if image is not None else f.durable,
-            history={} if image is not None else f.history,
-            stamps={} if image is not None else f.stamps,
-            incarnation=f.incarnation + 1,
-        )
+        self._reboot({} if path is None or image is None else {path: image})
+
+    def crash(
+        self,
+        choose: Chooser | None = None,
+        *,
+        torn_sectors: bool = True,
+        keep_order: bool = False,
+    ) -> None:
+        """An OS crash of the whole machine, then a reboot.
+
+        ``choose`` first picks how many of the name changes since the last directory sync
+        survive (a prefix, from none to all), then, file by file in name order, each page's
+        version as :meth:`crash_image` does.
+        """
+        if choose is None:
+            rng = random.Random()
+
+            def choose(n: int) -> int:
+                return rng.randrange(n)
+
+        kept = choose(len(self._name_log) + 1)
+        names = self._name_log[kept - 1] if kept else self._durable_names
+        images: dict[int, bytes] = {}
+        for name in sorted(names):
+            f = names[name]
+            if id(f) not in images:
+                images[id(f)] = self._image_of(f, choose, torn_sectors, keep_order)
+        self._files = dict(names)
+        self._durable_names = dict(names)
+        self._name_log = []
+        self._reboot({name: images[id(f)] for name, f in names.items()})
+
+    def _reboot(self, images: dict[str, bytes]) -> None:
+        self._boot += 1
+        fresh: dict[int, _File] = {}
+
+        def renew(name: str, f: _File) -> _File:
+            if id(f) not in fresh:
+                fresh[id(f)] = f.reborn(images.get(name))
+            return fresh[id(f)]
+
+        for name, f in sorted(self._files.items()):
+            self._files[name] = renew(name, f)
+        for names in (self._durable_names, *self._name_log):
+            for name, f in names.items():
+                names[name] = renew(name, f)
 
     def set_image(self, path: str, image: bytes) -> None:
         """Replace a file's contents (durably), e.g. with a damaged copy."""
-        self._files[path] = _File(cache=bytearray(image), durable=bytearray(image))
+        old = self._files.get(path)
+        if old is not None:
+            old.dead = True
+        f = _File(cache=bytearray(image), durable=bytearray(image))
+        for names in (self._files, self._durable_names, *self._name_log):
+            if names is self._files or names.get(path) is old:
+                names[path] = f
 
     # --- events ------------------------------------------------------------------------------
 
+    def _dir_event(self, op: Op) -> None:
+        event = Event(len(self.events), op, "directory", 0, 0)
+        self.events.append(event)
+        if self.crash_at is not None and self.crash_at(event) is not None:
+            self._crashes += 1
+            raise SimulatedCrash(f"simulated crash before {op.value} #{event.index}")
+
     def _event(self, f: _File, op: Op, offset: int, length: int) -> int | None:
-        if offset >= f.journal_offset > 0:
+        if f.temporary:
+            region = "temporary"
+        elif offset >= f.journal_offset > 0:
             region = "journal"
         elif offset >= f.slots_offset > 0:
             region = "slots"
@@ -213,7 +402,10 @@ class SimStorage:
             region = "header"
         event = Event(len(self.events), op, region, offset, length)
         self.events.append(event)
-        return None if self.crash_at is None else self.crash_at(event)
+        crash = None if self.crash_at is None else self.crash_at(event)
+        if crash is not None:
+            self._crashes += 1
+        return crash
 
     def _write(self, f: _File, offset: int, data: bytes | bytearray) -> None:
         crash = self._event(f, Op.WRITE, offset, len(data))
@@ -256,15 +448,18 @@ class _SimStoreFile:
         self._disk = disk
         self._path = path
         self._file = f
-        self._incarnation = f.incarnation
+        self._boot = disk._boot
         self._writable = writable
         self._locked = False
 
     def _live(self) -> _File:
-        f = self._disk._files.get(self._path)
-        if f is not self._file or f.incarnation != self._incarnation:
+        if self._file.dead or self._boot != self._disk._boot:
             raise SimulatedCrash("this handle belongs to a process that crashed")
-        return f
+        return self._file
+
+    def replaced(self) -> bool:
+        """Whether the path names another file now."""
+        return self._disk._files.get(self._path) is not self._file
 
     @property
     def size(self) -> int:
@@ -294,10 +489,41 @@ class _SimStoreFile:
         return _SimRegion(self, offset, length, writable)
 
     def close(self) -> None:
-        f = self._disk._files.get(self._path)
-        if self._locked and f is self._file and f.incarnation == self._incarnation:
-            f.locked = False
+        if self._locked and not self._file.dead and self._boot == self._disk._boot:
+            self._file.locked = False
         self._locked = False
+
+
+class _SimTemporary:
+    """A temporary file on the simulated disk; its lock is held until close()."""
+
+    def __init__(self, disk: SimStorage, name: str, f: _File) -> None:
+        self._disk = disk
+        self._name = name
+        self._file = f
+        self._crashes = disk._crashes
+        self._moved = False
+        self._closed = False
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    def replace(self, path: str) -> None:
+        self._disk.rename(self._name, path)
+        self._moved = True
+        self._file.temporary = False
+        self._disk.sync_directory()
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        if self._disk._crashes != self._crashes or self._file.dead:
+            return  # the process died: nothing runs after that
+        if not self._moved and self._disk._files.get(self._name) is self._file:
+            self._disk.unlink(self._name)
+        self._file.locked = False
 
 
 class _SimRegion:
