@@ -36,8 +36,8 @@ from journalstate._errors import (
     UnsupportedVersion,
 )
 from journalstate._introspect import FieldKind, FieldLayout, SchemaInfo, schema_info
-from journalstate._journal import Reason
 from journalstate._open import open
+from journalstate._reason import Reason
 from journalstate._recovery import Damage, RecoveryMode, RecoveryReport
 from journalstate._schema import (
     F32,

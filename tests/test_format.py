@@ -50,7 +50,8 @@ from journalstate._format import (
     slot_size_for,
     unmask,
 )
-from journalstate._journal import Reason, read_record
+from journalstate._reader import read_record
+from journalstate._reason import Reason
 from journalstate._slots import read_slot
 from tests.damage import fix_record_crc, flip_byte, truncate
 
