@@ -38,7 +38,7 @@ from journalstate._errors import (
 from journalstate._introspect import FieldKind, FieldLayout, SchemaInfo, schema_info
 from journalstate._open import open
 from journalstate._reason import Reason
-from journalstate._recovery import Damage, RecoveryMode, RecoveryReport
+from journalstate._report import Damage, RecoveryMode, RecoveryReport
 from journalstate._schema import (
     F32,
     F64,

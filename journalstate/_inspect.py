@@ -15,7 +15,7 @@ import attrs
 
 from journalstate._format import Header, SlotHead
 from journalstate._reader import ChainReader, ChainRecord, apply_patches
-from journalstate._recovery import RecoveryReport
+from journalstate._report import RecoveryReport
 from journalstate._slots import SlotStatus, read_slots
 from journalstate._store import Store
 

@@ -3,9 +3,10 @@
 Recovery decides; the chain reader (:mod:`journalstate._reader`) reads. From where the chain
 stops and what a scan of the rest of the ring finds, recovery tells a torn tail from
 corruption, notices a lost slot, falls back to the last decodable state in salvage mode and
-finds the highest epoch in use. It never writes and never prints. It returns the state image and a
-:class:`RecoveryReport`, or raises :class:`StoreCorrupt` when the damage is more than the chosen
-:class:`RecoveryMode` accepts. Making the result durable (the open checkpoint) is the store's job.
+finds the highest epoch in use. It never writes and never prints: it returns the state image
+and a :class:`RecoveryReport`, or raises :class:`StoreCorrupt` when the damage is more than the
+chosen :class:`RecoveryMode` accepts (:mod:`journalstate._report`). Making the result durable
+(the open checkpoint) is the store's job.
 """
 
 from __future__ import annotations
@@ -24,93 +25,16 @@ from journalstate._format import (
     Header,
     RecordHeader,
     SlotHead,
-    ValueEnum,
     decode_record_header,
     record_size,
 )
 from journalstate._journal import max_epoch_in_ring, max_payload, ring_read, scan_records
 from journalstate._reader import ChainReader, ChainStop, apply_patches
 from journalstate._reason import Reason
+from journalstate._report import Damage, Recovered, RecoveryMode, RecoveryReport, apply_mode
 from journalstate._slots import SlotStatus, choose_slot, read_slots
 
-
-class RecoveryMode(ValueEnum):
-    """How much damage recovery accepts."""
-
-    STRICT = "strict"
-    """Any torn tail, damaged slot or corruption raises StoreCorrupt."""
-    TOLERATE_TAIL = "tolerate-tail"
-    """A torn tail (normal after a crash) and a damaged slot are reported; corruption of the
-    journal before its durable mark raises StoreCorrupt. The default."""
-    SALVAGE = "salvage"
-    """Everything is reported, nothing raises: the state is the last consistent one before
-    the first damage."""
-
-
-@attrs.frozen
-class Damage:
-    """One piece of damage recovery found."""
-
-    region: str
-    """"slot0", "slot1" or "journal"."""
-    offset: int
-    """File offset where the damage starts."""
-    reason: Reason
-    bytes_dropped: int
-    detail: str
-
-
-_JOURNAL_CORRUPTION = frozenset(
-    {Reason.DURABLE_RECORD_LOST, Reason.BAD_PATCH, Reason.SEQUENCE_GAP, Reason.BAD_KIND}
-)
-
-
-@attrs.frozen
-class RecoveryReport:
-    """What recovery did, for ``store.recovery`` and the CLI."""
-
-    mode: RecoveryMode
-    previous_generation: bool
-    slot: int
-    """The slot recovery started from."""
-    generation: int
-    """That slot's generation."""
-    epoch: int
-    """That slot's epoch: only records of this epoch were replayed."""
-    base_seq: int
-    """The sequence number the slot's state covers."""
-    seq: int
-    """The sequence number of the recovered state (last replayed record)."""
-    position: int
-    """Logical journal position after the last replayed record: where the next one goes."""
-    records_replayed: int
-    bytes_replayed: int
-    torn_tail: bool
-    """True when an incomplete write was found after the last replayed record."""
-    torn_tail_offset: int | None
-    """File offset of the torn tail."""
-    torn_tail_bytes: int
-    """Bytes of the torn tail that were dropped."""
-    corruption: tuple[Damage, ...]
-    slots: tuple[SlotStatus, SlotStatus]
-
-    @property
-    def clean(self) -> bool:
-        """True when nothing at all was wrong: no torn tail, no damage, both slots valid."""
-        return not self.torn_tail and not self.corruption and all(s.valid for s in self.slots)
-
-
-@attrs.define
-class Recovered:
-    """The result of recovery: the report, the state image and what the next writer needs."""
-
-    report: RecoveryReport
-    image: bytearray
-    max_generation: int
-    """Highest generation of a valid slot; the next checkpoint uses one more."""
-    max_epoch: int
-    """Highest epoch of a valid slot or, when a slot is damaged or lost, of a checksummed record
-    anywhere in the ring; the next writing session uses one more."""
+__all__ = ["Damage", "Recovered", "RecoveryMode", "RecoveryReport", "Validate", "recover"]
 
 
 Validate = Callable[[bytes], None]
@@ -167,10 +91,7 @@ def recover(
     stop, end = ChainStop(base.position, base.seq, None), _NOTHING_REPLAYED
     if not previous_generation:
         stop, newer = _replay(header, ring, base, image)
-        end = _judge_end(header, ring, base, stop, newer)
-    corruption = end.corruption
-    if end.newer_generation:
-        corruption += (_slot_lost(header, base, statuses[1 - index]),)
+        end = _judge_end(header, ring, base, statuses[1 - index], stop, newer)
     report = RecoveryReport(
         mode=mode,
         previous_generation=previous_generation,
@@ -185,12 +106,12 @@ def recover(
         torn_tail=end.torn_offset is not None,
         torn_tail_offset=end.torn_offset,
         torn_tail_bytes=end.torn_bytes,
-        corruption=corruption,
+        corruption=end.corruption,
         slots=statuses,
     )
     if report.records_replayed:
         image, report = _check_decodes(path, header, ring, base, start, image, report, validate)
-    _apply_mode(path, report)
+    apply_mode(path, report)
     valid_heads = [s.head for s in statuses if s.head is not None]
     return Recovered(
         report=report,
@@ -274,8 +195,11 @@ def _replay(
     return reader.stop, newer
 
 
-def _judge_end(header: Header, ring: Buffer, base: SlotHead, stop: ChainStop, newer: bool) -> _End:
-    """Decide what the stop means: a clean end, a torn tail, corruption, a lost slot.
+def _judge_end(
+    header: Header, ring: Buffer, base: SlotHead, other: SlotStatus, stop: ChainStop, newer: bool
+) -> _End:
+    """Decide what the stop means: a clean end, a torn tail, corruption; and whether records
+    prove the ``other`` slot lost.
 
     One pass over the rest of the window finds both the later records of this epoch, whose
     ``durable_seq`` vouches for records before them, and the records of the next session.
@@ -293,14 +217,7 @@ def _judge_end(header: Header, ring: Buffer, base: SlotHead, stop: ChainStop, ne
         state_size=header.state_size,
     )
     later = [h for h in scanned[base.epoch] if h.position > stop.position]
-    newer |= any(h.generation > base.generation for h in later)
-    if not newer and base.epoch < MAX_EPOCH:
-        # A lost slot may have been the open checkpoint of the next session, whose records
-        # carry the next epoch: finding one proves that checkpoint had completed. (With
-        # both slots valid this finds a newer slot overwritten by a copy of the other.)
-        # At the last epoch there is no next session: no writer starts one (counters
-        # never wrap), so there is nothing to search for.
-        newer = any(h.generation > base.generation for h in scanned[base.epoch + 1])
+    newer = newer or _newer_checkpoint(base, later, scanned.get(base.epoch + 1, []))
     dropped = _dropped(header, ring, base, stop, later, bool(corruption))
     # Only records of the base slot's generation vouch for records of its chain. A record
     # of a newer generation was written after a checkpoint that neither slot holds: its
@@ -308,6 +225,7 @@ def _judge_end(header: Header, ring: Buffer, base: SlotHead, stop: ChainStop, ne
     # durability it counts nothing else), so it proves no journal record lost.
     vouchers = [h for h in later if h.durable_seq > stop.seq and h.generation <= base.generation]
     offset = _file_offset(header, stop.position)
+    torn: tuple[int | None, int] = (None, 0)
     if vouchers:
         corruption.append(
             Damage(
@@ -320,8 +238,26 @@ def _judge_end(header: Header, ring: Buffer, base: SlotHead, stop: ChainStop, ne
             )
         )
     elif dropped and not corruption:
-        return _End((), offset, dropped, newer)
-    return _End(tuple(corruption), None, 0, newer)
+        torn = (offset, dropped)
+    if newer:
+        corruption.append(_slot_lost(header, base, other))
+    return _End(tuple(corruption), *torn, newer)
+
+
+def _newer_checkpoint(
+    base: SlotHead, later: list[RecordHeader], next_session: list[RecordHeader]
+) -> bool:
+    """Whether records after the stop prove a checkpoint newer than ``base``.
+
+    A later record of this epoch with a newer generation proves one. A lost slot may also have
+    been the open checkpoint of the next session, whose records carry the next epoch: finding
+    one proves that checkpoint had completed. (With both slots valid this finds a newer slot
+    overwritten by a copy of the other.) At the last epoch there is no next session: no writer
+    starts one (counters never wrap), so there is nothing to search for.
+    """
+    if any(h.generation > base.generation for h in later):
+        return True
+    return any(h.generation > base.generation for h in next_session)
 
 
 def _stop_damage(header: Header, base: SlotHead, stop: ChainStop) -> list[Damage]:
@@ -455,49 +391,3 @@ def _max_epoch(
     if look or not all(s.valid for s in statuses):
         max_epoch = max(max_epoch, max_epoch_in_ring(ring, header.journal_size, header.state_size))
     return max_epoch
-
-
-def _apply_mode(path: str, report: RecoveryReport) -> None:
-    """Raise StoreCorrupt when the report holds more damage than its mode accepts."""
-    if report.mode is RecoveryMode.SALVAGE:
-        return
-    journal = [d for d in report.corruption if d.reason in _JOURNAL_CORRUPTION]
-    if journal:
-        first = journal[0]
-        raise StoreCorrupt(
-            path,
-            f"journal corruption ({first.reason.value}: {first.detail}); "
-            "open with recovery='salvage' (or `journalstate recover --mode salvage`) to keep "
-            "the state before the damage",
-            offset=first.offset,
-            reason=first.reason,
-            report=report,
-        )
-    if report.mode is RecoveryMode.STRICT and not report.clean:
-        if report.corruption:
-            d = report.corruption[0]
-            raise StoreCorrupt(
-                path, f"{d.region}: {d.detail}", offset=d.offset, reason=d.reason, report=report
-            )
-        # Both are normal after a crash: the default mode handles them, salvage is not needed.
-        hint = (
-            "; the default recovery mode handles it: open with recovery='tolerate-tail' "
-            "(or `journalstate recover --mode tolerate-tail`)"
-        )
-        bad = [s for s in report.slots if not s.valid]
-        if bad:
-            raise StoreCorrupt(
-                path,
-                f"strict recovery: slot {bad[0].index} is not valid ({bad[0].reason}){hint}",
-                offset=bad[0].offset,
-                reason=bad[0].reason,
-                report=report,
-            )
-        raise StoreCorrupt(
-            path,
-            f"strict recovery: torn tail of {report.torn_tail_bytes} bytes "
-            f"(normal after a crash){hint}",
-            offset=report.torn_tail_offset,
-            reason=Reason.BAD_CHECKSUM,
-            report=report,
-        )

@@ -53,6 +53,7 @@ PURE = {
     "journalstate._reader",
     "journalstate._reason",
     "journalstate._recovery",
+    "journalstate._report",
     "journalstate._schema",
     "journalstate._slots",
 }
@@ -147,6 +148,7 @@ KNOWN_CYCLES = {
             "journalstate._journal",
             "journalstate._reader",
             "journalstate._reason",
+            "journalstate._report",
         }
     ),
     frozenset({"journalstate._bench", "journalstate._bench_report"}),
