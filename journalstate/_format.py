@@ -9,7 +9,7 @@ from __future__ import annotations
 import enum
 import struct
 import sys
-from typing import TYPE_CHECKING, Final, TypeAlias
+from typing import TYPE_CHECKING, Any, Final, NoReturn, TypeAlias
 
 import attrs
 import crc32c as _crc32c
@@ -447,15 +447,7 @@ def decode_header(path: str, data: bytes, file_size: int) -> Header:
     (_, version, header_size, page_size, flags, file_id, slot_size, slot0, slot1) = fields[:9]
     (journal_offset, journal_size, state_size, schema_length, stored_crc) = fields[9:]
     if version > FORMAT_VERSION:
-        # Every version keeps the fixed header and its crc rule, so a newer file still has a
-        # valid crc here; without one, the version field itself is more likely damaged.
-        fits = schema_length <= MAX_SCHEMA_LENGTH and HEADER_FIXED_SIZE + schema_length <= len(data)
-        end = HEADER_FIXED_SIZE + schema_length if fits else HEADER_FIXED_SIZE
-        if header_crc(data[:HEADER_FIXED_SIZE], data[HEADER_FIXED_SIZE:end]) == stored_crc:
-            raise UnsupportedVersion(path, version, FORMAT_VERSION)
-        raise Unrecoverable(
-            path, f"the header is damaged (its version field reads {version})", offset=0
-        )
+        _refuse_newer_version(path, data, version, schema_length, stored_crc)
 
     def damaged(what: str) -> Unrecoverable:
         return Unrecoverable(path, f"the header is damaged: {what}", offset=0)
@@ -469,23 +461,9 @@ def decode_header(path: str, data: bytes, file_size: int) -> Header:
     schema = bytes(data[HEADER_FIXED_SIZE : HEADER_FIXED_SIZE + schema_length])
     if header_crc(data[:HEADER_FIXED_SIZE], schema) != stored_crc:
         raise damaged("checksum mismatch")
-    if page_size == 0 or page_size & (page_size - 1) or not 512 <= page_size <= MAX_PAGE_SIZE:
-        raise damaged(f"page size {page_size}")
-    if journal_size > MAX_JOURNAL_SIZE:
-        raise damaged(f"journal size {journal_size} is more than {MAX_JOURNAL_SIZE}")
-    if state_size > MAX_STATE_SIZE:
-        raise damaged(f"state size {state_size} is more than {MAX_STATE_SIZE}")
-    if (
-        header_size != align(HEADER_FIXED_SIZE + schema_length, page_size)
-        or slot_size != slot_size_for(state_size, page_size)
-        or slot0 != header_size
-        or slot1 != slot0 + slot_size
-        or journal_offset != slot1 + slot_size
-        or journal_size % page_size
-        or journal_size < page_size
-        or flags != 0
-    ):
-        raise damaged("inconsistent layout")
+    problem = _layout_problem(fields)
+    if problem:
+        raise damaged(problem)
     # The padding after the descriptor is not covered by the crc; it must be zeros. Whatever
     # part of it ``data`` holds is checked (the opener passes the whole header region).
     padding = memoryview(data)[HEADER_FIXED_SIZE + schema_length : header_size]
@@ -510,3 +488,53 @@ def decode_header(path: str, data: bytes, file_size: int) -> Header:
             path, f"the file is {file_size} bytes but its header says {header.file_size}"
         )
     return header
+
+
+def _refuse_newer_version(
+    path: str, data: bytes, version: int, schema_length: int, stored_crc: int
+) -> NoReturn:
+    """Raise for a header whose version is newer than this reader's.
+
+    Every version keeps the fixed header and its crc rule, so a newer file still has a valid
+    crc here; without one, the version field itself is more likely damaged.
+
+    Raises:
+        UnsupportedVersion: the crc holds: a newer format.
+        Unrecoverable: it does not: a damaged version field.
+    """
+    fits = schema_length <= MAX_SCHEMA_LENGTH and HEADER_FIXED_SIZE + schema_length <= len(data)
+    end = HEADER_FIXED_SIZE + schema_length if fits else HEADER_FIXED_SIZE
+    if header_crc(data[:HEADER_FIXED_SIZE], data[HEADER_FIXED_SIZE:end]) == stored_crc:
+        raise UnsupportedVersion(path, version, FORMAT_VERSION)
+    raise Unrecoverable(
+        path, f"the header is damaged (its version field reads {version})", offset=0
+    )
+
+
+def _layout_problem(fields: tuple[Any, ...]) -> str | None:
+    """What is wrong with the sizes and offsets of checksummed header ``fields``, if anything.
+
+    The sizes must be within the limits a writer creates (journal at most ``MAX_JOURNAL_SIZE``,
+    state at most ``MAX_STATE_SIZE``) and the regions must follow each other as a writer lays
+    them out.
+    """
+    (_, _, header_size, page_size, flags, _, slot_size, slot0, slot1) = fields[:9]
+    (journal_offset, journal_size, state_size, schema_length, _) = fields[9:]
+    if page_size == 0 or page_size & (page_size - 1) or not 512 <= page_size <= MAX_PAGE_SIZE:
+        return f"page size {page_size}"
+    if journal_size > MAX_JOURNAL_SIZE:
+        return f"journal size {journal_size} is more than {MAX_JOURNAL_SIZE}"
+    if state_size > MAX_STATE_SIZE:
+        return f"state size {state_size} is more than {MAX_STATE_SIZE}"
+    if (
+        header_size != align(HEADER_FIXED_SIZE + schema_length, page_size)
+        or slot_size != slot_size_for(state_size, page_size)
+        or slot0 != header_size
+        or slot1 != slot0 + slot_size
+        or journal_offset != slot1 + slot_size
+        or journal_size % page_size
+        or journal_size < page_size
+        or flags != 0
+    ):
+        return "inconsistent layout"
+    return None
