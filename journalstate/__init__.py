@@ -38,11 +38,11 @@ from journalstate._errors import (
     UnsupportedVersion,
 )
 from journalstate._introspect import FieldKind, FieldLayout, SchemaInfo, schema_info
-from journalstate._journal import Reason
 from journalstate._migrate import Change, FieldChange
 from journalstate._migrate_run import MigrationReport, migrate
 from journalstate._open import open
-from journalstate._recovery import Damage, RecoveryMode, RecoveryReport
+from journalstate._reason import Reason
+from journalstate._report import Damage, RecoveryMode, RecoveryReport
 from journalstate._schema import (
     F32,
     F64,

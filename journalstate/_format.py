@@ -7,9 +7,9 @@ All integers are little-endian. Sizes are checked against their struct formats a
 from __future__ import annotations
 
 import enum
-import mmap
 import struct
-from typing import Final
+import sys
+from typing import TYPE_CHECKING, Any, Final, NoReturn, TypeAlias
 
 import attrs
 import crc32c as _crc32c
@@ -22,6 +22,12 @@ from journalstate._errors import (
     UnsupportedVersion,
 )
 from journalstate._schema import MAX_STATE_SIZE
+
+if TYPE_CHECKING:  # only for the annotation: importing this module loads no I/O module
+    import mmap
+
+Buffer: TypeAlias = "bytes | bytearray | mmap.mmap"
+"""Read access to mapped bytes: slicing and ``find`` work the same on all three."""
 
 
 class ValueEnum(str, enum.Enum):
@@ -47,9 +53,7 @@ def crc(data: bytes | bytearray | memoryview, value: int = 0) -> int:
 CRC_CHUNK: Final = 1 << 20  # bytes checksummed per step over a mapping: no region is copied
 
 
-def crc_region(
-    buf: bytes | bytearray | memoryview | mmap.mmap, start: int, end: int, value: int = 0
-) -> int:
+def crc_region(buf: Buffer | memoryview, start: int, end: int, value: int = 0) -> int:
     """Plain crc32c of ``buf[start:end]``, continuing from ``value``, without copying the range.
 
     The bytes are read through memoryview slices of at most :data:`CRC_CHUNK` bytes, so a
@@ -71,13 +75,19 @@ def release_pages(buf: object, start: int, end: int) -> None:
     ``MADV_DONTNEED`` on a shared file mapping only unmaps: the contents stay in the file and
     the page cache (dirty pages included) and are read back on the next access. Scans over
     large regions call this on what they have read, so their memory stays one chunk.
+
+    Only a mapping has ``madvise``, and a mapping exists only once its module is loaded, so the
+    module is looked up, never imported: this module stays free of I/O imports.
     """
-    if not isinstance(buf, mmap.mmap) or not hasattr(mmap, "MADV_DONTNEED"):
+    madvise = getattr(buf, "madvise", None)
+    mmap_module = sys.modules.get("mmap")
+    advice = getattr(mmap_module, "MADV_DONTNEED", None)
+    if madvise is None or advice is None:
         return
-    page = mmap.PAGESIZE
+    page: int = mmap_module.PAGESIZE  # type: ignore[union-attr]
     first, last = -(-start // page) * page, end // page * page
     if last > first:
-        buf.madvise(mmap.MADV_DONTNEED, first, last - first)
+        madvise(advice, first, last - first)
 
 
 def mask(value: int) -> int:
@@ -111,6 +121,8 @@ FORMAT_VERSION: Final = 1
 HEADER_FMT: Final = "<8sIIII16sQQQQQQII"
 HEADER_FIXED_SIZE: Final = 96
 assert struct.calcsize(HEADER_FMT) == HEADER_FIXED_SIZE
+HEADER_SIZE_OFFSET: Final = 12  # the header_size field (u32)
+SCHEMA_LENGTH_OFFSET: Final = 88  # the schema_length field (u32)
 HEADER_CRC_OFFSET: Final = 92  # the header_crc field: last 4 bytes of the fixed part
 MAX_SCHEMA_LENGTH: Final = 1 << 24  # a longer descriptor is hostile, never allocated
 MAX_JOURNAL_SIZE: Final = 1 << 30  # the largest ring a writer creates and a reader accepts
@@ -199,7 +211,7 @@ class SlotHead:
     state_size: int
 
 
-def slot_crc(slot: bytes | bytearray | memoryview | mmap.mmap, state_size: int) -> int:
+def slot_crc(slot: Buffer | memoryview, state_size: int) -> int:
     """Masked crc over a slot's head (minus the crc field), state bytes and tail generation."""
     end = SLOT_HEAD_SIZE + state_size + SLOT_TAIL_SIZE
     return mask(crc_region(slot, SLOT_CRC_OFFSET + 4, end, crc_region(slot, 0, SLOT_CRC_OFFSET)))
@@ -275,7 +287,9 @@ assert struct.calcsize(PATCH_HEAD_FMT) == PATCH_HEAD_SIZE
 
 def record_size(payload_length: int) -> int:
     """Bytes a record with this payload takes in the ring, padding included."""
-    return align(RECORD_HEADER_SIZE + payload_length, RECORD_ALIGN)
+    # align(RECORD_HEADER_SIZE + payload_length, RECORD_ALIGN), for a power-of-two alignment
+    # in one expression: the replay loop calls this once per record.
+    return (RECORD_HEADER_SIZE + payload_length + RECORD_ALIGN - 1) & -RECORD_ALIGN
 
 
 def record_anchor(epoch: int) -> bytes:
@@ -400,8 +414,8 @@ def header_read_size(fixed: bytes, file_size: int) -> int:
     """
     if len(fixed) < HEADER_FIXED_SIZE:
         return len(fixed)
-    header_size = int.from_bytes(fixed[12:16], "little")
-    schema_length = int.from_bytes(fixed[88:92], "little")
+    header_size = int.from_bytes(fixed[HEADER_SIZE_OFFSET : HEADER_SIZE_OFFSET + 4], "little")
+    schema_length = int.from_bytes(fixed[SCHEMA_LENGTH_OFFSET : SCHEMA_LENGTH_OFFSET + 4], "little")
     wanted = max(
         HEADER_FIXED_SIZE + min(schema_length, MAX_SCHEMA_LENGTH),
         min(header_size, HEADER_FIXED_SIZE + MAX_SCHEMA_LENGTH + MAX_PAGE_SIZE),
@@ -433,15 +447,7 @@ def decode_header(path: str, data: bytes, file_size: int) -> Header:
     (_, version, header_size, page_size, flags, file_id, slot_size, slot0, slot1) = fields[:9]
     (journal_offset, journal_size, state_size, schema_length, stored_crc) = fields[9:]
     if version > FORMAT_VERSION:
-        # Every version keeps the fixed header and its crc rule, so a newer file still has a
-        # valid crc here; without one, the version field itself is more likely damaged.
-        fits = schema_length <= MAX_SCHEMA_LENGTH and HEADER_FIXED_SIZE + schema_length <= len(data)
-        end = HEADER_FIXED_SIZE + schema_length if fits else HEADER_FIXED_SIZE
-        if header_crc(data[:HEADER_FIXED_SIZE], data[HEADER_FIXED_SIZE:end]) == stored_crc:
-            raise UnsupportedVersion(path, version, FORMAT_VERSION)
-        raise Unrecoverable(
-            path, f"the header is damaged (its version field reads {version})", offset=0
-        )
+        _refuse_newer_version(path, data, version, schema_length, stored_crc)
 
     def damaged(what: str) -> Unrecoverable:
         return Unrecoverable(path, f"the header is damaged: {what}", offset=0)
@@ -455,23 +461,9 @@ def decode_header(path: str, data: bytes, file_size: int) -> Header:
     schema = bytes(data[HEADER_FIXED_SIZE : HEADER_FIXED_SIZE + schema_length])
     if header_crc(data[:HEADER_FIXED_SIZE], schema) != stored_crc:
         raise damaged("checksum mismatch")
-    if page_size == 0 or page_size & (page_size - 1) or not 512 <= page_size <= MAX_PAGE_SIZE:
-        raise damaged(f"page size {page_size}")
-    if journal_size > MAX_JOURNAL_SIZE:
-        raise damaged(f"journal size {journal_size} is more than {MAX_JOURNAL_SIZE}")
-    if state_size > MAX_STATE_SIZE:
-        raise damaged(f"state size {state_size} is more than {MAX_STATE_SIZE}")
-    if (
-        header_size != align(HEADER_FIXED_SIZE + schema_length, page_size)
-        or slot_size != slot_size_for(state_size, page_size)
-        or slot0 != header_size
-        or slot1 != slot0 + slot_size
-        or journal_offset != slot1 + slot_size
-        or journal_size % page_size
-        or journal_size < page_size
-        or flags != 0
-    ):
-        raise damaged("inconsistent layout")
+    problem = _layout_problem(fields)
+    if problem:
+        raise damaged(problem)
     # The padding after the descriptor is not covered by the crc; it must be zeros. Whatever
     # part of it ``data`` holds is checked (the opener passes the whole header region).
     padding = memoryview(data)[HEADER_FIXED_SIZE + schema_length : header_size]
@@ -496,3 +488,53 @@ def decode_header(path: str, data: bytes, file_size: int) -> Header:
             path, f"the file is {file_size} bytes but its header says {header.file_size}"
         )
     return header
+
+
+def _refuse_newer_version(
+    path: str, data: bytes, version: int, schema_length: int, stored_crc: int
+) -> NoReturn:
+    """Raise for a header whose version is newer than this reader's.
+
+    Every version keeps the fixed header and its crc rule, so a newer file still has a valid
+    crc here; without one, the version field itself is more likely damaged.
+
+    Raises:
+        UnsupportedVersion: the crc holds: a newer format.
+        Unrecoverable: it does not: a damaged version field.
+    """
+    fits = schema_length <= MAX_SCHEMA_LENGTH and HEADER_FIXED_SIZE + schema_length <= len(data)
+    end = HEADER_FIXED_SIZE + schema_length if fits else HEADER_FIXED_SIZE
+    if header_crc(data[:HEADER_FIXED_SIZE], data[HEADER_FIXED_SIZE:end]) == stored_crc:
+        raise UnsupportedVersion(path, version, FORMAT_VERSION)
+    raise Unrecoverable(
+        path, f"the header is damaged (its version field reads {version})", offset=0
+    )
+
+
+def _layout_problem(fields: tuple[Any, ...]) -> str | None:
+    """What is wrong with the sizes and offsets of checksummed header ``fields``, if anything.
+
+    The sizes must be within the limits a writer creates (journal at most ``MAX_JOURNAL_SIZE``,
+    state at most ``MAX_STATE_SIZE``) and the regions must follow each other as a writer lays
+    them out.
+    """
+    (_, _, header_size, page_size, flags, _, slot_size, slot0, slot1) = fields[:9]
+    (journal_offset, journal_size, state_size, schema_length, _) = fields[9:]
+    if page_size == 0 or page_size & (page_size - 1) or not 512 <= page_size <= MAX_PAGE_SIZE:
+        return f"page size {page_size}"
+    if journal_size > MAX_JOURNAL_SIZE:
+        return f"journal size {journal_size} is more than {MAX_JOURNAL_SIZE}"
+    if state_size > MAX_STATE_SIZE:
+        return f"state size {state_size} is more than {MAX_STATE_SIZE}"
+    if (
+        header_size != align(HEADER_FIXED_SIZE + schema_length, page_size)
+        or slot_size != slot_size_for(state_size, page_size)
+        or slot0 != header_size
+        or slot1 != slot0 + slot_size
+        or journal_offset != slot1 + slot_size
+        or journal_size % page_size
+        or journal_size < page_size
+        or flags != 0
+    ):
+        return "inconsistent layout"
+    return None

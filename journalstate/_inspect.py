@@ -14,9 +14,9 @@ from typing import Any
 import attrs
 
 from journalstate._format import Header, SlotHead
-from journalstate._journal import check_patches, read_record
-from journalstate._recovery import RecoveryReport
-from journalstate._slots import SlotStatus, read_slot
+from journalstate._reader import ChainReader, ChainRecord, apply_patches
+from journalstate._report import RecoveryReport
+from journalstate._slots import SlotStatus, read_slots
 from journalstate._store import Store
 
 
@@ -145,16 +145,7 @@ def info(store: Store[Any], file_size: int) -> dict[str, Any]:
 
 def slot_states(store: Store[Any]) -> Iterator[tuple[SlotStatus, bytes | None]]:
     """Both slots with their state bytes (None for an invalid slot)."""
-    header = store.header
-    buffer = store._slots.buffer
-    for index in (0, 1):
-        yield read_slot(
-            buffer,
-            index * header.slot_size,
-            index=index,
-            file_offset=header.slot_offsets[index],
-            state_size=header.state_size,
-        )
+    yield from read_slots(store._slots.buffer, store.header)
 
 
 def _leaf(tree: dict[str, Any], path: str) -> Any:
@@ -191,7 +182,8 @@ def history(store: Store[Any]) -> list[LogEntry]:
     """The transactions still readable in the journal, oldest first.
 
     Starts from the older slot when it belongs to the same epoch as the newest (its records are
-    usually still in the ring), else from the newest, and follows the chain as far as it goes.
+    usually still in the ring), else from the newest, and follows the chain as far as it goes
+    within one lap of the ring, or until a record leaves a state that does not decode.
     """
     header = store.header
     slots = list(slot_states(store))
@@ -205,57 +197,42 @@ def history(store: Store[Any]) -> list[LogEntry]:
         start = valid[0]
     head, image_bytes = start
     image = bytearray(image_bytes)
-    schema = store.schema
-    fields = schema.fields()
-    ring = store._ring.buffer
-    position, seq = head.position, head.seq
-    end = head.position + header.journal_size
+    reader = ChainReader(
+        store._ring.buffer,
+        header.journal_size,
+        epoch=head.epoch,
+        position=head.position,
+        seq=head.seq,
+        end=head.position + header.journal_size,
+        state_size=header.state_size,
+    )
     entries: list[LogEntry] = []
-    before = schema.decode_dict(image)
-    while position < end:
-        record, _, _ = read_record(
-            ring,
-            header.journal_size,
-            position,
-            epoch=head.epoch,
-            seq=seq + 1,
-            state_size=header.state_size,
-        )
-        if record is None or position + record.size > end:
-            break
+    before = store.schema.decode_dict(image)
+    for record in reader:
+        apply_patches(image, record.patches)
         try:
-            patches = check_patches(record.payload, header.state_size)
+            after = store.schema.decode_dict(image)
         except ValueError:
             break
-        touched: set[str] = set()
-        for offset, data in patches:
-            image[offset : offset + len(data)] = data
-            touched.update(
-                f.path
-                for f in fields
-                if f.offset < offset + len(data) and offset < f.offset + f.size
-            )
-        try:
-            after = schema.decode_dict(image)
-        except ValueError:
-            break
-        changes = tuple(
-            Change(f.path, _leaf(before, f.path), _leaf(after, f.path))
-            for f in fields
-            if f.path in touched
-        )
-        entries.append(
-            LogEntry(
-                seq=record.header.seq,
-                generation=record.header.generation,
-                epoch=record.header.epoch,
-                offset=header.journal_offset + position % header.journal_size,
-                size=record.size,
-                durable_seq=record.header.durable_seq,
-                changes=changes,
-            )
-        )
+        entries.append(_entry(store, head.epoch, record, before, after))
         before = after
-        seq += 1
-        position += record.size
     return entries
+
+
+def _entry(store: Store[Any], epoch: int, record: ChainRecord, before: Any, after: Any) -> LogEntry:
+    """The log entry of ``record``, whose patches took the state from ``before`` to ``after``."""
+    header = store.header
+    touched = [
+        f
+        for f in store.schema.fields()
+        if any(f.offset < o + len(d) and o < f.offset + f.size for o, d in record.patches)
+    ]
+    return LogEntry(
+        seq=record.seq,
+        generation=record.generation,
+        epoch=epoch,
+        offset=header.journal_offset + record.position % header.journal_size,
+        size=record.size,
+        durable_seq=record.durable_seq,
+        changes=tuple(Change(f.path, _leaf(before, f.path), _leaf(after, f.path)) for f in touched),
+    )

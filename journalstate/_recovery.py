@@ -1,12 +1,17 @@
 """Recovery: from the two slots and the journal ring to the last consistent state. Pure.
 
-Recovery reads; it never writes and never prints. It returns the state image and a
-:class:`RecoveryReport`, or raises :class:`StoreCorrupt` when the damage is more than the chosen
-:class:`RecoveryMode` accepts. Making the result durable (the open checkpoint) is the store's job.
+Recovery decides; the chain reader (:mod:`journalstate._reader`) reads. From where the chain
+stops and what a scan of the rest of the ring finds, recovery tells a torn tail from
+corruption, notices a lost slot, falls back to the last decodable state in salvage mode and
+finds the highest epoch in use. It never writes and never prints: it returns the state image
+and a :class:`RecoveryReport`, or raises :class:`StoreCorrupt` when the damage is more than the
+chosen :class:`RecoveryMode` accepts (:mod:`journalstate._report`). Making the result durable
+(the open checkpoint) is the store's job.
 """
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable
 
 import attrs
@@ -16,131 +21,38 @@ from journalstate._format import (
     END_MARKER_SIZE,
     MAX_EPOCH,
     RECORD_HEADER_SIZE,
+    Buffer,
     Header,
+    RecordHeader,
     SlotHead,
-    ValueEnum,
     decode_record_header,
     record_size,
 )
-from journalstate._io import Buffer
-from journalstate._journal import (
-    Reason,
-    check_patches,
-    max_epoch_in_ring,
-    max_payload,
-    next_record_fast,
-    read_record,
-    ring_read,
-    scan_records,
-)
-from journalstate._slots import SlotStatus, choose_slot, read_slot
+from journalstate._journal import max_epoch_in_ring, max_payload, ring_read, scan_records
+from journalstate._reader import ChainReader, ChainStop, apply_patches
+from journalstate._reason import Reason
+from journalstate._report import Damage, Recovered, RecoveryMode, RecoveryReport, apply_mode
+from journalstate._slots import SlotStatus, choose_slot, read_slots
 
-
-class RecoveryMode(ValueEnum):
-    """How much damage recovery accepts."""
-
-    STRICT = "strict"
-    """Any torn tail, damaged slot or corruption raises StoreCorrupt."""
-    TOLERATE_TAIL = "tolerate-tail"
-    """A torn tail (normal after a crash) and a damaged slot are reported; corruption of the
-    journal before its durable mark raises StoreCorrupt. The default."""
-    SALVAGE = "salvage"
-    """Everything is reported, nothing raises: the state is the last consistent one before
-    the first damage."""
-
-
-@attrs.frozen
-class Damage:
-    """One piece of damage recovery found."""
-
-    region: str
-    """"slot0", "slot1" or "journal"."""
-    offset: int
-    """File offset where the damage starts."""
-    reason: Reason
-    bytes_dropped: int
-    detail: str
-
-
-_JOURNAL_CORRUPTION = frozenset(
-    {Reason.DURABLE_RECORD_LOST, Reason.BAD_PATCH, Reason.SEQUENCE_GAP, Reason.BAD_KIND}
-)
-
-
-@attrs.frozen
-class RecoveryReport:
-    """What recovery did, for ``store.recovery`` and the CLI."""
-
-    mode: RecoveryMode
-    previous_generation: bool
-    slot: int
-    """The slot recovery started from."""
-    generation: int
-    """That slot's generation."""
-    epoch: int
-    """That slot's epoch: only records of this epoch were replayed."""
-    base_seq: int
-    """The sequence number the slot's state covers."""
-    seq: int
-    """The sequence number of the recovered state (last replayed record)."""
-    position: int
-    """Logical journal position after the last replayed record: where the next one goes."""
-    records_replayed: int
-    bytes_replayed: int
-    torn_tail: bool
-    """True when an incomplete write was found after the last replayed record."""
-    torn_tail_offset: int | None
-    """File offset of the torn tail."""
-    torn_tail_bytes: int
-    """Bytes of the torn tail that were dropped."""
-    corruption: tuple[Damage, ...]
-    slots: tuple[SlotStatus, SlotStatus]
-
-    @property
-    def clean(self) -> bool:
-        """True when nothing at all was wrong: no torn tail, no damage, both slots valid."""
-        return not self.torn_tail and not self.corruption and all(s.valid for s in self.slots)
-
-
-@attrs.define
-class Recovered:
-    """The result of recovery: the report, the state image and what the next writer needs."""
-
-    report: RecoveryReport
-    image: bytearray
-    max_generation: int
-    """Highest generation of a valid slot; the next checkpoint uses one more."""
-    max_epoch: int
-    """Highest epoch of a valid slot or, when a slot is damaged or lost, of a checksummed record
-    anywhere in the ring; the next writing session uses one more."""
+__all__ = ["Damage", "Recovered", "RecoveryMode", "RecoveryReport", "Validate", "recover"]
 
 
 Validate = Callable[[bytes], None]
 """Raises ValueError when state bytes do not decode with the schema."""
 
 
-def _read_slots(
-    header: Header, slots: Buffer, validate: Validate
-) -> tuple[tuple[SlotStatus, SlotStatus], list[bytes | None]]:
-    statuses: list[SlotStatus] = []
-    images: list[bytes | None] = []
-    for index in (0, 1):
-        file_offset = header.slot_offsets[index]
-        status, image = read_slot(
-            slots,
-            index * header.slot_size,
-            index=index,
-            file_offset=file_offset,
-            state_size=header.state_size,
-        )
-        if image is not None:
-            try:
-                validate(image)
-            except ValueError:
-                status, image = SlotStatus(index, file_offset, False, Reason.BAD_VALUE, None), None
-        statuses.append(status)
-        images.append(image)
-    return (statuses[0], statuses[1]), images
+@attrs.frozen
+class _End:
+    """What recovery decided about where the chain stopped."""
+
+    corruption: tuple[Damage, ...]
+    torn_offset: int | None
+    torn_bytes: int
+    newer_generation: bool
+    """Records prove a checkpoint newer than the base slot that neither slot holds."""
+
+
+_NOTHING_REPLAYED = _End((), None, 0, False)
 
 
 def recover(
@@ -171,161 +83,15 @@ def recover(
         StoreCorrupt: damage beyond what ``mode`` accepts (the report is attached).
     """
     statuses, images = _read_slots(header, slots, validate)
-    index = choose_slot(statuses, previous=previous_generation)
-    if index is None:
-        if previous_generation and any(s.valid for s in statuses):
-            raise NoPreviousGeneration(path)
-        raise Unrecoverable(
-            path,
-            "neither state slot is valid "
-            f"(slot 0: {statuses[0].reason}, slot 1: {statuses[1].reason})",
-            offset=header.slot0_offset,
-            reason=statuses[0].reason,
-        )
-    base = statuses[index].head
-    image_bytes = images[index]
+    index = _choose_base(path, header, statuses, previous_generation)
+    base, start = statuses[index].head, images[index]
     assert base is not None
-    assert image_bytes is not None
-    image = bytearray(image_bytes)
-    other = statuses[1 - index]
-    valid_heads = [s.head for s in statuses if s.head is not None]
-    journal_size = header.journal_size
-
-    corruption: list[Damage] = []
-    position, seq = base.position, base.seq
-    replayed = replayed_bytes = 0
-    torn_offset: int | None = None
-    torn_bytes = 0
-    newer_generation_seen = False
-
-    def file_offset(pos: int) -> int:
-        return header.journal_offset + pos % journal_size
-
+    assert start is not None
+    image = bytearray(start)
+    stop, end = ChainStop(base.position, base.seq, None), _NOTHING_REPLAYED
     if not previous_generation:
-        window_end = base.position + journal_size - END_MARKER_SIZE
-        reason: Reason | None = None
-        while position + RECORD_HEADER_SIZE <= window_end:
-            fast = next_record_fast(
-                ring,
-                journal_size,
-                position,
-                epoch=base.epoch,
-                seq=seq + 1,
-                limit=window_end,
-                state_size=header.state_size,
-            )
-            if fast is not None:
-                size, generation, patches = fast
-                for offset, data in patches:
-                    image[offset : offset + len(data)] = data
-                if generation > base.generation:
-                    newer_generation_seen = True
-                seq += 1
-                position += size
-                replayed += 1
-                replayed_bytes += size
-                continue
-            record, reason, _ = read_record(
-                ring,
-                journal_size,
-                position,
-                epoch=base.epoch,
-                seq=seq + 1,
-                state_size=header.state_size,
-            )
-            if record is None:
-                break
-            if position + record.size > window_end:
-                reason = Reason.BAD_LENGTH
-                break
-            try:
-                patches = check_patches(record.payload, header.state_size)
-            except ValueError as e:
-                reason = Reason.BAD_PATCH
-                corruption.append(
-                    Damage("journal", file_offset(position), reason, record.size, str(e))
-                )
-                break
-            for offset, data in patches:
-                image[offset : offset + len(data)] = data
-            newer_generation_seen |= record.header.generation > base.generation
-            seq += 1
-            position += record.size
-            replayed += 1
-            replayed_bytes += record.size
-
-        if reason in (Reason.SEQUENCE_GAP, Reason.BAD_KIND):
-            corruption.append(
-                Damage(
-                    "journal",
-                    file_offset(position),
-                    reason,
-                    RECORD_HEADER_SIZE,
-                    f"checksummed record where record {seq + 1} of epoch {base.epoch} belongs",
-                )
-            )
-        # One pass over the rest of the window finds both the later records of this epoch and
-        # the records of the next session (see below).
-        wanted = {base.epoch: seq}
-        if base.epoch < MAX_EPOCH:
-            wanted[base.epoch + 1] = 0
-        scanned = scan_records(
-            ring, journal_size, position - 1, window_end, wanted, state_size=header.state_size
-        )
-        later = [h for h in scanned[base.epoch] if h.position > position]
-        newer_generation_seen |= any(h.generation > base.generation for h in later)
-        if not newer_generation_seen and base.epoch < MAX_EPOCH:
-            # A lost slot may have been the open checkpoint of the next session, whose records
-            # carry the next epoch: finding one proves that checkpoint had completed. (With
-            # both slots valid this finds a newer slot overwritten by a copy of the other.)
-            # At the last epoch there is no next session: no writer starts one (counters
-            # never wrap), so there is nothing to search for.
-            newer_generation_seen = any(
-                h.generation > base.generation for h in scanned[base.epoch + 1]
-            )
-        if later:
-            last = later[-1]
-            dropped = last.position + record_size(last.length) - position
-        elif reason in (Reason.BAD_CHECKSUM, Reason.BAD_LENGTH) and not corruption:
-            claimed = decode_record_header(
-                ring_read(ring, journal_size, position, RECORD_HEADER_SIZE)
-            ).length
-            fits = claimed <= max_payload(journal_size, header.state_size)
-            dropped = min(record_size(claimed), window_end - position) if fits else 0
-            dropped = max(dropped, RECORD_HEADER_SIZE)
-        else:
-            dropped = 0
-        # Only records of the base slot's generation vouch for records of its chain. A record
-        # of a newer generation was written after a checkpoint that neither slot holds: its
-        # durable_seq counts that checkpoint, whose loss is reported as SLOT_LOST below (in
-        # "process" durability it counts nothing else), so it proves no journal record lost.
-        vouchers = [h for h in later if h.durable_seq > seq and h.generation <= base.generation]
-        if vouchers:
-            corruption.append(
-                Damage(
-                    "journal",
-                    file_offset(position),
-                    Reason.DURABLE_RECORD_LOST,
-                    dropped,
-                    f"record {seq + 1} is damaged but record {vouchers[0].seq} says records "
-                    f"up to {vouchers[0].durable_seq} were durable",
-                )
-            )
-        elif dropped and not corruption:
-            torn_offset, torn_bytes = file_offset(position), dropped
-
-    if newer_generation_seen:
-        detail = (
-            f"slot {other.index} is damaged ({other.reason}) although journal records "
-            "show its checkpoint had completed"
-            if not other.valid
-            else f"journal records show a checkpoint newer than generation {base.generation}, "
-            "which neither slot holds (a slot was overwritten with older contents)"
-        )
-        corruption.append(
-            Damage(f"slot{other.index}", other.offset, Reason.SLOT_LOST, header.slot_size, detail)
-        )
-
+        stop, newer = _replay(header, ring, base, image)
+        end = _judge_end(header, ring, base, statuses[1 - index], stop, newer)
     report = RecoveryReport(
         mode=mode,
         previous_generation=previous_generation,
@@ -333,61 +99,259 @@ def recover(
         generation=base.generation,
         epoch=base.epoch,
         base_seq=base.seq,
-        seq=seq,
-        position=position,
-        records_replayed=replayed,
-        bytes_replayed=replayed_bytes,
-        torn_tail=torn_offset is not None,
-        torn_tail_offset=torn_offset,
-        torn_tail_bytes=torn_bytes,
-        corruption=tuple(corruption),
+        seq=stop.seq,
+        position=stop.position,
+        records_replayed=stop.seq - base.seq,
+        bytes_replayed=stop.position - base.position,
+        torn_tail=end.torn_offset is not None,
+        torn_tail_offset=end.torn_offset,
+        torn_tail_bytes=end.torn_bytes,
+        corruption=end.corruption,
         slots=statuses,
     )
-    if replayed:
-        try:
-            validate(bytes(image))
-        except ValueError as e:
-            damage = Damage("journal", file_offset(base.position), Reason.BAD_VALUE, 0, str(e))
-            if mode is not RecoveryMode.SALVAGE:
-                raise StoreCorrupt(
-                    path,
-                    f"the replayed state does not decode ({e})",
-                    offset=damage.offset,
-                    reason=damage.reason,
-                    report=report,
-                ) from None
-            # Salvage: keep the records up to the last one after which the state decodes.
-            image, kept, kept_bytes = _last_decodable(
-                header, ring, base, bytes(image_bytes), replayed, validate
-            )
-            at = base.position + kept_bytes
-            damage = Damage(
-                "journal",
-                file_offset(at),
-                Reason.BAD_VALUE,
-                replayed_bytes - kept_bytes,
-                f"the state after record {base.seq + kept + 1} does not decode ({e})",
-            )
-            report = attrs.evolve(
-                report,
-                seq=base.seq + kept,
-                position=at,
-                records_replayed=kept,
-                bytes_replayed=kept_bytes,
-                corruption=(*report.corruption, damage),
-            )
-    _apply_mode(path, report)
-    max_epoch = max(h.epoch for h in valid_heads)
-    if previous_generation or newer_generation_seen or not all(s.valid for s in statuses):
-        # A damaged or lost slot may have carried the highest epoch, so the ring's epochs
-        # count too; a roll-back skips the replay, and with it the search for a lost slot,
-        # so it always looks.
-        max_epoch = max(max_epoch, max_epoch_in_ring(ring, journal_size, header.state_size))
+    if report.records_replayed:
+        image, report = _check_decodes(path, header, ring, base, start, image, report, validate)
+    apply_mode(path, report)
+    valid_heads = [s.head for s in statuses if s.head is not None]
     return Recovered(
         report=report,
         image=image,
         max_generation=max(h.generation for h in valid_heads),
-        max_epoch=max_epoch,
+        max_epoch=_max_epoch(header, ring, statuses, previous_generation or end.newer_generation),
+    )
+
+
+def _read_slots(
+    header: Header, slots: Buffer, validate: Validate
+) -> tuple[tuple[SlotStatus, SlotStatus], list[bytes | None]]:
+    """Both slots, a checksummed slot whose state does not decode counting as BAD_VALUE."""
+    statuses: list[SlotStatus] = []
+    images: list[bytes | None] = []
+    for status, image in read_slots(slots, header):
+        if image is not None:
+            try:
+                validate(image)
+            except ValueError:
+                status = SlotStatus(status.index, status.offset, False, Reason.BAD_VALUE, None)
+                image = None
+        statuses.append(status)
+        images.append(image)
+    return (statuses[0], statuses[1]), images
+
+
+def _choose_base(
+    path: str, header: Header, statuses: tuple[SlotStatus, SlotStatus], previous: bool
+) -> int:
+    """The slot recovery starts from; raises when none qualifies."""
+    index = choose_slot(statuses, previous=previous)
+    if index is not None:
+        return index
+    if previous and any(s.valid for s in statuses):
+        raise NoPreviousGeneration(path)
+    raise Unrecoverable(
+        path,
+        f"neither state slot is valid (slot 0: {statuses[0].reason}, slot 1: {statuses[1].reason})",
+        offset=header.slot0_offset,
+        reason=statuses[0].reason,
+    )
+
+
+def _window_end(header: Header, base: SlotHead) -> int:
+    """Where the chain after ``base`` must end: a lap later, less the end marker."""
+    return base.position + header.journal_size - END_MARKER_SIZE
+
+
+def _file_offset(header: Header, position: int) -> int:
+    """File offset of a logical journal position."""
+    return header.journal_offset + position % header.journal_size
+
+
+def _chain(header: Header, ring: Buffer, base: SlotHead) -> ChainReader:
+    """The reader of the chain that continues the slot ``base``."""
+    return ChainReader(
+        ring,
+        header.journal_size,
+        epoch=base.epoch,
+        position=base.position,
+        seq=base.seq,
+        end=_window_end(header, base),
+        state_size=header.state_size,
+    )
+
+
+def _replay(
+    header: Header, ring: Buffer, base: SlotHead, image: bytearray
+) -> tuple[ChainStop, bool]:
+    """Apply the chain after ``base`` to ``image``: where it stopped, and whether a record of
+    a generation newer than the base's was replayed."""
+    reader = _chain(header, ring, base)
+    generation = base.generation
+    newer = False
+    for record in reader:
+        apply_patches(image, record.patches)
+        if record.generation > generation:
+            newer = True
+    assert reader.stop is not None
+    return reader.stop, newer
+
+
+def _judge_end(
+    header: Header, ring: Buffer, base: SlotHead, other: SlotStatus, stop: ChainStop, newer: bool
+) -> _End:
+    """Decide what the stop means: a clean end, a torn tail, corruption; and whether records
+    prove the ``other`` slot lost.
+
+    One pass over the rest of the window finds both the later records of this epoch, whose
+    ``durable_seq`` vouches for records before them, and the records of the next session.
+    """
+    corruption = _stop_damage(header, base, stop)
+    wanted = {base.epoch: stop.seq}
+    if base.epoch < MAX_EPOCH:
+        wanted[base.epoch + 1] = 0
+    scanned = scan_records(
+        ring,
+        header.journal_size,
+        stop.position - 1,
+        _window_end(header, base),
+        wanted,
+        state_size=header.state_size,
+    )
+    later = [h for h in scanned[base.epoch] if h.position > stop.position]
+    newer = newer or _newer_checkpoint(base, later, scanned.get(base.epoch + 1, []))
+    dropped = _dropped(header, ring, base, stop, later, bool(corruption))
+    # Only records of the base slot's generation vouch for records of its chain. A record
+    # of a newer generation was written after a checkpoint that neither slot holds: its
+    # durable_seq counts that checkpoint, whose loss is reported as SLOT_LOST (in "process"
+    # durability it counts nothing else), so it proves no journal record lost.
+    vouchers = [h for h in later if h.durable_seq > stop.seq and h.generation <= base.generation]
+    offset = _file_offset(header, stop.position)
+    torn: tuple[int | None, int] = (None, 0)
+    if vouchers:
+        corruption.append(
+            Damage(
+                "journal",
+                offset,
+                Reason.DURABLE_RECORD_LOST,
+                dropped,
+                f"record {stop.seq + 1} is damaged but record {vouchers[0].seq} says records "
+                f"up to {vouchers[0].durable_seq} were durable",
+            )
+        )
+    elif dropped and not corruption:
+        torn = (offset, dropped)
+    if newer:
+        corruption.append(_slot_lost(header, base, other))
+    return _End(tuple(corruption), *torn, newer)
+
+
+def _newer_checkpoint(
+    base: SlotHead, later: list[RecordHeader], next_session: list[RecordHeader]
+) -> bool:
+    """Whether records after the stop prove a checkpoint newer than ``base``.
+
+    A later record of this epoch with a newer generation proves one. A lost slot may also have
+    been the open checkpoint of the next session, whose records carry the next epoch: finding
+    one proves that checkpoint had completed. (With both slots valid this finds a newer slot
+    overwritten by a copy of the other.) At the last epoch there is no next session: no writer
+    starts one (counters never wrap), so there is nothing to search for.
+    """
+    if any(h.generation > base.generation for h in later):
+        return True
+    return any(h.generation > base.generation for h in next_session)
+
+
+def _stop_damage(header: Header, base: SlotHead, stop: ChainStop) -> list[Damage]:
+    """Damage the stop itself proves: a checksummed record that does not belong there."""
+    offset = _file_offset(header, stop.position)
+    if stop.reason is Reason.BAD_PATCH:
+        return [Damage("journal", offset, stop.reason, stop.size, stop.detail)]
+    if stop.reason in (Reason.SEQUENCE_GAP, Reason.BAD_KIND):
+        detail = f"checksummed record where record {stop.seq + 1} of epoch {base.epoch} belongs"
+        return [Damage("journal", offset, stop.reason, RECORD_HEADER_SIZE, detail)]
+    return []
+
+
+def _dropped(
+    header: Header,
+    ring: Buffer,
+    base: SlotHead,
+    stop: ChainStop,
+    later: list[RecordHeader],
+    corrupt: bool,
+) -> int:
+    """Bytes after the stop that recovery drops: through the last later record, else the
+    record torn at the stop (as far as its length field is believable)."""
+    if later:
+        last = later[-1]
+        return last.position + record_size(last.length) - stop.position
+    if stop.reason not in (Reason.BAD_CHECKSUM, Reason.BAD_LENGTH) or corrupt:
+        return 0
+    journal_size = header.journal_size
+    claimed = decode_record_header(
+        ring_read(ring, journal_size, stop.position, RECORD_HEADER_SIZE)
+    ).length
+    fits = claimed <= max_payload(journal_size, header.state_size)
+    dropped = min(record_size(claimed), _window_end(header, base) - stop.position) if fits else 0
+    return max(dropped, RECORD_HEADER_SIZE)
+
+
+def _slot_lost(header: Header, base: SlotHead, other: SlotStatus) -> Damage:
+    """The damage of a slot whose newer checkpoint journal records prove."""
+    detail = (
+        f"slot {other.index} is damaged ({other.reason}) although journal records "
+        "show its checkpoint had completed"
+        if not other.valid
+        else f"journal records show a checkpoint newer than generation {base.generation}, "
+        "which neither slot holds (a slot was overwritten with older contents)"
+    )
+    return Damage(f"slot{other.index}", other.offset, Reason.SLOT_LOST, header.slot_size, detail)
+
+
+def _check_decodes(
+    path: str,
+    header: Header,
+    ring: Buffer,
+    base: SlotHead,
+    start: bytes,
+    image: bytearray,
+    report: RecoveryReport,
+    validate: Validate,
+) -> tuple[bytearray, RecoveryReport]:
+    """The replayed image and report if the image decodes; else raise, or salvage.
+
+    Salvage keeps the records up to the last one after which the state decodes.
+    """
+    try:
+        validate(bytes(image))
+        return image, report
+    except ValueError as e:
+        error = str(e)
+    if report.mode is not RecoveryMode.SALVAGE:
+        raise StoreCorrupt(
+            path,
+            f"the replayed state does not decode ({error})",
+            offset=_file_offset(header, base.position),
+            reason=Reason.BAD_VALUE,
+            report=report,
+        )
+    kept_image, kept, kept_bytes = _last_decodable(
+        header, ring, base, start, report.records_replayed, validate
+    )
+    at = base.position + kept_bytes
+    damage = Damage(
+        "journal",
+        _file_offset(header, at),
+        Reason.BAD_VALUE,
+        report.bytes_replayed - kept_bytes,
+        f"the state after record {base.seq + kept + 1} does not decode ({error})",
+    )
+    return kept_image, attrs.evolve(
+        report,
+        seq=base.seq + kept,
+        position=at,
+        records_replayed=kept,
+        bytes_replayed=kept_bytes,
+        corruption=(*report.corruption, damage),
     )
 
 
@@ -398,24 +362,13 @@ def _last_decodable(
 
     Replays the chain from the slot ``base`` (whose state ``start`` decodes) record by record,
     validating after each; returns that image, how many records it covers and their bytes.
-    The records were all read once already, so each is read again the same way.
     """
     image = bytearray(start)
     good = (bytes(image), 0, 0)
-    position, size_sum = base.position, 0
-    for index in range(1, count + 1):
-        record, _, _ = read_record(
-            ring,
-            header.journal_size,
-            position,
-            epoch=base.epoch,
-            seq=base.seq + index,
-            state_size=header.state_size,
-        )
-        assert record is not None  # replayed a moment ago
-        for offset, data in check_patches(record.payload, header.state_size):
-            image[offset : offset + len(data)] = data
-        position += record.size
+    size_sum = 0
+    records = itertools.islice(_chain(header, ring, base), count)
+    for index, record in enumerate(records, 1):
+        apply_patches(image, record.patches)
         size_sum += record.size
         try:
             validate(bytes(image))
@@ -425,47 +378,16 @@ def _last_decodable(
     return bytearray(good[0]), good[1], good[2]
 
 
-def _apply_mode(path: str, report: RecoveryReport) -> None:
-    """Raise StoreCorrupt when the report holds more damage than its mode accepts."""
-    if report.mode is RecoveryMode.SALVAGE:
-        return
-    journal = [d for d in report.corruption if d.reason in _JOURNAL_CORRUPTION]
-    if journal:
-        first = journal[0]
-        raise StoreCorrupt(
-            path,
-            f"journal corruption ({first.reason.value}: {first.detail}); "
-            "open with recovery='salvage' (or `journalstate recover --mode salvage`) to keep "
-            "the state before the damage",
-            offset=first.offset,
-            reason=first.reason,
-            report=report,
-        )
-    if report.mode is RecoveryMode.STRICT and not report.clean:
-        if report.corruption:
-            d = report.corruption[0]
-            raise StoreCorrupt(
-                path, f"{d.region}: {d.detail}", offset=d.offset, reason=d.reason, report=report
-            )
-        # Both are normal after a crash: the default mode handles them, salvage is not needed.
-        hint = (
-            "; the default recovery mode handles it: open with recovery='tolerate-tail' "
-            "(or `journalstate recover --mode tolerate-tail`)"
-        )
-        bad = [s for s in report.slots if not s.valid]
-        if bad:
-            raise StoreCorrupt(
-                path,
-                f"strict recovery: slot {bad[0].index} is not valid ({bad[0].reason}){hint}",
-                offset=bad[0].offset,
-                reason=bad[0].reason,
-                report=report,
-            )
-        raise StoreCorrupt(
-            path,
-            f"strict recovery: torn tail of {report.torn_tail_bytes} bytes "
-            f"(normal after a crash){hint}",
-            offset=report.torn_tail_offset,
-            reason=Reason.BAD_CHECKSUM,
-            report=report,
-        )
+def _max_epoch(
+    header: Header, ring: Buffer, statuses: tuple[SlotStatus, SlotStatus], look: bool
+) -> int:
+    """The highest epoch in use: of the valid slots, and of the ring's records when ``look``
+    or a slot is damaged.
+
+    A damaged or lost slot may have carried the highest epoch, so the ring's epochs count too;
+    a roll-back skips the replay, and with it the search for a lost slot, so it always looks.
+    """
+    max_epoch = max(s.head.epoch for s in statuses if s.head is not None)
+    if look or not all(s.valid for s in statuses):
+        max_epoch = max(max_epoch, max_epoch_in_ring(ring, header.journal_size, header.state_size))
+    return max_epoch

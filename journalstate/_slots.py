@@ -16,13 +16,14 @@ from journalstate._format import (
     SLOT_HEAD_FMT,
     SLOT_HEAD_SIZE,
     SLOT_TAIL_SIZE,
+    Buffer,
+    Header,
     SlotHead,
     crc_region,
     mask,
     slot_crc,
 )
-from journalstate._io import Buffer
-from journalstate._journal import Reason
+from journalstate._reason import Reason
 
 
 @attrs.frozen
@@ -84,6 +85,23 @@ def read_slot(
     head = SlotHead(generation, epoch, seq, position, size)
     state = whole[SLOT_HEAD_SIZE : SLOT_HEAD_SIZE + state_size]
     return SlotStatus(index, file_offset, True, None, head), state
+
+
+def read_slots(
+    buf: Buffer, header: Header
+) -> tuple[tuple[SlotStatus, bytes | None], tuple[SlotStatus, bytes | None]]:
+    """Both slots of a store with this header (slot 1 starts ``header.slot_size`` bytes in)."""
+    first, second = (
+        read_slot(
+            buf,
+            index * header.slot_size,
+            index=index,
+            file_offset=header.slot_offsets[index],
+            state_size=header.state_size,
+        )
+        for index in (0, 1)
+    )
+    return first, second
 
 
 def choose_slot(statuses: tuple[SlotStatus, SlotStatus], *, previous: bool) -> int | None:

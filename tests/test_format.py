@@ -50,7 +50,8 @@ from journalstate._format import (
     slot_size_for,
     unmask,
 )
-from journalstate._journal import Reason, read_record
+from journalstate._reader import read_record
+from journalstate._reason import Reason
 from journalstate._slots import read_slot
 from tests.damage import fix_record_crc, flip_byte, truncate
 
@@ -537,3 +538,26 @@ def test_build_record_equals_encode_record(
     )
     assert size == len(expected)
     assert built == expected + bytes(END_MARKER_SIZE)
+
+
+def test_release_pages_drops_the_whole_pages_of_a_mapping_only() -> None:
+    """release_pages advises MADV_DONTNEED on the whole pages inside a range of a mapping."""
+    import mmap
+
+    from journalstate._format import release_pages
+
+    page = mmap.PAGESIZE
+    calls: list[tuple[int, int, int]] = []
+
+    class Mapping:
+        def madvise(self, advice: int, start: int, length: int) -> None:
+            calls.append((advice, start, length))
+
+    release_pages(Mapping(), 1, 3 * page + 1)
+    release_pages(Mapping(), 1, page)  # no whole page inside
+    release_pages(bytearray(4 * page), 0, 4 * page)  # not a mapping: nothing to release
+    assert calls == [(mmap.MADV_DONTNEED, page, 2 * page)]
+    with mmap.mmap(-1, 4 * page) as real:
+        real[:] = b"x" * (4 * page)
+        release_pages(real, 0, 4 * page)
+        assert real[page] == ord("x")  # a shared mapping's released pages keep their contents

@@ -29,7 +29,8 @@ from journalstate._format import (
     SlotHead,
     check_counters,
 )
-from journalstate._journal import Reason, find_all, max_epoch_in_ring, max_payload
+from journalstate._journal import find_all, max_epoch_in_ring, max_payload
+from journalstate._reason import Reason
 from journalstate._recovery import RecoveryMode
 from journalstate._schema import MAX_NODES, MAX_STATE_SIZE, compile_schema
 from tests.damage import (

@@ -18,16 +18,15 @@ from journalstate._format import (
     record_size,
 )
 from journalstate._journal import (
-    Reason,
     check_patches,
     iter_patches,
     max_epoch_in_ring,
     max_payload,
-    next_record_fast,
-    read_record,
     ring_read,
     scan_later_records,
 )
+from journalstate._reader import ChainStop, next_record, next_record_fast, read_record
+from journalstate._reason import Reason
 from tests.damage import (
     fix_record_crc,
     flip_byte,
@@ -543,7 +542,7 @@ def test_scan_returns_exactly_the_genuine_records_in_the_window(
 def test_fast_path_accepts_exactly_what_the_slow_path_accepts(
     offset: int, patches: list[tuple[int, bytes]], damage: int | None, seq: int, epoch: int
 ) -> None:
-    """next_record_fast returns the slow path's record and patches, or defers (None)."""
+    """next_record_fast returns the careful path's record and patches, or defers (None)."""
     ring = bytearray(JS)
     position = LAP + offset * 8
     record = write_record(ring, position, payload=encode_patches(patches))
@@ -553,15 +552,19 @@ def test_fast_path_accepts_exactly_what_the_slow_path_accepts(
         ring, JS, position, epoch=epoch, seq=seq, limit=position + JS, state_size=128
     )
     slow, _, _ = read_record(ring, JS, position, epoch=epoch, seq=seq)
+    careful = next_record(
+        ring, JS, position, epoch=epoch, seq=seq - 1, end=position + JS, state_size=128
+    )
     if fast is None:
         straddles = position % JS + len(record) > JS
         bad_patches = slow is not None and any(o + len(d) > 128 for o, d in patches)
         assert slow is None or straddles or bad_patches
+        assert isinstance(careful, ChainStop) or straddles
         return
     assert slow is not None
-    size, generation, got = fast
-    assert (size, generation) == (slow.size, slow.header.generation)
-    assert got == check_patches(slow.payload, 128)
+    assert (fast.size, fast.generation) == (slow.size, slow.header.generation)
+    assert fast.patches == check_patches(slow.payload, 128)
+    assert fast == careful
 
 
 @pytest.mark.parametrize("end", ["inside", "at-the-end"])
@@ -572,9 +575,11 @@ def test_fast_path_defers_on_every_damaged_byte(end: str) -> None:
     position = LAP + (JS - size if end == "at-the-end" else 8 * 40)
     clean = bytearray(JS)
     write_record(clean, position, payload=payload)
-    assert next_record_fast(
+    fast = next_record_fast(
         clean, JS, position, epoch=1, seq=1, limit=position + size, state_size=128
-    ) == (size, 1, check_patches(payload, 128))
+    )
+    assert fast is not None
+    assert (fast.size, fast.generation, fast.patches) == (size, 1, check_patches(payload, 128))
     for at in range(size):
         for mask in (0x01, 0x80):
             ring = bytearray(clean)

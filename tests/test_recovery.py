@@ -28,7 +28,7 @@ from journalstate._format import (
     record_size,
     slot_size_for,
 )
-from journalstate._journal import Reason
+from journalstate._reason import Reason
 from journalstate._recovery import Damage, Recovered, RecoveryMode, recover
 from tests.damage import (
     fix_record_crc,

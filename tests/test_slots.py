@@ -14,7 +14,7 @@ from journalstate._format import (
     encode_slot,
     slot_size_for,
 )
-from journalstate._journal import Reason
+from journalstate._reason import Reason
 from journalstate._slots import SlotStatus, choose_slot, read_slot
 from tests.damage import fix_slot_crc, flip_byte, put, zero
 

@@ -18,7 +18,8 @@ import pytest
 
 import journalstate as js
 from journalstate._format import END_MARKER_SIZE, RECORD_ALIGN
-from journalstate._journal import check_patches, next_record_fast, read_record
+from journalstate._journal import check_patches
+from journalstate._reader import next_record_fast, read_record
 from journalstate.testing import SimStorage
 
 JOURNAL = 4096
@@ -148,7 +149,12 @@ def test_fast_path_reads_every_whole_record_and_only_those(tmp_path: Path, data_
                 slow_seen += 1
                 continue
             patches = check_patches(record.payload, store.header.state_size)
-            assert fast == (size, record.header.generation, patches), f"at {start}"
+            assert fast is not None, f"at {start}"
+            assert (fast.size, fast.generation, fast.patches) == (
+                size,
+                record.header.generation,
+                patches,
+            ), f"at {start}"
             fast_seen += 1
             # One byte short of the record is not enough for it.
             assert (
