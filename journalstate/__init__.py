@@ -37,9 +37,7 @@ from journalstate._errors import (
 )
 from journalstate._introspect import FieldKind, FieldLayout, SchemaInfo, schema_info
 from journalstate._journal import Reason
-from journalstate._open import open
-from journalstate._recovery import Damage, RecoveryMode, RecoveryReport
-from journalstate._schema import (
+from journalstate._markers import (
     F32,
     F64,
     I8,
@@ -56,6 +54,8 @@ from journalstate._schema import (
     Str,
     f32_round,
 )
+from journalstate._open import open
+from journalstate._recovery import Damage, RecoveryMode, RecoveryReport
 from journalstate._slots import SlotStatus
 from journalstate._store import Durability, Store, StoreStats
 from journalstate._txn import Draft
