@@ -1,7 +1,10 @@
-"""The `journalstate` command: recover, check, dump, info, log, demo.
+"""The `journalstate` command: recover, check, dump, info, log, demo, bench.
 
 The only module that prints or exits. Each command maps its outcome to one of the documented
-exit codes (docs/cli.md); bad input is one line on stderr, never a traceback.
+exit codes (docs/cli.md); bad input is one line on stderr, never a traceback. The benchmark
+(``journalstate.bench``) and the demo (``journalstate.demo``, which runs the simulated disk of
+``journalstate.testing``) are imported inside their own commands, so no store command loads
+them (tests/test_layering_cli.py).
 """
 
 from __future__ import annotations
@@ -15,8 +18,8 @@ from contextlib import contextmanager
 from typing import Any, NoReturn, TextIO
 
 import journalstate as js
-from journalstate import _bench, _demo, _inspect
-from journalstate._io import OsStorage
+from journalstate import _inspect
+from journalstate._io import OsStorage, copy_store_file
 from journalstate._recovery import RecoveryReport
 
 EXIT_OK = 0
@@ -332,22 +335,16 @@ def _copy(source: str, dest: str) -> str:
     link, and only when it is a regular file. Nothing at ``dest`` is followed or replaced,
     a dangling symbolic link included.
     """
-    storage = OsStorage()
-    if storage.exists(dest):
+    if OsStorage().exists(dest):
         raise _Fail(EXIT_USAGE, f"{dest}: already exists; choose a new --output path")
     directory = os.path.dirname(os.path.abspath(dest))
     if not os.path.isdir(directory):
         raise _Fail(EXIT_USAGE, f"{dest}: directory {directory} does not exist")
     try:
-        file = storage.open(source, writable=False)
+        copied = copy_store_file(source, dest)
     except js.StoreNotFound:
         raise _Fail(EXIT_USAGE, f"{source}: no such file") from None
-    try:
-        size = file.size
-        chunks = [(offset, file.read(offset, 1 << 20)) for offset in range(0, size, 1 << 20)]
-    finally:
-        file.close()
-    if not storage.create(dest, size, chunks):  # something appeared at dest meanwhile
+    if not copied:  # something appeared at dest meanwhile
         raise _Fail(EXIT_USAGE, f"{dest}: already exists; choose a new --output path")
     return dest
 
@@ -355,7 +352,9 @@ def _copy(source: str, dest: str) -> str:
 def cmd_bench(args: argparse.Namespace, out: TextIO) -> int:
     if not os.path.isdir(args.dir):
         raise _Fail(EXIT_USAGE, f"{args.dir}: no such directory")
-    return _bench.run(args, out)
+    from journalstate.bench.run import run  # the benchmark loads only for this command
+
+    return run(args, out)
 
 
 def cmd_demo(args: argparse.Namespace, out: TextIO) -> int:
@@ -367,7 +366,9 @@ def cmd_demo(args: argparse.Namespace, out: TextIO) -> int:
             out.write(line + "\n")
             out.flush()
 
-    ok = _demo.run(say, seed=args.seed)
+    from journalstate.demo import run  # the demo and the simulated disk load only here
+
+    ok = run(say, seed=args.seed)
     if args.json:
         json.dump({"ok": ok, "lines": lines}, out, indent=2)
         out.write("\n")
@@ -389,6 +390,15 @@ EXAMPLES = """examples:
   journalstate check state.jst
   journalstate recover state.jst --output repaired.jst --mode salvage
   journalstate dump state.jst --json"""
+
+
+_BENCH_HELP = "measure what each durability mode costs, against raw floors and peers"
+_BENCH_EPILOG = """example:
+  journalstate bench /var/tmp --peers --plot bench.svg
+
+exit codes:
+  0  measured
+  2  usage error (e.g. the directory does not exist)"""
 
 
 def _count(text: str) -> int:
@@ -457,18 +467,47 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=_count, help="only the last N transactions")
     p = add("demo", "SIGKILL and simulated OS crashes, explained", "journalstate demo", cmd_demo)
     p.add_argument("--seed", type=int, help="seed for the random choices")
-    bench_help = "measure what each durability mode costs, against raw floors and peers"
     p = sub.add_parser(
         "bench",
-        help=bench_help,
-        description=bench_help,
-        epilog="example:\n  journalstate bench /var/tmp --peers --plot bench.svg\n\n"
-        "exit codes:\n  0  measured\n  2  usage error (e.g. the directory does not exist)",
+        help=_BENCH_HELP,
+        description=_BENCH_HELP,
+        epilog=_BENCH_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    _bench.add_arguments(p)
+    add_bench_arguments(p)
     p.set_defaults(func=cmd_bench)
     return parser
+
+
+def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the options of ``journalstate bench`` to ``parser``.
+
+    They are here, not in ``journalstate.bench``, so that building the parser for any command
+    does not load the benchmark.
+    """
+    parser.add_argument(
+        "dir",
+        nargs="?",
+        default=".",
+        help="directory on the disk to measure (default: the current one); files go into a "
+        "temporary subdirectory, removed at the end",
+    )
+    parser.add_argument("--quick", action="store_true", help="a few seconds instead of minutes")
+    parser.add_argument(
+        "--peers", action="store_true", help="also measure sqlite3, LMDB and the rename idiom"
+    )
+    parser.add_argument("--json", action="store_true", help="print one JSON document")
+    parser.add_argument("--plot", metavar="FILE", help="draw commits/s into FILE.svg or FILE.png")
+    parser.add_argument(
+        "--threads", type=int, default=8, help="threads for the group-commit row (default 8)"
+    )
+    parser.add_argument(
+        "--seconds", type=float, help="seconds per timed run (default 1, 0.2 with --quick)"
+    )
+    parser.add_argument("--repeat", type=int, help="timed runs per row (default 5, 3 with --quick)")
+    parser.add_argument(
+        "--large-mib", type=float, default=64, help="size of the large state in MiB (default 64)"
+    )
 
 
 def _say(text: str) -> None:
