@@ -234,6 +234,8 @@ class BlobNode(Node):
 
 
 class ArrayNode(Node):
+    """A tuple of exactly ``param`` elements, each laid out as ``element``, back to back."""
+
     __slots__ = ("element",)
 
     def __init__(self, element: Node, length: int) -> None:
