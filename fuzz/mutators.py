@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 
 from fuzz.harness import Bad, Lie, Mutation
 from fuzz.stores import Base, ring_get, ring_put
+from journalstate._descriptor import NODE_HEAD_FMT
 from journalstate._format import (
     HEADER_CRC_OFFSET,
     HEADER_FIXED_SIZE,
@@ -38,7 +39,7 @@ from journalstate._format import (
     slot_size_for,
 )
 from journalstate._journal import max_payload
-from journalstate._schema import (
+from journalstate._layout import (
     KIND_ARRAY,
     KIND_BOOL,
     KIND_BYTES,
@@ -49,9 +50,8 @@ from journalstate._schema import (
     KIND_UINT,
     MAX_NODES,
     MAX_STATE_SIZE,
-    NODE_HEAD_FMT,
-    compile_schema,
 )
+from journalstate._schema import compile_schema
 
 SECTOR = 512
 PAGE = 4096

@@ -38,12 +38,7 @@ from journalstate._errors import (
     UnsupportedVersion,
 )
 from journalstate._introspect import FieldKind, FieldLayout, SchemaInfo, schema_info
-from journalstate._migrate import Change, FieldChange
-from journalstate._migrate_run import MigrationReport, migrate
-from journalstate._open import open
-from journalstate._reason import Reason
-from journalstate._report import Damage, RecoveryMode, RecoveryReport
-from journalstate._schema import (
+from journalstate._markers import (
     F32,
     F64,
     I8,
@@ -60,6 +55,11 @@ from journalstate._schema import (
     Str,
     f32_round,
 )
+from journalstate._migrate import Change, FieldChange
+from journalstate._migrate_run import MigrationReport, migrate
+from journalstate._open import open
+from journalstate._reason import Reason
+from journalstate._report import Damage, RecoveryMode, RecoveryReport
 from journalstate._slots import SlotStatus
 from journalstate._store import Durability, Store, StoreStats
 from journalstate._txn import Draft

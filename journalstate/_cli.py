@@ -1,430 +1,51 @@
-"""The `journalstate` command: recover, check, dump, info, log, migrate, demo.
+"""The `journalstate` command line: recover, check, dump, info, log, migrate, demo, bench.
 
-The only module that prints or exits. Each command maps its outcome to one of the documented
-exit codes (docs/cli.md); bad input is one line on stderr, never a traceback.
+The only place that prints or exits. What belongs here: the argument parser, ``main`` (parse,
+run the command, map every failure to one line on stderr and a documented exit code, never a
+traceback) and the console entry point. The commands themselves are in ``_commands``.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
-from typing import Any, NoReturn, TextIO
-
-import attrs
+from collections.abc import Callable, Sequence
+from typing import NoReturn, TextIO
 
 import journalstate as js
-from journalstate import _bench, _demo, _inspect
-from journalstate._io import OsStorage
-from journalstate._migrate_cli import LoadError, load, report_lines
-from journalstate._recovery import RecoveryReport
+from journalstate._commands import (
+    EXIT_BUSY,
+    EXIT_CORRUPT,
+    EXIT_OK,
+    EXIT_TORN,
+    EXIT_UNRECOVERABLE,
+    EXIT_USAGE,
+    CommandFailed,
+    cmd_bench,
+    cmd_check,
+    cmd_demo,
+    cmd_dump,
+    cmd_info,
+    cmd_log,
+    cmd_recover,
+    exit_code,
+)
+from journalstate._migrate_cli import add_migrate_arguments, cmd_migrate
 
-EXIT_OK = 0
-"""Recovery dropped nothing and ignored nothing."""
-EXIT_TORN = 1
-"""Recovery dropped a torn tail or ignored an invalid slot: a write a crash cut short."""
-EXIT_USAGE = 2
-"""Usage error, missing file, or not a journalstate store."""
-EXIT_CORRUPT = 3
-"""Recovery found corruption, or refused damage its --mode does not accept."""
-EXIT_UNRECOVERABLE = 4
-"""No consistent state can be recovered."""
-EXIT_BUSY = 5
-"""The store is locked by a live writer, or the file cannot be accessed (permissions)."""
-
-
-class _Fail(Exception):
-    def __init__(self, code: int, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-
-
-def _exit_code(error: BaseException) -> int:
-    if isinstance(error, js.Unrecoverable | js.TruncatedStore):
-        return EXIT_UNRECOVERABLE
-    if isinstance(error, js.StoreCorrupt):
-        return EXIT_CORRUPT
-    if isinstance(error, js.StoreLocked):
-        return EXIT_BUSY
-    if isinstance(error, js.NotAStore | js.StoreNotFound | js.UnsafePath | js.UnsupportedVersion):
-        return EXIT_USAGE
-    if isinstance(error, js.NoPreviousGeneration | js.InvalidArgument | js.UnsupportedPlatform):
-        return EXIT_USAGE
-    if isinstance(error, js.CounterExhausted):
-        return EXIT_UNRECOVERABLE
-    return EXIT_BUSY
-
-
-def _report_code(report: RecoveryReport) -> int:
-    if report.corruption:
-        return EXIT_CORRUPT
-    if report.torn_tail or not all(s.valid for s in report.slots):
-        return EXIT_TORN
-    return EXIT_OK
-
-
-@contextmanager
-def _open(path: str, **kwargs: Any) -> Iterator[js.Store[Any]]:
-    try:
-        store = js.open(path, None, **kwargs)
-    except js.StoreNotFound:
-        raise _Fail(EXIT_USAGE, f"{path}: no such file") from None
-    except js.StoreLocked as e:
-        who = f" (pid {e.holder_pid})" if e.holder_pid is not None else ""
-        raise _Fail(
-            EXIT_BUSY,
-            f"{path}: locked by a live writer{who}; wait for it to close the store or stop "
-            "it, then run this again (`journalstate check` and `dump` read it without the lock)",
-        ) from None
-    except js.JournalStateError as e:
-        raise _Fail(_exit_code(e), f"{e}{_hint(e)}") from None
-    try:
-        yield store
-    finally:
-        store.close()
-
-
-def _hint(error: js.JournalStateError) -> str:
-    """What to run next after a refused recovery, unless the message already says it."""
-    if not isinstance(error, js.StoreCorrupt) or isinstance(error, js.Unrecoverable):
-        return ""
-    text = str(error)
-    report = error.report
-    if report is not None and report.mode is js.RecoveryMode.STRICT and not report.corruption:
-        # Only a torn tail or an invalid slot: what a crash leaves, and the default mode takes.
-        if "tolerate-tail" in text:
-            return ""
-        return " (a crash leaves this; the default --mode tolerate-tail accepts it)"
-    if "--mode salvage" in text:
-        return ""
-    return " (run `journalstate recover --mode salvage` to keep the state before it)"
-
-
-def _emit(out: TextIO, args: argparse.Namespace, data: Any, human: Callable[[], None]) -> None:
-    if args.json:
-        json.dump(_inspect.jsonable(data), out, indent=2, sort_keys=False)
-        out.write("\n")
-    else:
-        human()
-
-
-def _show(value: Any, width: int = 60) -> str:
-    text = repr(value)
-    return text if len(text) <= width else text[: width - 3] + "..."
-
-
-def _say_report(out: TextIO, report: RecoveryReport) -> None:
-    p = out.write
-    p(f"slot chosen       {report.slot} (generation {report.generation}, epoch {report.epoch})\n")
-    p(f"state             seq {report.seq} (slot covers seq {report.base_seq})\n")
-    p(f"records replayed  {report.records_replayed} ({report.bytes_replayed} bytes)\n")
-    if report.torn_tail:
-        p(
-            f"torn tail         {report.torn_tail_bytes} bytes dropped at offset "
-            f"{report.torn_tail_offset}\n"
-        )
-    else:
-        p("torn tail         none\n")
-    for s in report.slots:
-        status = "valid" if s.valid else f"INVALID ({s.reason.value if s.reason else '?'})"
-        gen = f"generation {s.generation}" if s.generation is not None else "-"
-        p(f"slot {s.index}            {status}, {gen}\n")
-    if not report.corruption:
-        p("corruption        none\n")
-    for d in report.corruption:
-        p(f"CORRUPTION        {d.region} at offset {d.offset}: {d.reason.value}\n")
-        p(f"                  {d.detail} ({d.bytes_dropped} bytes dropped)\n")
-
-
-# --- commands ------------------------------------------------------------------------------------
-
-
-def cmd_info(args: argparse.Namespace, out: TextIO) -> int:
-    with _open(args.path, readonly=True, recovery="salvage") as store:
-        data = _inspect.info(store, os.path.getsize(args.path))
-
-    def human() -> None:
-        p = out.write
-        h = data["header"]
-        p(f"file        {data['path']} ({h['file_size']} bytes)\n")
-        p(f"format      version {h['format_version']}, page size {h['page_size']}\n")
-        p(f"file id     {h['file_id']}\n")
-        p("regions     name       offset        size\n")
-        for r in h["regions"]:
-            p(f"            {r['name']:<8}{r['offset']:>9}{r['size']:>12}\n")
-        p(f"schema      {data['schema']['name']}, {h['state_size']} bytes\n")
-        p("            offset    size  type               field\n")
-        for f in data["schema"]["fields"]:
-            p(f"            {f['offset']:>6}{f['size']:>8}  {f['type']:<18} {f['name']}\n")
-        for s in data["slots"]:
-            if s["valid"]:
-                desc = f"generation {s['generation']}, epoch {s['epoch']}, seq {s['seq']}, crc ok"
-            else:
-                desc = f"INVALID ({s['reason']})"
-            p(f"slot {s['index']}      {desc}\n")
-        j = data["journal"]
-        p(
-            f"journal     {j['fill']:.1%} full ({j['live_bytes']} of {j['size']} bytes), "
-            f"{j['records']} records after the newest slot, next seq {j['next_seq']}\n"
-        )
-        if j["fill"] > 0.5:
-            p("            (a writer would checkpoint now; opening for writing does so)\n")
-
-    _emit(out, args, data, human)
-    return _report_code(store.recovery)
-
-
-def cmd_check(args: argparse.Namespace, out: TextIO) -> int:
-    progress = sys.stderr is not None and sys.stderr.isatty() and not args.json
-    if progress:
-        sys.stderr.write(f"checking {args.path}...\r")
-    with _open(args.path, readonly=True, recovery="salvage") as store:
-        report = store.recovery
-    if progress:
-        sys.stderr.write(" " * 60 + "\r")
-    code = _report_code(report)
-    verdict = {
-        EXIT_OK: "clean",
-        EXIT_TORN: "recoverable after a crash (torn tail or torn slot)",
-        EXIT_CORRUPT: "CORRUPTION found",
-    }[code]
-    data = {
-        "path": args.path,
-        "verdict": verdict,
-        "exit_code": code,
-        **_inspect.report_dict(report),
-    }
-
-    def human() -> None:
-        out.write(f"{args.path}: {verdict}\n")
-        _say_report(out, report)
-
-    _emit(out, args, data, human)
-    return code
-
-
-def cmd_dump(args: argparse.Namespace, out: TextIO) -> int:
-    with _open(args.path, readonly=True, recovery=args.mode) as store:
-        report = store.recovery
-        if args.generation is None:
-            state: Any = _inspect.state_dict(store.state)
-            generation = report.generation
-            seq = report.seq
-        else:
-            found = [
-                (s, b) for s, b in _inspect.slot_states(store) if s.generation == args.generation
-            ]
-            if not found or found[0][1] is None:
-                have = [s.generation for s, _ in _inspect.slot_states(store) if s.valid]
-                raise _Fail(
-                    EXIT_USAGE,
-                    f"{args.path}: generation {args.generation} is not reachable "
-                    f"(valid slots hold generations {have})",
-                )
-            status, image = found[0]
-            assert image is not None
-            assert status.head is not None
-            state = store.schema.decode_dict(image)
-            generation, seq = args.generation, status.head.seq
-    data = {"path": args.path, "generation": generation, "seq": seq, "state": state}
-
-    def human() -> None:
-        out.write(f"# {args.path}: generation {generation}, seq {seq}\n")
-        _print_tree(out, state, "")
-
-    _emit(out, args, data, human)
-    return _report_code(report)
-
-
-def _print_tree(out: TextIO, value: Any, prefix: str) -> None:
-    if isinstance(value, dict):
-        for key, item in value.items():
-            _print_tree(out, item, f"{prefix}.{key}" if prefix else key)
-    else:
-        out.write(f"{prefix} = {value!r}\n")
-
-
-def cmd_log(args: argparse.Namespace, out: TextIO) -> int:
-    with _open(args.path, readonly=True, recovery="salvage") as store:
-        entries = _inspect.history(store)
-        report = store.recovery
-    if args.limit is not None:
-        entries = entries[-args.limit :] if args.limit > 0 else []
-    data = {
-        "path": args.path,
-        "transactions": [
-            {
-                "seq": e.seq,
-                "generation": e.generation,
-                "epoch": e.epoch,
-                "offset": e.offset,
-                "size": e.size,
-                "changes": [{"field": c.field, "old": c.old, "new": c.new} for c in e.changes],
-            }
-            for e in entries
-        ],
-    }
-
-    def human() -> None:
-        if not entries:
-            out.write("no transactions in the journal\n")
-        for e in entries:
-            out.write(f"seq {e.seq}  generation {e.generation}  offset {e.offset}\n")
-            for c in e.changes:
-                out.write(f"    {c.field}: {_show(c.old, 30)} -> {_show(c.new, 30)}\n")
-
-    _emit(out, args, data, human)
-    return _report_code(report)
-
-
-def cmd_recover(args: argparse.Namespace, out: TextIO) -> int:
-    target = args.path
-    if args.output is not None and not args.dry_run:
-        target = _copy(args.path, args.output)
-    kwargs: dict[str, Any] = {
-        "recovery": args.mode,
-        "previous_generation": args.previous_generation,
-    }
-    if args.dry_run:
-        kwargs["readonly"] = True
-    try:
-        with _open(target, **kwargs) as store:
-            report = store.recovery
-    except BaseException as e:
-        if target != args.path:
-            # Nothing was repaired: leave no copy behind, and name the file the user gave.
-            os.unlink(target)
-            if isinstance(e, _Fail) and str(e).startswith(f"{target}:"):
-                raise _Fail(e.code, args.path + str(e)[len(target) :]) from None
-        raise
-    action = "would recover" if args.dry_run else "recovered"
-    data = {
-        "path": args.path,
-        "output": args.output,
-        "dry_run": args.dry_run,
-        **_inspect.report_dict(report),
-    }
-
-    def human() -> None:
-        where = f" into {args.output}" if args.output and not args.dry_run else ""
-        out.write(f"{args.path}: {action}{where}\n")
-        _say_report(out, report)
-        if args.dry_run:
-            return
-        if args.previous_generation:
-            out.write("rolled back to the previous generation and made it durable\n")
-            return
-        cut = ""
-        if report.torn_tail:
-            cut = " and cut the torn tail"
-        elif any(d.region == "journal" for d in report.corruption):
-            cut = " and cut the journal after the damage"
-        out.write(f"wrote a fresh checkpoint (generation {report.generation + 1}){cut}\n")
-
-    _emit(out, args, data, human)
-    return _report_code(report)
-
-
-def _copy(source: str, dest: str) -> str:
-    """Copy a store file to a new path atomically (the copy is a crash image of the source).
-
-    The source is opened like every other command opens a store: never through a symbolic
-    link, and only when it is a regular file. Nothing at ``dest`` is followed or replaced,
-    a dangling symbolic link included.
-    """
-    storage = OsStorage()
-    if storage.exists(dest):
-        raise _Fail(EXIT_USAGE, f"{dest}: already exists; choose a new --output path")
-    directory = os.path.dirname(os.path.abspath(dest))
-    if not os.path.isdir(directory):
-        raise _Fail(EXIT_USAGE, f"{dest}: directory {directory} does not exist")
-    try:
-        file = storage.open(source, writable=False)
-    except js.StoreNotFound:
-        raise _Fail(EXIT_USAGE, f"{source}: no such file") from None
-    try:
-        size = file.size
-        chunks = [(offset, file.read(offset, 1 << 20)) for offset in range(0, size, 1 << 20)]
-    finally:
-        file.close()
-    if not storage.create(dest, size, chunks):  # something appeared at dest meanwhile
-        raise _Fail(EXIT_USAGE, f"{dest}: already exists; choose a new --output path")
-    return dest
-
-
-# --- migrate --------------------------------------------------------------------------------------
-
-
-def cmd_migrate(args: argparse.Namespace, out: TextIO) -> int:
-    try:
-        cls = load(args.cls, args.search_path)
-        convert = None if args.convert is None else load(args.convert, args.search_path)
-    except LoadError as e:
-        raise _Fail(EXIT_USAGE, str(e)) from None
-    if not (isinstance(cls, type) and attrs.has(cls)):
-        raise _Fail(EXIT_USAGE, f"{args.cls}: not an attrs class")
-    if convert is not None and not callable(convert):
-        raise _Fail(EXIT_USAGE, f"{args.convert}: not a function")
-    if not os.path.lexists(args.path):
-        raise _Fail(EXIT_USAGE, f"{args.path}: no such file")
-    try:
-        report = js.migrate(
-            args.path,
-            cls,
-            convert=convert,
-            drop=args.drop,
-            journal_size=args.journal_size,
-            dry_run=args.dry_run,
-        )
-    except js.MigrationRefused as e:
-        raise _Fail(EXIT_USAGE, str(e)) from None
-    except (js.InvalidValue, js.SchemaError) as e:
-        raise _Fail(EXIT_USAGE, f"{args.path}: {e}") from None
-    except js.StoreLocked as e:
-        who = f" (pid {e.holder_pid})" if e.holder_pid is not None else ""
-        raise _Fail(
-            EXIT_BUSY, f"{args.path}: locked by a live writer{who}; stop it first"
-        ) from None
-    except (js.JournalStateError, OSError):
-        raise
-    except (TypeError, ValueError) as e:
-        raise _Fail(EXIT_USAGE, f"{args.path}: {e}") from None
-    except Exception as e:  # raised by the user's convert function
-        raise _Fail(EXIT_USAGE, f"{args.convert}: raised {type(e).__name__}: {e}") from None
-    data = attrs.asdict(report, recurse=False)
-    data["changes"] = [attrs.asdict(c, recurse=False) for c in report.changes]
-
-    def human() -> None:
-        for line in report_lines(report, cls.__qualname__):
-            out.write(line + "\n")
-
-    _emit(out, args, data, human)
-    return EXIT_OK
-
-
-def cmd_bench(args: argparse.Namespace, out: TextIO) -> int:
-    if not os.path.isdir(args.dir):
-        raise _Fail(EXIT_USAGE, f"{args.dir}: no such directory")
-    return _bench.run(args, out)
-
-
-def cmd_demo(args: argparse.Namespace, out: TextIO) -> int:
-    lines: list[str] = []
-
-    def say(line: str) -> None:
-        lines.append(line)
-        if not args.json:
-            out.write(line + "\n")
-            out.flush()
-
-    ok = _demo.run(say, seed=args.seed)
-    if args.json:
-        json.dump({"ok": ok, "lines": lines}, out, indent=2)
-        out.write("\n")
-    return EXIT_OK if ok else EXIT_CORRUPT
+# The exit codes are part of the command's interface (docs/cli.md): importable from here too.
+__all__ = [
+    "EXIT_BUSY",
+    "EXIT_CORRUPT",
+    "EXIT_OK",
+    "EXIT_TORN",
+    "EXIT_UNRECOVERABLE",
+    "EXIT_USAGE",
+    "add_bench_arguments",
+    "build_parser",
+    "main",
+    "run",
+]
 
 
 # --- parser ---------------------------------------------------------------------------------------
@@ -442,6 +63,15 @@ EXAMPLES = """examples:
   journalstate check state.jst
   journalstate recover state.jst --output repaired.jst --mode salvage
   journalstate dump state.jst --json"""
+
+
+_BENCH_HELP = "measure what each durability mode costs, against raw floors and peers"
+_BENCH_EPILOG = """example:
+  journalstate bench /var/tmp --peers --plot bench.svg
+
+exit codes:
+  0  measured
+  2  usage error (e.g. the directory does not exist)"""
 
 
 def _count(text: str) -> int:
@@ -514,34 +144,50 @@ def build_parser() -> argparse.ArgumentParser:
         "journalstate migrate state.jst myapp.state:State --drop old_total --dry-run",
         cmd_migrate,
     )
-    p.add_argument("path")
-    p.add_argument("cls", metavar="module:Class", help="the new attrs class")
-    p.add_argument("--convert", metavar="module:function", help="builds the new state")
-    p.add_argument("--drop", metavar="FIELD", nargs="+", default=[], help="fields to discard")
-    p.add_argument("--journal-size", type=_count, metavar="N", help="new journal size (bytes)")
-    p.add_argument("--dry-run", action="store_true", help="say what would be done, change nothing")
-    p.add_argument(
-        "--path",
-        dest="search_path",
-        metavar="DIR",
-        action="append",
-        default=[],
-        help="look for the module here first (then in the current directory)",
-    )
+    add_migrate_arguments(p, _count)
     p = add("demo", "SIGKILL and simulated OS crashes, explained", "journalstate demo", cmd_demo)
     p.add_argument("--seed", type=int, help="seed for the random choices")
-    bench_help = "measure what each durability mode costs, against raw floors and peers"
     p = sub.add_parser(
         "bench",
-        help=bench_help,
-        description=bench_help,
-        epilog="example:\n  journalstate bench /var/tmp --peers --plot bench.svg\n\n"
-        "exit codes:\n  0  measured\n  2  usage error (e.g. the directory does not exist)",
+        help=_BENCH_HELP,
+        description=_BENCH_HELP,
+        epilog=_BENCH_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    _bench.add_arguments(p)
+    add_bench_arguments(p)
     p.set_defaults(func=cmd_bench)
     return parser
+
+
+def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the options of ``journalstate bench`` to ``parser``.
+
+    They are here, not in ``journalstate.bench``, so that building the parser for any command
+    does not load the benchmark.
+    """
+    parser.add_argument(
+        "dir",
+        nargs="?",
+        default=".",
+        help="directory on the disk to measure (default: the current one); files go into a "
+        "temporary subdirectory, removed at the end",
+    )
+    parser.add_argument("--quick", action="store_true", help="a few seconds instead of minutes")
+    parser.add_argument(
+        "--peers", action="store_true", help="also measure sqlite3, LMDB and the rename idiom"
+    )
+    parser.add_argument("--json", action="store_true", help="print one JSON document")
+    parser.add_argument("--plot", metavar="FILE", help="draw commits/s into FILE.svg or FILE.png")
+    parser.add_argument(
+        "--threads", type=int, default=8, help="threads for the group-commit row (default 8)"
+    )
+    parser.add_argument(
+        "--seconds", type=float, help="seconds per timed run (default 1, 0.2 with --quick)"
+    )
+    parser.add_argument("--repeat", type=int, help="timed runs per row (default 5, 3 with --quick)")
+    parser.add_argument(
+        "--large-mib", type=float, default=64, help="size of the large state in MiB (default 64)"
+    )
 
 
 def _say(text: str) -> None:
@@ -583,12 +229,12 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
         code: int = args.func(args, out)
         out.flush()  # a broken pipe shows here, not in the interpreter's flush at exit
         return code
-    except _Fail as e:
+    except CommandFailed as e:
         _say(f"journalstate: {e}\n")
         return e.code
     except js.JournalStateError as e:
         _say(f"journalstate: {e}\n")
-        return _exit_code(e)
+        return exit_code(e)
     except BrokenPipeError:
         # Whoever read stdout went away (`journalstate log s.jst | head`): nothing to say.
         # 141 is what a shell reports for a process that SIGPIPE ended.

@@ -1,16 +1,18 @@
-"""Reading schema descriptors back from files, which may be damaged or hostile, and comparing them.
+"""The schema descriptor: the layout tree as bytes, written for the file header and read back.
 
-What belongs here: the descriptor parser (every field checked before it is trusted, nothing
-allocated beyond the input's size) and the comparison that names the fields two layouts differ
-in. Writing descriptors, and the layout tree itself, are in ``_schema``.
+What belongs here: the descriptor's node head (``docs/schema.md``), writing a layout tree as a
+descriptor, the parser that reads one back from a file that may be damaged or hostile (every
+field checked before it is trusted, nothing allocated beyond the input's size), the schema it
+gives (``DynamicSchema``, without a class) and the comparison that names the fields two layouts
+differ in. The nodes themselves are in ``_layout``.
 """
 
 from __future__ import annotations
 
-from typing import NoReturn
+import struct
+from typing import Final, NoReturn
 
-from journalstate._schema import (
-    _HEAD,
+from journalstate._layout import (
     KIND_ARRAY,
     KIND_BOOL,
     KIND_BYTES,
@@ -23,15 +25,47 @@ from journalstate._schema import (
     MAX_NAME_LENGTH,
     MAX_NODES,
     MAX_STATE_SIZE,
-    NODE_HEAD_SIZE,
-    DynamicSchema,
-    _Array,
-    _Blob,
-    _Member,
-    _Node,
-    _Scalar,
-    _Struct,
+    ArrayNode,
+    BlobNode,
+    Layout,
+    Member,
+    Node,
+    ScalarNode,
+    StructNode,
 )
+
+# kind u8, reserved u8 (0), name_len u16, offset u32 (within the enclosing struct), size u32
+# (encoded bytes), param u32 (capacity, array length or field count); then name_len name bytes.
+NODE_HEAD_FMT: Final = "<BBHIII"
+NODE_HEAD_SIZE: Final = 16
+assert struct.calcsize(NODE_HEAD_FMT) == NODE_HEAD_SIZE
+
+_HEAD: Final = struct.Struct(NODE_HEAD_FMT)
+
+
+class DynamicSchema(Layout):
+    """A schema read from a descriptor, without its class: decodes states into dicts."""
+
+
+# --- writing descriptors -----------------------------------------------------------------------
+
+
+def encode_descriptor(root: StructNode) -> bytes:
+    """The descriptor of the layout tree ``root``: its nodes, depth first, in field order."""
+    return b"".join(_emit(root, root.type_name(), 0, []))
+
+
+def _emit(node: Node, name: str, offset: int, out: list[bytes]) -> list[bytes]:
+    raw = name.encode()
+    out.append(_HEAD.pack(node.kind, 0, len(raw), offset, node.size, node.param) + raw)
+    if isinstance(node, ArrayNode):
+        element = node.element
+        _emit(element, (element.label or "") if isinstance(element, StructNode) else "", 0, out)
+    elif isinstance(node, StructNode):
+        for field_name, _, field_offset, child in node.members:
+            _emit(child, field_name, field_offset, out)
+    return out
+
 
 # --- reading descriptors -----------------------------------------------------------------------
 
@@ -45,7 +79,7 @@ class _Parser:
     def fail(self, at: int, message: str) -> NoReturn:
         raise ValueError(f"schema descriptor: node at byte {at}: {message}")
 
-    def node(self, depth: int, role: str) -> tuple[str, int, _Node]:
+    def node(self, depth: int, role: str) -> tuple[str, int, Node]:
         """The node at ``pos`` as (name, offset, node); ``role``: "root", "field", "element"."""
         at, data = self.pos, self.data
         if depth > MAX_DEPTH:
@@ -75,23 +109,29 @@ class _Parser:
             widths = {KIND_FLOAT: (4, 8), KIND_BOOL: (1,)}.get(kind, (1, 2, 4, 8))
             if size not in widths or param:
                 self.fail(at, f"kind {kind} with size {size} and param {param}")
-            return name, offset, _Scalar(kind, size)
+            return name, offset, ScalarNode(kind, size)
         if kind in (KIND_BYTES, KIND_STR):
             if param < 1 or size != 4 + param:
                 self.fail(at, f"capacity {param} with size {size}")
-            return name, offset, _Blob(kind, param)
+            return name, offset, BlobNode(kind, param)
         if kind == KIND_ARRAY:
             if param < 1:
                 self.fail(at, "array of length 0")
             element = self.node(depth + 1, "element")[2]
             if size != param * element.size:
                 self.fail(at, f"size {size} is not {param} x {element.size}")
-            return name, offset, _Array(element, param)
+            return name, offset, ArrayNode(element, param)
         if kind != KIND_STRUCT:
             self.fail(at, f"unknown kind {kind}")
+        label = None if role == "field" else name
+        return name, offset, self.struct(at, depth, label, size, param)
+
+    def struct(self, at: int, depth: int, label: str | None, size: int, param: int) -> StructNode:
+        """The fields of the struct node whose head is at ``at``; ``pos`` is after that head."""
+        data = self.data
         if not 1 <= param <= (len(data) - self.pos) // NODE_HEAD_SIZE:
             self.fail(at, f"struct of {param} fields in {len(data) - self.pos} bytes")
-        members: list[_Member] = []
+        members: list[Member] = []
         names: set[str] = set()
         expected = 0  # fields are packed in order: each starts where the previous one ends
         for _ in range(param):
@@ -104,7 +144,7 @@ class _Parser:
             expected += child.size
         if size != expected:
             self.fail(at, f"struct size {size} is not the sum of its fields, {expected}")
-        return name, offset, _Struct(None, None if role == "field" else name, members)
+        return StructNode(None, label, members)
 
 
 def decode_descriptor(data: bytes | bytearray | memoryview) -> DynamicSchema:
@@ -116,7 +156,7 @@ def decode_descriptor(data: bytes | bytearray | memoryview) -> DynamicSchema:
     raw = bytes(data)
     parser = _Parser(raw)
     _, _, root = parser.node(0, "root")
-    if not isinstance(root, _Struct):
+    if not isinstance(root, StructNode):
         parser.fail(0, f"the root is kind {root.kind}, not a struct")
     if parser.pos != len(raw):
         parser.fail(parser.pos, f"{len(raw) - parser.pos} trailing bytes after the root")
@@ -131,9 +171,9 @@ def compare_descriptors(expected: bytes, found: bytes) -> list[str]:
     Raises:
         ValueError: ``expected`` itself is malformed.
     """
-    want = decode_descriptor(expected)._root
+    want = decode_descriptor(expected).root
     try:
-        have = decode_descriptor(found)._root
+        have = decode_descriptor(found).root
     except ValueError as exc:
         return [f"root: the file's schema descriptor cannot be read ({exc})"]
     out: list[str] = []
@@ -141,8 +181,8 @@ def compare_descriptors(expected: bytes, found: bytes) -> list[str]:
     return out
 
 
-def _compare(want: _Node, have: _Node, path: str, out: list[str]) -> None:
-    if isinstance(want, _Struct) and isinstance(have, _Struct):
+def _compare(want: Node, have: Node, path: str, out: list[str]) -> None:
+    if isinstance(want, StructNode) and isinstance(have, StructNode):
         ours = {m[0]: m for m in want.members}
         theirs = {m[0]: m for m in have.members}
         sub = {name: f"{path}.{name}" if path else name for name in {*ours, *theirs}}
@@ -162,7 +202,7 @@ def _compare(want: _Node, have: _Node, path: str, out: list[str]) -> None:
                 for n, m in ours.items()
                 if theirs[n][2] != m[2]
             ]
-    elif isinstance(want, _Array) and isinstance(have, _Array) and want.param == have.param:
+    elif isinstance(want, ArrayNode) and isinstance(have, ArrayNode) and want.param == have.param:
         _compare(want.element, have.element, path + "[]", out)
     elif (want.kind, want.size, want.param) != (have.kind, have.size, have.param):
         label = f"field {path!r}" if path else "root"

@@ -12,7 +12,7 @@ from typing import Annotated, Any
 import attrs
 
 from journalstate._descriptor import decode_descriptor
-from journalstate._schema import (
+from journalstate._layout import (
     KIND_ARRAY,
     KIND_BOOL,
     KIND_BYTES,
@@ -21,16 +21,11 @@ from journalstate._schema import (
     KIND_STR,
     KIND_STRUCT,
     KIND_UINT,
-    Array,
-    Boolean,
-    Bytes,
-    Float,
-    Int,
-    Str,
-    _Array,
-    _Node,
-    _Struct,
+    ArrayNode,
+    Node,
+    StructNode,
 )
+from journalstate._markers import Array, Boolean, Bytes, Float, Int, Str
 
 _RESERVED = frozenset({"self"})  # the first parameter of the __init__ attrs generates
 
@@ -58,7 +53,7 @@ def _class_name(label: str) -> str:
     return last if last.isidentifier() and not keyword.iskeyword(last) else "State"
 
 
-def _field(node: _Node, where: str) -> tuple[Any, Any]:
+def _field(node: Node, where: str) -> tuple[Any, Any]:
     """(annotation, default) for a node."""
     kind = node.kind
     if kind in (KIND_INT, KIND_UINT):
@@ -72,7 +67,7 @@ def _field(node: _Node, where: str) -> tuple[Any, Any]:
     if kind == KIND_BYTES:
         return Annotated[bytes, Bytes(node.param)], b""
     if kind == KIND_ARRAY:
-        assert isinstance(node, _Array)
+        assert isinstance(node, ArrayNode)
         element, default = _field(node.element, f"{where}[]")
         length = node.param
         # A factory: nothing is allocated for the array until a default value is wanted.
@@ -80,7 +75,7 @@ def _field(node: _Node, where: str) -> tuple[Any, Any]:
             lambda: (_value(default),) * length
         )
     if kind == KIND_STRUCT:
-        assert isinstance(node, _Struct)
+        assert isinstance(node, StructNode)
         cls = _class_for(node, where)
         return cls, attrs.Factory(cls)
     raise ValueError(f"schema descriptor: {where} has unknown kind {kind}")
@@ -91,7 +86,7 @@ def _value(default: Any) -> Any:
     return default.factory() if isinstance(default, attrs.Factory) else default  # type: ignore[arg-type]
 
 
-def _class_for(node: _Struct, where: str) -> type:
+def _class_for(node: StructNode, where: str) -> type:
     fields: dict[str, Any] = {}
     for name, _init, _offset, child in node.members:
         path = f"{where}.{name}" if where else name
@@ -120,7 +115,7 @@ def class_from_descriptor(descriptor: bytes, *, state_size: int | None = None) -
             f"schema descriptor: describes {layout.size} bytes, the file's state has {state_size}"
         )
     try:
-        return _class_for(layout._root, "")
+        return _class_for(layout.root, "")
     except ValueError:
         raise
     except Exception as e:  # anything attrs refuses is a bad descriptor, never a crash

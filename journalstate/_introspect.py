@@ -2,8 +2,8 @@
 
 What belongs here: :func:`schema_info` and the values it returns. It reads a schema descriptor
 (a compiled class's, or the one stored in a file's header) back into the layout tree
-(``_descriptor``) and copies that into public attrs values, so callers never see the private
-node classes, and every source of the same schema gives equal values. Nothing here writes.
+(``_descriptor``, ``_layout``) and copies that into public attrs values, so callers never see
+the node classes, and every source of the same schema gives equal values. Nothing here writes.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from journalstate._format import (
     decode_header,
 )
 from journalstate._io import OsStorage
-from journalstate._schema import (
+from journalstate._layout import (
     KIND_ARRAY,
     KIND_BOOL,
     KIND_BYTES,
@@ -34,11 +34,11 @@ from journalstate._schema import (
     KIND_STR,
     KIND_STRUCT,
     KIND_UINT,
-    _Array,
-    _Node,
-    _Struct,
-    compile_schema,
+    ArrayNode,
+    Node,
+    StructNode,
 )
+from journalstate._schema import compile_schema
 from journalstate._store import Store
 
 
@@ -189,27 +189,27 @@ def _moved(node: FieldLayout, delta: int, path: str) -> FieldLayout:
     )
 
 
-def _layout(node: _Node, name: str, path: str, offset: int) -> FieldLayout:
+def _layout(node: Node, name: str, path: str, offset: int) -> FieldLayout:
     kind = _KINDS[node.kind]
     base = FieldLayout(name, path, kind, node.type_name(), offset, node.size)
-    if isinstance(node, _Array):
+    if isinstance(node, ArrayNode):
         element = _layout(node.element, "[0]", f"{path}[0]", offset)
         return attrs.evolve(base, length=node.param, element=element)
-    if isinstance(node, _Struct):
+    if isinstance(node, StructNode):
         return attrs.evolve(base, fields=_members(node, path, offset))
     if kind in (FieldKind.STR, FieldKind.BYTES):
         return attrs.evolve(base, capacity=node.param)
     return base
 
 
-def _members(node: _Struct, path: str, offset: int) -> tuple[FieldLayout, ...]:
+def _members(node: StructNode, path: str, offset: int) -> tuple[FieldLayout, ...]:
     return tuple(
         _layout(child, name, f"{path}.{name}" if path else name, offset + at)
         for name, _, at, child in node.members
     )
 
 
-def _info(root: _Struct) -> SchemaInfo:
+def _info(root: StructNode) -> SchemaInfo:
     return SchemaInfo(root.type_name(), root.size, _members(root, "", 0))
 
 
@@ -237,7 +237,7 @@ def schema_info(source: type | Store[Any] | str | os.PathLike[str]) -> SchemaInf
         return _from_file(os.fspath(source))
     schema = source.schema if isinstance(source, Store) else compile_schema(source)
     # Read back from the descriptor, as for a file, so every source gives equal values.
-    return _info(decode_descriptor(schema.descriptor)._root)
+    return _info(decode_descriptor(schema.descriptor).root)
 
 
 def _from_file(path: str) -> SchemaInfo:
@@ -262,4 +262,4 @@ def _from_file(path: str) -> SchemaInfo:
             f"the stored schema describes {layout.size} bytes, the header says {header.state_size}",
             offset=0,
         )
-    return _info(layout._root)
+    return _info(layout.root)

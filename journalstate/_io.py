@@ -19,7 +19,7 @@ import stat
 import sys
 import time
 import weakref
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Protocol, TypeAlias, cast
 
 from journalstate._errors import (
@@ -631,3 +631,54 @@ class OsStorage:
         from journalstate._temporary import clean_temporaries
 
         return clean_temporaries(os.path.dirname(os.path.abspath(path)))
+
+
+# --- copying a store ---------------------------------------------------------------------------
+
+COPY_CHUNK = 1 << 20
+"""Bytes read and written at a time when a store file is copied: all a copy holds in memory."""
+
+
+def copy_store_file(source: str, dest: str) -> bool:
+    """Copy the store file ``source`` to the new path ``dest``, atomically, a chunk at a time.
+
+    The copy is a crash image of the source. The source is opened like every store is: never
+    through a symbolic link, and only when it is a regular file. Nothing at ``dest`` is followed
+    or replaced, a dangling symbolic link included: the copy appears there whole, or not at all.
+
+    Returns:
+        True when ``dest`` holds the copy; False, creating nothing, if something appeared at
+        ``dest`` meanwhile.
+
+    Raises:
+        StoreNotFound: nothing exists at ``source``.
+        UnsafePath: ``source`` is a symbolic link, a directory, a FIFO or another non-file.
+        StoreFileError: either file cannot be read or written (``NoSpace`` when full).
+    """
+    storage = OsStorage()
+    file = storage.open(source, writable=False)
+    try:
+        size = file.size
+        return storage.create(dest, size, _chunks(file, size))
+    except _SourceUnreadable as e:
+        raise e.error from None  # as it was raised: the source, not the copy, failed
+    finally:
+        file.close()
+
+
+class _SourceUnreadable(Exception):
+    """An OSError reading the source, carried past ``create`` (which would blame the copy)."""
+
+    def __init__(self, error: OSError) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
+def _chunks(file: StoreFile, size: int) -> Iterator[tuple[int, bytes]]:
+    """``file``'s bytes as (offset, data), read one chunk at a time as they are wanted."""
+    for offset in range(0, size, COPY_CHUNK):
+        try:
+            data = file.read(offset, COPY_CHUNK)
+        except OSError as e:
+            raise _SourceUnreadable(e) from e
+        yield offset, data

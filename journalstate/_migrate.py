@@ -17,19 +17,19 @@ from typing import Any
 import attrs
 
 from journalstate._format import ValueEnum
-from journalstate._schema import (
+from journalstate._layout import (
     KIND_FLOAT,
     KIND_INT,
     KIND_STR,
     KIND_UINT,
-    Schema,
-    _Array,
-    _Bad,
-    _Blob,
-    _Node,
-    _Scalar,
-    _Struct,
+    ArrayNode,
+    BadValue,
+    BlobNode,
+    Node,
+    ScalarNode,
+    StructNode,
 )
+from journalstate._schema import Schema
 
 _U32 = struct.Struct("<I")
 
@@ -95,7 +95,7 @@ class _Fill(_Step):
 
 
 class _WidenScalar(_Step):
-    def __init__(self, old: _Scalar, new: _Scalar) -> None:
+    def __init__(self, old: ScalarNode, new: ScalarNode) -> None:
         self.unpack, self.pack = old.st.unpack_from, new.st.pack_into
 
     def apply(self, src: memoryview, s: int, dst: bytearray, d: int) -> None:
@@ -105,7 +105,7 @@ class _WidenScalar(_Step):
 class _WidenBlob(_Step):
     """A larger capacity: the length and the data move as they are; the new fill is zeros."""
 
-    def __init__(self, old: _Blob) -> None:
+    def __init__(self, old: BlobNode) -> None:
         self.capacity = old.param
 
     def apply(self, src: memoryview, s: int, dst: bytearray, d: int) -> None:
@@ -123,7 +123,7 @@ class _MapStruct(_Step):
 
 
 class _MapArray(_Step):
-    def __init__(self, old: _Array, new: _Array, element: _Step, fill: bytes) -> None:
+    def __init__(self, old: ArrayNode, new: ArrayNode, element: _Step, fill: bytes) -> None:
         self.count, self.length = old.param, new.param
         self.old_size, self.new_size = old.element.size, new.element.size
         self.element = element
@@ -169,12 +169,12 @@ class Plan:
 
 
 def plan_migration(
-    old: _Struct, new: Schema, *, drop: Collection[str] = (), convert: bool = False
+    old: StructNode, new: Schema, *, drop: Collection[str] = (), convert: bool = False
 ) -> Plan:
     """Plan the migration of a file whose layout is ``old`` to the class ``new`` describes.
 
     Args:
-        old: the root of the file's layout (``decode_descriptor(header.schema)._root``).
+        old: the root of the file's layout (``decode_descriptor(header.schema).root``).
         new: the compiled new class.
         drop: paths of fields of the file that may disappear ("total", "inner.x", "a[].b");
             a path the file does not have is ignored (so a rerun after the migration passes).
@@ -184,7 +184,7 @@ def plan_migration(
         The plan; its ``problems`` name every field that refuses, and why.
     """
     planner = _Planner(set(drop), convert)
-    step = planner.node(old, new._root, "")
+    step = planner.node(old, new.root, "")
     identical = isinstance(step, _Copy) and step.size == old.size == new.size
     return Plan(
         tuple(planner.changes),
@@ -199,19 +199,19 @@ def _join(path: str, name: str) -> str:
     return f"{path}.{name}" if path else name
 
 
-def _leaves(node: _Node, path: str) -> list[tuple[str, _Node]]:
+def _leaves(node: Node, path: str) -> list[tuple[str, Node]]:
     """The fields a report lists: struct members recursively, array-of-struct elements too."""
-    if isinstance(node, _Struct):
+    if isinstance(node, StructNode):
         return [leaf for name, _, _, c in node.members for leaf in _leaves(c, _join(path, name))]
-    if isinstance(node, _Array) and isinstance(node.element, _Struct):
+    if isinstance(node, ArrayNode) and isinstance(node.element, StructNode):
         return _leaves(node.element, path + "[]")
     return [(path, node)]
 
 
-def _refusal(old: _Node, new: _Node) -> str | None:
+def _refusal(old: Node, new: Node) -> str | None:
     """Why a leaf of type ``old`` cannot become ``new`` without a convert; None when it can."""
     was, now = old.type_name(), new.type_name()
-    if isinstance(old, _Scalar) and isinstance(new, _Scalar):
+    if isinstance(old, ScalarNode) and isinstance(new, ScalarNode):
         if old.kind == new.kind and old.size <= new.size:
             return None
         if (old.kind, new.kind) == (KIND_UINT, KIND_INT) and old.size < new.size:
@@ -221,7 +221,7 @@ def _refusal(old: _Node, new: _Node) -> str | None:
                 return f"narrowing: {was} to {now} loses negative values"
             lose = "precision and range" if old.kind == KIND_FLOAT else "values"
             return f"narrowing: {was} to {now} can lose {lose}"
-    elif isinstance(old, _Blob) and isinstance(new, _Blob) and old.kind == new.kind:
+    elif isinstance(old, BlobNode) and isinstance(new, BlobNode) and old.kind == new.kind:
         if old.param <= new.param:
             return None
         return f"narrowing: {was} to {now} can lose data"
@@ -238,15 +238,15 @@ class _Planner:
     def refuse(self, path: str, why: str) -> None:
         self.problems.append(f"field {path!r}: {why}")
 
-    def node(self, old: _Node, new: _Node, path: str) -> _Step:
+    def node(self, old: Node, new: Node, path: str) -> _Step:
         """The step making ``new`` from ``old``; records changes and problems on the way."""
-        if isinstance(old, _Struct) and isinstance(new, _Struct):
+        if isinstance(old, StructNode) and isinstance(new, StructNode):
             return self.struct(old, new, path)
-        if isinstance(old, _Array) and isinstance(new, _Array):
-            if self.convert and not isinstance(new.element, _Struct):
+        if isinstance(old, ArrayNode) and isinstance(new, ArrayNode):
+            if self.convert and not isinstance(new.element, StructNode):
                 return self.leaf(old, new, path)
             return self.array(old, new, path)
-        if isinstance(old, _Scalar | _Blob) and isinstance(new, _Scalar | _Blob):
+        if isinstance(old, ScalarNode | BlobNode) and isinstance(new, ScalarNode | BlobNode):
             return self.leaf(old, new, path)
         if self.convert:
             self.leaf(old, new, path)
@@ -254,27 +254,27 @@ class _Planner:
             self.refuse(path, f"the kind changes from {old.type_name()} to {new.type_name()}")
         return _Copy(0)
 
-    def leaf(self, old: _Node, new: _Node, path: str) -> _Step:
+    def leaf(self, old: Node, new: Node, path: str) -> _Step:
         was, now = old.type_name(), new.type_name()
         if self.convert:
             self.changes.append(FieldChange(path, Change.CONVERTED, was, now))
             return _Copy(0)
         if (old.kind, old.size, old.param) == (new.kind, new.size, new.param):
-            if not isinstance(new, _Array):
+            if not isinstance(new, ArrayNode):
                 self.changes.append(FieldChange(path, Change.KEPT, was, now))
             return _Copy(new.size)
         why = _refusal(old, new)
         if why is not None:
             self.refuse(path, why)
             return _Copy(0)
-        if not isinstance(new, _Array):
+        if not isinstance(new, ArrayNode):
             self.changes.append(FieldChange(path, Change.WIDENED, was, now))
-        if isinstance(old, _Scalar) and isinstance(new, _Scalar):
+        if isinstance(old, ScalarNode) and isinstance(new, ScalarNode):
             return _WidenScalar(old, new)
-        assert isinstance(old, _Blob)
+        assert isinstance(old, BlobNode)
         return _WidenBlob(old)
 
-    def array(self, old: _Array, new: _Array, path: str) -> _Step:
+    def array(self, old: ArrayNode, new: ArrayNode, path: str) -> _Step:
         changes = len(self.changes)
         if old.param > new.param and not self.convert:
             lost = old.param - new.param
@@ -285,9 +285,9 @@ class _Planner:
         if new.param > old.param and not self.convert:
             try:
                 fill = new.element.to_bytes(_element_default(new.element))
-            except (_Bad, _NoDefault) as exc:
+            except (BadValue, _NoDefault) as exc:
                 self.refuse(path, f"new elements have no default value ({_message(exc)})")
-        if not isinstance(new.element, _Struct):  # one leaf for the whole array
+        if not isinstance(new.element, StructNode):  # one leaf for the whole array
             same = old.param == new.param and all(
                 c.change is Change.KEPT for c in self.changes[changes:]
             )
@@ -306,7 +306,7 @@ class _Planner:
             return _Copy(new.size)
         return _MapArray(old, new, element, fill)
 
-    def struct(self, old: _Struct, new: _Struct, path: str) -> _Step:
+    def struct(self, old: StructNode, new: StructNode, path: str) -> _Step:
         theirs = {m[0]: m for m in old.members}
         ours = {m[0] for m in new.members}
         defaults = {f.name: f for f in attrs.fields(new.cls)} if new.cls is not None else {}
@@ -323,7 +323,7 @@ class _Planner:
             try:
                 value = _default(defaults.get(name), sub)
                 data = child.to_bytes(value)
-            except (_Bad, _NoDefault) as exc:
+            except (BadValue, _NoDefault) as exc:
                 self.refuse(sub, f"new, and {_message(exc)}")
                 continue
             self.changes.append(FieldChange(sub, Change.ADDED, None, child.type_name(), value))
@@ -352,7 +352,7 @@ class _NoDefault(Exception):
 
 
 def _message(exc: Exception) -> str:
-    if isinstance(exc, _Bad):
+    if isinstance(exc, BadValue):
         return f"its default does not fit: {exc.message}"
     return str(exc)
 
@@ -370,17 +370,17 @@ def _default(field: attrs.Attribute[Any] | None, path: str) -> Any:
     return default
 
 
-def _element_default(node: _Node) -> Any:
+def _element_default(node: Node) -> Any:
     """The default value of a new array element: zero for leaves, the class's defaults."""
-    if isinstance(node, _Struct):
+    if isinstance(node, StructNode):
         assert node.cls is not None
         try:
             return node.cls()
         except TypeError as exc:
             raise _NoDefault(f"{node.type_name()}() fails: {exc}") from None
-    if isinstance(node, _Array):
+    if isinstance(node, ArrayNode):
         return (_element_default(node.element),) * node.param
-    if isinstance(node, _Blob):
+    if isinstance(node, BlobNode):
         return "" if node.kind == KIND_STR else b""
-    assert isinstance(node, _Scalar)
+    assert isinstance(node, ScalarNode)
     return node.pytype(0)

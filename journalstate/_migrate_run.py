@@ -49,8 +49,9 @@ from journalstate._io import (
     TemporaryFile,
     file_replaced,
 )
+from journalstate._layout import ArrayNode, Node, StructNode
 from journalstate._migrate import Change, FieldChange, Plan, plan_migration
-from journalstate._schema import Schema, _Array, _Node, _Struct, compile_schema
+from journalstate._schema import Schema, compile_schema
 from journalstate._store import Store
 
 
@@ -104,7 +105,7 @@ def _peek_descriptor(storage: Storage, path: str) -> bytes:
 
 def _plan(path: str, descriptor: bytes, new: Schema, drop: Collection[str], convert: bool) -> Plan:
     try:
-        old = decode_descriptor(descriptor)._root
+        old = decode_descriptor(descriptor).root
     except ValueError as e:
         raise Unrecoverable(path, f"the stored schema is unusable: {e}", offset=0) from e
     plan = plan_migration(old, new, drop=drop, convert=convert)
@@ -276,7 +277,7 @@ def migrate(
                 image: bytes | bytearray = _converted(new, convert, old.state)
             else:
                 image = plan.apply(old._image)
-                if _has_hooks(new._root):
+                if _has_hooks(new.root):
                     new.decode(image)  # the class's own validators see the migrated state
             header, chunks = new_store_chunks(
                 new, image, journal, seq=old.seq, generation=old.generation, epoch=old.epoch
@@ -299,15 +300,15 @@ def migrate(
             temporary.close()  # releases the new file's lock
 
 
-def _has_hooks(node: _Node) -> bool:
+def _has_hooks(node: Node) -> bool:
     """Whether decoding runs user code (validators, converters, post-init) anywhere in ``node``.
 
     Without any, a migrated image needs no check: every value in it is an old value that was
     valid, widened, or an encoded default.
     """
-    if isinstance(node, _Array):
+    if isinstance(node, ArrayNode):
         return _has_hooks(node.element)
-    if not isinstance(node, _Struct) or node.cls is None:
+    if not isinstance(node, StructNode) or node.cls is None:
         return False
     cls = node.cls
     if any(hasattr(cls, hook) for hook in ("__attrs_post_init__", "__attrs_pre_init__")):

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import struct
 
+from journalstate._descriptor import NODE_HEAD_FMT
 from journalstate._format import (
     HEADER_FIXED_SIZE,
     RECORD_HEADER_FMT,
@@ -33,7 +34,7 @@ from journalstate._format import (
     slot_crc,
     slot_size_for,
 )
-from journalstate._schema import KIND_BYTES, KIND_STRUCT, KIND_UINT, NODE_HEAD_FMT
+from journalstate._layout import KIND_BYTES, KIND_STRUCT, KIND_UINT
 
 # Name and struct code of each record header field, in order (see RECORD_HEADER_FMT).
 _RECORD_FIELDS = (

@@ -13,20 +13,22 @@ from typing import Annotated, Any, Literal
 import attrs
 from hypothesis import strategies as st
 
+from journalstate import _layout as lay
+from journalstate import _markers as mk
 from journalstate import _schema as s
 
 _SCALARS: list[tuple[Any, object]] = [
-    (s.U8, 0),
-    (s.U16, 0),
-    (s.U32, 0),
-    (s.U64, 0),
-    (s.I8, 0),
-    (s.I16, 0),
-    (s.I32, 0),
-    (s.I64, 0),
-    (s.F32, 0.0),
-    (s.F64, 0.0),
-    (s.Bool, False),
+    (mk.U8, 0),
+    (mk.U16, 0),
+    (mk.U32, 0),
+    (mk.U64, 0),
+    (mk.I8, 0),
+    (mk.I16, 0),
+    (mk.I32, 0),
+    (mk.I64, 0),
+    (mk.F32, 0.0),
+    (mk.F64, 0.0),
+    (mk.Bool, False),
     (bool, False),
 ]
 
@@ -37,8 +39,8 @@ def field_types(depth: int = 2) -> st.SearchStrategy[Field]:
     """An annotation and a default for it; arrays and nested classes down to ``depth`` levels."""
     leaves = st.one_of(
         st.sampled_from(_SCALARS),
-        st.integers(1, 12).map(lambda n: (Annotated[str, s.Str(n)], "")),
-        st.integers(1, 12).map(lambda n: (Annotated[bytes, s.Bytes(n)], b"")),
+        st.integers(1, 12).map(lambda n: (Annotated[str, mk.Str(n)], "")),
+        st.integers(1, 12).map(lambda n: (Annotated[bytes, mk.Bytes(n)], b"")),
     )
     if depth == 0:
         return leaves
@@ -50,7 +52,7 @@ def field_types(depth: int = 2) -> st.SearchStrategy[Field]:
 
 def _array_field(arg: tuple[Field, int]) -> Field:
     (annotation, default), length = arg
-    return Annotated[tuple[Any, ...], s.Array(annotation, length)], (default,) * length
+    return Annotated[tuple[Any, ...], mk.Array(annotation, length)], (default,) * length
 
 
 def schema_classes(depth: int = 2) -> st.SearchStrategy[type]:
@@ -75,32 +77,32 @@ def schemas(depth: int = 2) -> st.SearchStrategy[s.Schema]:
 
 def values_for(schema: s.Schema, *, allow_nan: bool = True) -> st.SearchStrategy[object]:
     """Valid values of ``schema``: instances of its class, every leaf anywhere in its range."""
-    return _values(schema._root, allow_nan)
+    return _values(schema.root, allow_nan)
 
 
-def _values(node: s._Node, allow_nan: bool) -> st.SearchStrategy[Any]:
-    if isinstance(node, s._Scalar):
-        if node.kind == s.KIND_BOOL:
+def _values(node: lay.Node, allow_nan: bool) -> st.SearchStrategy[Any]:
+    if isinstance(node, lay.ScalarNode):
+        if node.kind == lay.KIND_BOOL:
             return st.booleans()
-        if node.kind != s.KIND_FLOAT:
+        if node.kind != lay.KIND_FLOAT:
             return st.integers(node.lo, node.hi)
         width: Literal[32, 64] = 32 if node.size == 4 else 64
         return st.floats(width=width, allow_nan=allow_nan).map(
-            s.f32_round if width == 32 else float
+            mk.f32_round if width == 32 else float
         )
-    if isinstance(node, s._Blob):
+    if isinstance(node, lay.BlobNode):
         capacity = node.param
-        if node.kind == s.KIND_BYTES:
+        if node.kind == lay.KIND_BYTES:
             return st.binary(max_size=capacity)
         # Cut at `capacity` UTF-8 bytes, dropping a character split by the cut.
         return st.text(max_size=capacity).map(
             lambda t: t.encode()[:capacity].decode(errors="ignore")
         )
-    if isinstance(node, s._Array):
+    if isinstance(node, lay.ArrayNode):
         return st.lists(
             _values(node.element, allow_nan), min_size=node.param, max_size=node.param
         ).map(tuple)
-    assert isinstance(node, s._Struct)
+    assert isinstance(node, lay.StructNode)
     members = {alias: _values(child, allow_nan) for _, alias, _, child in node.members}
     if node.cls is None:
         return st.fixed_dictionaries(members)
@@ -109,17 +111,17 @@ def _values(node: s._Node, allow_nan: bool) -> st.SearchStrategy[Any]:
 
 def evolved(schema: s.Schema, old: object) -> st.SearchStrategy[object]:
     """New values made from ``old``: each part kept by reference, redrawn, or evolved inside."""
-    return _evolved(schema._root, old)
+    return _evolved(schema.root, old)
 
 
 @st.composite
-def _evolved(draw: st.DrawFn, node: s._Node, old: Any) -> Any:
+def _evolved(draw: st.DrawFn, node: lay.Node, old: Any) -> Any:
     how = draw(st.sampled_from(["keep", "redraw", "inside"]))
     if how == "keep":
         return old
-    if how == "redraw" or not isinstance(node, s._Array | s._Struct):
+    if how == "redraw" or not isinstance(node, lay.ArrayNode | lay.StructNode):
         return draw(_values(node, allow_nan=True))
-    if isinstance(node, s._Array):
+    if isinstance(node, lay.ArrayNode):
         return tuple(draw(_evolved(node.element, item)) for item in old)
     assert node.cls is not None
     return node.cls(
@@ -134,15 +136,15 @@ def leaf_ranges(schema: s.Schema) -> list[tuple[int, int]]:
     """(start, end) of every leaf, with each array element a leaf of its own."""
     out: list[tuple[int, int]] = []
 
-    def walk(node: s._Node, at: int) -> None:
-        if isinstance(node, s._Struct):
+    def walk(node: lay.Node, at: int) -> None:
+        if isinstance(node, lay.StructNode):
             for _, _, offset, child in node.members:
                 walk(child, at + offset)
-        elif isinstance(node, s._Array):
+        elif isinstance(node, lay.ArrayNode):
             for i in range(node.param):
                 walk(node.element, at + i * node.element.size)
         else:
             out.append((at, at + node.size))
 
-    walk(schema._root, 0)
+    walk(schema.root, 0)
     return out

@@ -14,7 +14,9 @@ from typing import Any
 
 import pytest
 
-from journalstate import _bench, _bench_report
+from journalstate._cli import add_bench_arguments
+from journalstate.bench import report
+from journalstate.bench.run import run
 
 TINY = ["--quick", "--seconds", "0.02", "--repeat", "2", "--large-mib", "0.25", "--threads", "3"]
 """A fraction of a second per measurement and a 256 KiB large state."""
@@ -27,9 +29,9 @@ PEERS = ["sqlite_off", "sqlite_normal", "sqlite_full", "lmdb_sync", "lmdb_nosync
 def bench(argv: list[str]) -> tuple[int, str]:
     """Run ``journalstate bench`` with ``argv``: (exit code, output)."""
     parser = argparse.ArgumentParser()
-    _bench.add_arguments(parser)
+    add_bench_arguments(parser)
     out = io.StringIO()
-    code = _bench.run(parser.parse_args(argv), out)
+    code = run(parser.parse_args(argv), out)
     return code, out.getvalue()
 
 
@@ -185,8 +187,8 @@ def test_report_fits_80_columns_whatever_was_measured(result: dict[str, Any], sh
     doc["machine"]["filesystem"] = {"fstype": long, "device": long}
     doc["probes"]["map_sync"] = long
     doc["plot"] = {"file": "/bench.svg", "written": True, "note": None}
-    doc["targets"] = _bench_report.targets(doc)
-    lines = _bench_report.report_lines(doc)
+    doc["targets"] = report.targets(doc)
+    lines = report.report_lines(doc)
     assert len(lines) > 40
     too_wide = [line for line in lines if len(line) > 80]
     assert too_wide == [], "\n".join(too_wide)

@@ -888,7 +888,7 @@ def test_no_permission_exits_5(tmp_path: Path) -> None:
 
 def test_docs_exit_code_table_matches_the_constants() -> None:
     """docs/cli.md lists exactly the EXIT_* constants, with their values and docstrings."""
-    source = (ROOT / "journalstate" / "_cli.py").read_text(encoding="utf-8")
+    source = (ROOT / "journalstate" / "_commands.py").read_text(encoding="utf-8")
     body = ast.parse(source).body
     constants: dict[str, tuple[object, object]] = {}
     for node, after in itertools.pairwise(body):

@@ -8,8 +8,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from journalstate._descriptor import NODE_HEAD_FMT
 from journalstate._dynamic import class_from_descriptor
-from journalstate._schema import KIND_STRUCT, KIND_UINT, NODE_HEAD_FMT, compile_schema
+from journalstate._layout import KIND_STRUCT, KIND_UINT
+from journalstate._schema import compile_schema
 from tests.strategies import schema_classes, values_for
 
 

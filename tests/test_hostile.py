@@ -30,9 +30,10 @@ from journalstate._format import (
     check_counters,
 )
 from journalstate._journal import find_all, max_epoch_in_ring, max_payload
+from journalstate._layout import MAX_NODES, MAX_STATE_SIZE
 from journalstate._reason import Reason
 from journalstate._recovery import RecoveryMode
-from journalstate._schema import MAX_NODES, MAX_STATE_SIZE, compile_schema
+from journalstate._schema import compile_schema
 from tests.damage import (
     blob_descriptor,
     fix_record_crc,

@@ -130,3 +130,63 @@ def test_lock_holder_is_found(tmp_path: Path) -> None:
     first.close()
     second.lock(0)
     second.close()
+
+
+def test_copy_store_file_copies_a_chunk_at_a_time(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """copy_store_file() makes an identical file, reading one chunk at a time as it writes."""
+    source, dest = tmp_path / "s", tmp_path / "d"
+    data = os.urandom(3 * PAGE_SIZE + 5)
+    source.write_bytes(data)
+    monkeypatch.setattr(_io, "COPY_CHUNK", PAGE_SIZE)
+    reads: list[int] = []
+    real_pread, real_pwrite = os.pread, os.pwrite
+
+    def pread(fd: int, length: int, offset: int) -> bytes:
+        reads.append(offset)
+        return real_pread(fd, length, offset)
+
+    def pwrite(fd: int, chunk: bytes, offset: int) -> int:
+        assert reads[-1] == offset  # each chunk is written before the next one is read
+        return real_pwrite(fd, chunk, offset)
+
+    monkeypatch.setattr(os, "pread", pread)
+    monkeypatch.setattr(os, "pwrite", pwrite)
+    assert _io.copy_store_file(str(source), str(dest))
+    assert reads == [0, PAGE_SIZE, 2 * PAGE_SIZE, 3 * PAGE_SIZE]
+    assert dest.read_bytes() == data
+
+
+def test_copy_store_file_refuses_links_and_never_replaces(tmp_path: Path) -> None:
+    """The source is never read through a symbolic link; an existing copy is left alone."""
+    source, link, dest = tmp_path / "s", tmp_path / "l", tmp_path / "d"
+    source.write_bytes(b"store")
+    link.symlink_to(source)
+    with pytest.raises(js.UnsafePath):
+        _io.copy_store_file(str(link), str(dest))
+    with pytest.raises(js.StoreNotFound):
+        _io.copy_store_file(str(tmp_path / "missing"), str(dest))
+    assert not dest.exists()
+    dest.write_bytes(b"theirs")
+    assert not _io.copy_store_file(str(source), str(dest))
+    assert dest.read_bytes() == b"theirs"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["d", "l", "s"]
+
+
+def test_copy_store_file_reports_a_read_error_as_the_source_s(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An error reading the source propagates as it was raised, and leaves no file behind."""
+    source, dest = tmp_path / "s", tmp_path / "d"
+    source.write_bytes(b"store")
+    failure = OSError(errno.EIO, "Input/output error")
+
+    def pread(fd: int, length: int, offset: int) -> bytes:
+        raise failure
+
+    monkeypatch.setattr(os, "pread", pread)
+    with pytest.raises(OSError, match="Input/output error") as caught:
+        _io.copy_store_file(str(source), str(dest))
+    assert caught.value is failure
+    assert [p.name for p in tmp_path.iterdir()] == ["s"]

@@ -37,7 +37,7 @@ from tests.migrate_schemas import (
 
 def plan(old: type, new: type, **kwargs: Any) -> Any:
     """The plan for migrating a store of class ``old`` to class ``new``."""
-    root = decode_descriptor(compile_schema(old).descriptor)._root
+    root = decode_descriptor(compile_schema(old).descriptor).root
     return plan_migration(root, compile_schema(new), **kwargs)
 
 

@@ -17,7 +17,8 @@ from hypothesis import given, note
 from hypothesis import strategies as st
 
 import journalstate as js
-from journalstate._schema import Array, Boolean, Bytes, Float, Int, Str, compile_schema
+from journalstate._markers import Array, Boolean, Bytes, Float, Int, Str
+from journalstate._schema import compile_schema
 from journalstate.testing import SimStorage
 
 PATH = "/data/state.jst"

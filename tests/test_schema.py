@@ -13,6 +13,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from journalstate import _descriptor as ds
+from journalstate import _layout as lay
+from journalstate import _markers as mk
 from journalstate import _schema as s
 from journalstate._errors import InvalidValue, SchemaError
 from tests import strategies as jst
@@ -23,29 +25,29 @@ from tests import strategies as jst
 
 @attrs.frozen
 class Inner:
-    x: s.I32 = 0
+    x: mk.I32 = 0
     ok: bool = False
 
 
 @attrs.frozen
 class Progress:
-    step: s.U64 = 0
-    loss: s.F64 = 0.0
-    label: Annotated[str, s.Str(32)] = ""
-    blob: Annotated[bytes, s.Bytes(3000)] = b""
-    hist: Annotated[tuple[int, ...], s.Array(s.U16, 4)] = (0, 0, 0, 0)
+    step: mk.U64 = 0
+    loss: mk.F64 = 0.0
+    label: Annotated[str, mk.Str(32)] = ""
+    blob: Annotated[bytes, mk.Bytes(3000)] = b""
+    hist: Annotated[tuple[int, ...], mk.Array(mk.U16, 4)] = (0, 0, 0, 0)
     inner: Inner = Inner()
-    pts: Annotated[tuple[Inner, ...], s.Array(Inner, 2)] = (Inner(), Inner())
-    ratio: s.F32 = 0.0
+    pts: Annotated[tuple[Inner, ...], mk.Array(Inner, 2)] = (Inner(), Inner())
+    ratio: mk.F32 = 0.0
 
 
 @attrs.frozen
 class Golden:
-    a: s.U16 = 0
-    b: s.I8 = 0
+    a: mk.U16 = 0
+    b: mk.I8 = 0
     ok: bool = False
-    name: Annotated[str, s.Str(4)] = ""
-    pair: Annotated[tuple[int, ...], s.Array(s.U8, 2)] = (0, 0)
+    name: Annotated[str, mk.Str(4)] = ""
+    pair: Annotated[tuple[int, ...], mk.Array(mk.U8, 2)] = (0, 0)
 
 
 GOLDEN_VALUE = Golden(a=0x1234, b=-2, ok=True, name="hi", pair=(1, 2))
@@ -129,7 +131,7 @@ def test_fields_of_nested_class() -> None:
 def test_nested_array_type_name() -> None:
     """Array suffixes read left to right: u16[2][3] is 3 arrays of 2 u16."""
     cls = attrs.make_class(
-        "Grid", {"g": field(type=Annotated[tuple[Any, ...], s.Array(s.Array(s.U16, 2), 3)])}
+        "Grid", {"g": field(type=Annotated[tuple[Any, ...], mk.Array(mk.Array(mk.U16, 2), 3)])}
     )
     assert [f.type_name for f in s.compile_schema(cls).fields()] == ["u16[2][3]"]
 
@@ -185,7 +187,7 @@ def test_private_attribute_uses_init_alias() -> None:
 
     @attrs.frozen
     class Private:
-        _x: Annotated[int, s.Int(2, False)] = 0
+        _x: Annotated[int, mk.Int(2, False)] = 0
 
     schema = s.compile_schema(Private)
     assert schema.decode(schema.encode(Private(x=7))) == Private(x=7)
@@ -204,7 +206,7 @@ def test_default() -> None:
 
     @attrs.frozen
     class NoDefault:
-        x: s.U8
+        x: mk.U8
 
     with pytest.raises(SchemaError, match=r"\(x\).*initial="):
         s.compile_schema(NoDefault).default()
@@ -374,13 +376,13 @@ def test_wrong_root_type() -> None:
 
 def test_f32_round_makes_values_representable() -> None:
     """f32_round gives a value F32 accepts; inf and NaN are accepted as they are."""
-    rounded = s.f32_round(_F32_INEXACT)
+    rounded = mk.f32_round(_F32_INEXACT)
     assert rounded != _F32_INEXACT
     for ratio in (rounded, math.inf, -math.inf, math.nan, -0.0):
         value = Progress(ratio=ratio)
         assert PROGRESS.encode(PROGRESS.decode(PROGRESS.encode(value))) == PROGRESS.encode(value)
     with pytest.raises(OverflowError):
-        s.f32_round(1e300)
+        mk.f32_round(1e300)
 
 
 # --- invalid stored bytes ------------------------------------------------------------------------
@@ -416,7 +418,7 @@ def test_decode_reports_a_rejecting_validator() -> None:
 
     @attrs.frozen
     class Even:
-        n: s.U8 = attrs.field(default=0, validator=lambda _, __, v: v % 2 == 0 or 1 / 0)
+        n: mk.U8 = attrs.field(default=0, validator=lambda _, __, v: v % 2 == 0 or 1 / 0)
 
     schema = s.compile_schema(Even)
     assert "rejected" in str(invalid(schema.decode, b"\x03"))
@@ -450,7 +452,7 @@ def descriptor_survives(data: bytes) -> None:
     if error:
         assert error.startswith("schema descriptor: ")
         return
-    assert b"".join(s._emit(dynamic._root, dynamic.root_name, 0, [])) == data
+    assert ds.encode_descriptor(dynamic.root) == data
     dynamic.fields()
     if dynamic.size <= 1 << 16:
         with contextlib.suppress(InvalidValue):
@@ -491,20 +493,20 @@ def test_mutated_descriptors_only_raise_value_error(data: st.DataObject) -> None
 
 def node(kind: int, name: bytes = b"", offset: int = 0, size: int = 1, param: int = 0) -> bytes:
     """One descriptor node: head and name."""
-    return struct.pack(s.NODE_HEAD_FMT, kind, 0, len(name), offset, size, param) + name
+    return struct.pack(ds.NODE_HEAD_FMT, kind, 0, len(name), offset, size, param) + name
 
 
 def root(size: int, count: int, *fields: bytes) -> bytes:
     """A root struct node named R followed by ``fields``."""
-    return node(s.KIND_STRUCT, b"R", 0, size, count) + b"".join(fields)
+    return node(lay.KIND_STRUCT, b"R", 0, size, count) + b"".join(fields)
 
 
-U8_NODE = node(s.KIND_UINT, b"a")
+U8_NODE = node(lay.KIND_UINT, b"a")
 DEEP = (
-    node(s.KIND_STRUCT, b"R", 0, 1, 1)
-    + node(s.KIND_ARRAY, b"a", 0, 1, 1)
-    + node(s.KIND_ARRAY, b"", 0, 1, 1) * 31
-    + node(s.KIND_UINT)
+    node(lay.KIND_STRUCT, b"R", 0, 1, 1)
+    + node(lay.KIND_ARRAY, b"a", 0, 1, 1)
+    + node(lay.KIND_ARRAY, b"", 0, 1, 1) * 31
+    + node(lay.KIND_UINT)
 )
 
 
@@ -514,24 +516,27 @@ DEEP = (
         (root(1, 1, node(9, b"a")), "node at byte 17: unknown kind 9"),
         (root(1, 1, U8_NODE)[:-1], "truncated"),
         (root(1, 1, U8_NODE) + b"\x00", "1 trailing bytes"),
-        (node(s.KIND_UINT), "not a struct"),
+        (node(lay.KIND_UINT), "not a struct"),
         (root(1, 1, U8_NODE).replace(b"\x02\x00", b"\x02\x01", 1), "reserved byte is 1"),
-        (root(1, 1, node(s.KIND_UINT, b"\xff")), "not UTF-8"),
-        (root(1, 1, node(s.KIND_UINT, b"a.b")), "not an identifier"),
+        (root(1, 1, node(lay.KIND_UINT, b"\xff")), "not UTF-8"),
+        (root(1, 1, node(lay.KIND_UINT, b"a.b")), "not an identifier"),
         (root(2, 2, U8_NODE, U8_NODE), "repeated"),
-        (root(2, 2, U8_NODE, node(s.KIND_UINT, b"b", 2)), "not at offset 1"),
+        (root(2, 2, U8_NODE, node(lay.KIND_UINT, b"b", 2)), "not at offset 1"),
         (root(2, 1, U8_NODE), "not the sum"),
-        (root(3, 1, node(s.KIND_INT, b"a", 0, 3)), "size 3"),
-        (root(2, 1, node(s.KIND_BOOL, b"a", 0, 2)), "size 2"),
-        (root(1, 1, node(s.KIND_UINT, b"a", 0, 1, 5)), "param 5"),
-        (root(4, 1, node(s.KIND_STR, b"a", 0, 4, 0)), "capacity 0"),
-        (root(9, 1, node(s.KIND_BYTES, b"a", 0, 9, 4)), "capacity 4 with size 9"),
-        (root(4, 1, node(s.KIND_ARRAY, b"a", 0, 4, 3), node(s.KIND_UINT)), "not 3 x 1"),
-        (root(1, 1, node(s.KIND_ARRAY, b"a", 0, 1, 1), node(s.KIND_UINT, b"e")), "no name"),
+        (root(3, 1, node(lay.KIND_INT, b"a", 0, 3)), "size 3"),
+        (root(2, 1, node(lay.KIND_BOOL, b"a", 0, 2)), "size 2"),
+        (root(1, 1, node(lay.KIND_UINT, b"a", 0, 1, 5)), "param 5"),
+        (root(4, 1, node(lay.KIND_STR, b"a", 0, 4, 0)), "capacity 0"),
+        (root(9, 1, node(lay.KIND_BYTES, b"a", 0, 9, 4)), "capacity 4 with size 9"),
+        (root(4, 1, node(lay.KIND_ARRAY, b"a", 0, 4, 3), node(lay.KIND_UINT)), "not 3 x 1"),
+        (root(1, 1, node(lay.KIND_ARRAY, b"a", 0, 1, 1), node(lay.KIND_UINT, b"e")), "no name"),
         (root(1, 0xFFFFFFFF, U8_NODE), "4294967295 fields"),
         (root(0, 0), "0 fields"),
         (DEEP, "deeper than 32"),
-        (root(2**31 + 1, 1, node(s.KIND_BYTES, b"a", 0, 2**31 + 1, 2**31 - 3)), "more than 2**24"),
+        (
+            root(2**31 + 1, 1, node(lay.KIND_BYTES, b"a", 0, 2**31 + 1, 2**31 - 3)),
+            "more than 2**24",
+        ),
     ],
 )
 def test_hostile_descriptors(data: bytes, message: str) -> None:
@@ -543,35 +548,35 @@ def test_hostile_descriptors(data: bytes, message: str) -> None:
 
 def test_deepest_allowed_descriptor() -> None:
     """Nesting exactly 32 levels below the root is accepted."""
-    ok = DEEP.replace(node(s.KIND_ARRAY, b"", 0, 1, 1), b"", 1)
+    ok = DEEP.replace(node(lay.KIND_ARRAY, b"", 0, 1, 1), b"", 1)
     assert ds.decode_descriptor(ok).fields()[0].type_name == "u8" + "[1]" * 31
 
 
 @attrs.frozen
 class Renamed:
-    a: s.U16 = 0
-    b: s.I8 = 0
+    a: mk.U16 = 0
+    b: mk.I8 = 0
     ok: bool = False
-    name: Annotated[str, s.Str(4)] = ""
-    pair: Annotated[tuple[int, ...], s.Array(s.U8, 2)] = (0, 0)
+    name: Annotated[str, mk.Str(4)] = ""
+    pair: Annotated[tuple[int, ...], mk.Array(mk.U8, 2)] = (0, 0)
 
 
 @attrs.frozen
 class Changed:
-    b: s.I8 = 0
-    a: s.U32 = 0
-    name: Annotated[str, s.Str(4)] = ""
-    pair: Annotated[tuple[int, ...], s.Array(s.U8, 3)] = (0, 0, 0)
+    b: mk.I8 = 0
+    a: mk.U32 = 0
+    name: Annotated[str, mk.Str(4)] = ""
+    pair: Annotated[tuple[int, ...], mk.Array(mk.U8, 3)] = (0, 0, 0)
     extra: bool = False
 
 
 @attrs.frozen
 class Reordered:
-    b: s.I8 = 0
-    a: s.U16 = 0
+    b: mk.I8 = 0
+    a: mk.U16 = 0
     ok: bool = False
-    name: Annotated[str, s.Str(4)] = ""
-    pair: Annotated[tuple[int, ...], s.Array(s.U8, 2)] = (0, 0)
+    name: Annotated[str, mk.Str(4)] = ""
+    pair: Annotated[tuple[int, ...], mk.Array(mk.U8, 2)] = (0, 0)
 
 
 def test_compare_descriptors() -> None:
@@ -593,20 +598,20 @@ def test_compare_descriptors() -> None:
 def test_compare_nested_paths() -> None:
     """Nested differences give the path, with [] for an array's elements."""
     wider = attrs.make_class(
-        "Inner", {"x": field(type=s.I64, default=0), "ok": field(type=bool, default=False)}
+        "Inner", {"x": field(type=mk.I64, default=0), "ok": field(type=bool, default=False)}
     )
     outer = attrs.make_class(
         "Outer",
         {
             "inner": field(type=wider),
-            "pts": field(type=Annotated[tuple[Any, ...], s.Array(wider, 2)]),
+            "pts": field(type=Annotated[tuple[Any, ...], mk.Array(wider, 2)]),
         },
     )
     base = attrs.make_class(
         "Outer",
         {
             "inner": field(type=Inner),
-            "pts": field(type=Annotated[tuple[Any, ...], s.Array(Inner, 2)]),
+            "pts": field(type=Annotated[tuple[Any, ...], mk.Array(Inner, 2)]),
         },
     )
     found = s.compile_schema(base).descriptor
@@ -632,7 +637,7 @@ class Recursive:
 
 @attrs.frozen
 class RecursiveArray:
-    kids: Annotated[tuple[RecursiveArray, ...], s.Array(RecursiveArray, 2)]
+    kids: Annotated[tuple[RecursiveArray, ...], mk.Array(RecursiveArray, 2)]
 
 
 @attrs.frozen
@@ -651,9 +656,9 @@ def one_field(annotation: object) -> type:
 
 def nested_arrays(levels: int) -> object:
     """``levels`` nested Array(…, 1) around U8."""
-    annotation: object = s.U8
+    annotation: object = mk.U8
     for _ in range(levels):
-        annotation = Annotated[tuple[Any, ...], s.Array(annotation, 1)]
+        annotation = Annotated[tuple[Any, ...], mk.Array(annotation, 1)]
     return annotation
 
 
@@ -670,22 +675,22 @@ def nested_arrays(levels: int) -> object:
         (one_field(dict), "field 'step': dict is not an attrs class"),
         (one_field(NotAttrs), "field 'step': NotAttrs is not an attrs class"),
         (one_field(None), "field 'step': no type annotation"),
-        (one_field(Annotated[str, s.Str(0)]), "field 'step': the capacity must be an int"),
-        (one_field(Annotated[str, s.Str(2**31 + 1)]), "the capacity must be an int from 1"),
-        (one_field(Annotated[str, s.Str(True)]), "the capacity must be an int"),
-        (one_field(Annotated[bytes, s.Bytes(-1)]), "the capacity must be an int"),
-        (one_field(Annotated[tuple[int, ...], s.Array(s.U8, 0)]), "the array length must be"),
-        (one_field(Annotated[tuple[int, ...], s.Array(int, 2)]), "field 'step[]': plain int"),
-        (one_field(Annotated[str, s.Bytes(3)]), "Bytes marks a bytes field"),
-        (one_field(Annotated[list[int], s.Array(s.U8, 2)]), "Array marks a tuple field"),
-        (one_field(Annotated[int, s.Int(3, False)]), "invalid marker"),
-        (one_field(Annotated[float, s.Float(2)]), "invalid marker"),
-        (one_field(Annotated[int, s.Int(1, False), s.Int(2, False)]), "several"),
-        (one_field(Annotated[bytes, s.Bytes(2**31)]), "at most 2**24"),
+        (one_field(Annotated[str, mk.Str(0)]), "field 'step': the capacity must be an int"),
+        (one_field(Annotated[str, mk.Str(2**31 + 1)]), "the capacity must be an int from 1"),
+        (one_field(Annotated[str, mk.Str(True)]), "the capacity must be an int"),
+        (one_field(Annotated[bytes, mk.Bytes(-1)]), "the capacity must be an int"),
+        (one_field(Annotated[tuple[int, ...], mk.Array(mk.U8, 0)]), "the array length must be"),
+        (one_field(Annotated[tuple[int, ...], mk.Array(int, 2)]), "field 'step[]': plain int"),
+        (one_field(Annotated[str, mk.Bytes(3)]), "Bytes marks a bytes field"),
+        (one_field(Annotated[list[int], mk.Array(mk.U8, 2)]), "Array marks a tuple field"),
+        (one_field(Annotated[int, mk.Int(3, False)]), "invalid marker"),
+        (one_field(Annotated[float, mk.Float(2)]), "invalid marker"),
+        (one_field(Annotated[int, mk.Int(1, False), mk.Int(2, False)]), "several"),
+        (one_field(Annotated[bytes, mk.Bytes(2**31)]), "at most 2**24"),
         (one_field(nested_arrays(32)), "field 'step[][][]"),
         (attrs.make_class("Empty", {}), "Empty has no fields"),
-        (attrs.make_class("Long", {"x" * 256: field(type=s.U8)}), "limited to 255 bytes"),
-        (attrs.make_class("Hidden", {"x": field(type=s.U8, init=False)}), "init=False"),
+        (attrs.make_class("Long", {"x" * 256: field(type=mk.U8)}), "limited to 255 bytes"),
+        (attrs.make_class("Hidden", {"x": field(type=mk.U8, init=False)}), "init=False"),
         (Recursive, "field 'child': Recursive contains itself"),
         (RecursiveArray, "field 'kids[]': RecursiveArray contains itself"),
         (Unresolvable, "cannot resolve the annotations of Unresolvable"),
@@ -705,11 +710,11 @@ def test_deepest_class_nesting_compiles() -> None:
     assert ds.decode_descriptor(schema.descriptor).fields() == schema.fields()
 
 
-def shape(node: s._Node) -> object:
+def shape(node: lay.Node) -> object:
     """A layout tree without struct names: what compare_descriptors compares."""
-    if isinstance(node, s._Struct):
+    if isinstance(node, lay.StructNode):
         return tuple((name, offset, shape(child)) for name, _, offset, child in node.members)
-    if isinstance(node, s._Array):
+    if isinstance(node, lay.ArrayNode):
         return ("array", node.param, shape(node.element))
     return (node.kind, node.size, node.param)
 
@@ -718,5 +723,5 @@ def shape(node: s._Node) -> object:
 def test_compare_is_empty_only_for_equal_layouts(a: type, b: type) -> None:
     """compare_descriptors finds no difference exactly when the two layouts are the same."""
     da, db = s.compile_schema(a).descriptor, s.compile_schema(b).descriptor
-    same_shape = shape(ds.decode_descriptor(da)._root) == shape(ds.decode_descriptor(db)._root)
+    same_shape = shape(ds.decode_descriptor(da).root) == shape(ds.decode_descriptor(db).root)
     assert (ds.compare_descriptors(da, db) == []) == same_shape

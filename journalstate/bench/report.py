@@ -1,6 +1,6 @@
 """The report of `journalstate bench`: the performance targets judged, the table, the plot.
 
-Pure formatting: it turns the result document ``_bench.run`` builds into lines (and a plot when
+Pure formatting: it turns the result document ``run.run`` builds into lines (and a plot when
 matplotlib is installed); it measures nothing and prints nothing.
 """
 
@@ -10,10 +10,9 @@ import importlib
 import math
 import mmap
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:
-    from journalstate._bench import Row
+from journalstate.bench.base import Row
 
 _PAGE = mmap.PAGESIZE
 
@@ -295,8 +294,6 @@ SECTIONS: dict[str, Callable[[Any], list[str]]] = {
 def report_lines(result: dict[str, Any]) -> list[str]:
     """The whole text report of a finished result document, as ``journalstate bench`` prints it
     section by section while it measures."""
-    from journalstate._bench import Row
-
     rows = [Row(**row) for row in result["rows"]]
     lines = header_lines(result) + table_lines(rows, result["skipped"])
     for section in SECTIONS:

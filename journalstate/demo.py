@@ -5,6 +5,10 @@ that every acknowledged commit survived (the dirty pages live in the kernel's pa
 Part 2 simulates OS crashes with the simulated disk (every page not msync'ed may be lost or
 torn) and shows what each durability mode keeps. Output goes through ``say``; nothing here
 prints by itself.
+
+A tool beside the library, like ``journalstate.testing`` (which it uses) and
+``journalstate.bench``: the library never imports it, and the command line only when
+``journalstate demo`` runs.
 """
 
 from __future__ import annotations
@@ -58,7 +62,7 @@ def child(path: str) -> None:
 
 
 def _kill_child(path: str, acks: int) -> int:
-    code = "import sys; from journalstate._demo import child; child(sys.argv[1])"
+    code = "import sys; from journalstate.demo import child; child(sys.argv[1])"
     proc = subprocess.Popen([sys.executable, "-c", code, path], stdout=subprocess.PIPE, text=True)
     assert proc.stdout is not None
     last = 0
