@@ -8,10 +8,7 @@ second base, so ``except ValueError`` keeps working for callers that do not know
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from journalstate._recovery import RecoveryReport
+from typing import Any
 
 
 class JournalStateError(Exception):
@@ -153,8 +150,10 @@ class StoreLocked(JournalStateError, BlockingIOError):
 class StoreCorrupt(JournalStateError):
     """Recovery found damage that the chosen recovery mode does not accept.
 
-    ``report`` holds everything recovery found; ``offset`` is the file offset of the first
-    damage and ``reason`` its cause (a :class:`journalstate.Reason`) when there is one.
+    ``report`` holds everything recovery found (a :class:`journalstate.RecoveryReport`; typed
+    ``Any`` here because this module, which every other one imports, imports none of them);
+    ``offset`` is the file offset of the first damage and ``reason`` its cause (a
+    :class:`journalstate.Reason`) when there is one.
     """
 
     def __init__(
@@ -164,7 +163,7 @@ class StoreCorrupt(JournalStateError):
         *,
         offset: int | None = None,
         reason: object | None = None,
-        report: RecoveryReport | None = None,
+        report: Any = None,
     ) -> None:
         where = f" at offset {offset}" if offset is not None else ""
         super().__init__(f"{path}: {message}{where}")
