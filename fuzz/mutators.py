@@ -30,7 +30,6 @@ from journalstate._format import (
     Header,
     align,
     encode_header,
-    encode_patches,
     header_crc,
     record_crc,
     record_size,
@@ -52,6 +51,7 @@ from journalstate._schema import (
     NODE_HEAD_FMT,
     compile_schema,
 )
+from journalstate._writer import encode_patches
 
 SECTOR = 512
 PAGE = 4096

@@ -30,6 +30,7 @@ from typing import Any, Final, Generic, NamedTuple, NoReturn, SupportsIndex, Typ
 
 import attrs
 
+from journalstate import _writer
 from journalstate._errors import (
     ForkedStore,
     InvalidArgument,
@@ -48,7 +49,6 @@ from journalstate._format import (
     Header,
     SlotHead,
     ValueEnum,
-    build_record_fast,
     encode_slot,
     record_size,
 )
@@ -64,7 +64,6 @@ DEFAULT_JOURNAL_SIZE = 1 << 20
 """Journal ring size for new stores (bytes): room for thousands of small commits."""
 DEFAULT_CHECKPOINT_THRESHOLD = 0.5
 """A commit that leaves the journal fuller than this fraction is followed by a checkpoint."""
-_ZERO_MARKER = bytes(END_MARKER_SIZE)
 
 
 class Durability(ValueEnum):
@@ -481,11 +480,7 @@ class Store(Generic[T]):
         # Crash window: the record is in the page cache, not on disk. Process death keeps it
         # (recovery replays it); an OS crash may keep any subset of its sectors, which the
         # record's crc rejects as a torn tail, so recovery stops at the previous commit.
-        start = tail % journal_size
-        if start + len(record) <= journal_size:
-            self._ring.write(start, record)
-        else:
-            self._ring_write(tail, record)  # the record straddles the ring's end
+        _writer.write(self._ring, journal_size, tail, record)
         # The commit happens here, in one assignment: the head holds tail, seq and state.
         # The commit point comes after the lock is released (see _commit_point), so other
         # threads can append their records meanwhile and share one msync: group commit.
@@ -522,8 +517,9 @@ class Store(Generic[T]):
             return
         tail, _, _, start, patches, record = pending
         if self._head is not pending:
-            if not self._ring_holds(start, record[: tail - start]):
-                self._ring_write(start, _ZERO_MARKER)
+            size = self._journal_size
+            if not _writer.holds(self._ring.buffer, size, start, record[: tail - start]):
+                _writer.write_end_marker(self._ring, size, start)
                 if self._poisoned is None:
                     # Crash window: until this msync returns, an OS crash may bring back a
                     # record the zeros replace: only a partial one, which its crc rejects.
@@ -533,22 +529,12 @@ class Store(Generic[T]):
                         self._sync_marker(start)
                 self._pending = None
                 return
-            self._ring_write(start, record)
+            _writer.write(self._ring, self._journal_size, start, record)
             self._head = pending
         image = self._image
         for offset, data in patches:
             image[offset : offset + len(data)] = data
         self._pending = None
-
-    def _ring_holds(self, position: int, data: bytes) -> bool:
-        """Whether the ring holds ``data`` at logical ``position``."""
-        buffer = self._ring.buffer
-        start = position % self._journal_size
-        first = min(len(data), self._journal_size - start)
-        return (
-            buffer[start : start + first] == data[:first]
-            and buffer[0 : len(data) - first] == data[first:]
-        )
 
     def _settle_idle(self) -> None:
         """Settle a pending commit for a reader, unless this thread is inside an operation."""
@@ -597,7 +583,7 @@ class Store(Generic[T]):
         self, seq: int, position: int, patches: list[tuple[int, bytes]]
     ) -> tuple[bytes, int]:
         base = self._base
-        return build_record_fast(
+        return _writer.build_record(
             base.epoch, seq, position, self._synced.seq, base.generation, patches
         )
 
@@ -630,15 +616,6 @@ class Store(Generic[T]):
         finally:
             self._inside.discard(me)
 
-    def _ring_write(self, position: int, data: bytes | bytearray) -> None:
-        start = position % self._journal_size
-        if start + len(data) <= self._journal_size:
-            self._ring.write(start, data)
-            return
-        first = self._journal_size - start  # the record straddles the ring's end
-        self._ring.write(start, data[:first])
-        self._ring.write(0, data[first:])
-
     def _sync_journal(self) -> None:
         """msync the journal from the last synced position through the tail's end marker."""
         synced = self._synced
@@ -652,22 +629,15 @@ class Store(Generic[T]):
         """msync the ring from logical ``start`` through the end marker after ``tail``."""
         if start >= tail:
             return
-        first_at = start % self._journal_size
-        # The end marker after the last record is synced too, so a clean end stays clean.
-        length = tail + END_MARKER_SIZE - start
-        first = min(length, self._journal_size - first_at)
-        self._guarded_sync(self._ring, first_at, first)
-        if first < length:
-            self._guarded_sync(self._ring, 0, length - first)
+        _writer.sync(self._sync_ring, self._journal_size, start, tail)
         self.stats.journal_syncs += 1
 
     def _sync_marker(self, position: int) -> None:
         """msync the end marker at ``position`` (two ranges when it wraps the ring's end)."""
-        start = position % self._journal_size
-        first = min(END_MARKER_SIZE, self._journal_size - start)
-        self._guarded_sync(self._ring, start, first)
-        if first < END_MARKER_SIZE:
-            self._guarded_sync(self._ring, 0, END_MARKER_SIZE - first)
+        _writer.sync_end_marker(self._sync_ring, self._journal_size, position)
+
+    def _sync_ring(self, offset: int, length: int) -> None:
+        self._guarded_sync(self._ring, offset, length)
 
     def _guarded_sync(self, region: Region, offset: int, length: int) -> None:
         try:
@@ -717,7 +687,7 @@ class Store(Generic[T]):
         tail = self._head[_TAIL]
         # Crash window: zeroing the end marker only touches bytes past the recovered chain
         # (a torn tail at most), so recovery from the base slot is unchanged if we stop here.
-        self._ring_write(tail, _ZERO_MARKER)
+        _writer.write_end_marker(self._ring, self._journal_size, tail)
         self._sync_marker(tail)
         # A new epoch, durable in a slot before any record of this session is written: records
         # left by earlier sessions (including unsynced ones recovery could not see) carry other

@@ -13,8 +13,6 @@ from journalstate._format import (
     RECORD_HEADER_SIZE,
     RecordHeader,
     decode_record_header,
-    encode_patches,
-    encode_record,
     record_size,
 )
 from journalstate._journal import (
@@ -28,6 +26,7 @@ from journalstate._journal import (
     ring_read,
     scan_later_records,
 )
+from journalstate._writer import encode_patches, encode_record
 from tests.damage import (
     fix_record_crc,
     flip_byte,
