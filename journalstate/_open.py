@@ -13,6 +13,7 @@ from collections.abc import Callable
 from typing import TypeVar
 
 from journalstate._descriptor import compare_descriptors
+from journalstate._durability import Durability, durability_of
 from journalstate._dynamic import class_from_descriptor
 from journalstate._errors import (
     InvalidArgument,
@@ -46,9 +47,7 @@ from journalstate._schema import Schema, check_frozen, compile_schema
 from journalstate._store import (
     DEFAULT_CHECKPOINT_THRESHOLD,
     DEFAULT_JOURNAL_SIZE,
-    Durability,
     Store,
-    _durability,
 )
 
 T = TypeVar("T")
@@ -250,7 +249,7 @@ def open(
         UnsafePath, NoSpace, StoreLocked, StoreCorrupt, Unrecoverable, SchemaError.
     """
     path = _path_argument(path)
-    mode = _durability(durability, Durability.COMMIT)
+    mode = durability_of(durability, Durability.COMMIT)
     rec_mode = _recovery_mode(recovery)
     for name, flag in (
         ("create", create),
@@ -374,9 +373,9 @@ def open(
                 max_generation=recovered.max_generation,
                 seq=recovered.report.seq,
             )
-            store._begin_session(recovered.max_generation, recovered.max_epoch)
+            store.begin_session(recovered.max_generation, recovered.max_epoch)
             if mode is Durability.INTERVAL:
-                store._start_flusher(flush_interval)
+                store.start_flusher(flush_interval)
         return store
     except BaseException:
         for region in reversed(regions):

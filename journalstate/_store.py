@@ -31,10 +31,9 @@ from typing import Any, Final, Generic, NamedTuple, NoReturn, SupportsIndex, Typ
 import attrs
 
 from journalstate import _writer
+from journalstate._durability import Durability, durability_of
 from journalstate._errors import (
     ForkedStore,
-    InvalidArgument,
-    InvalidArgumentType,
     InvalidValue,
     ReadOnlyStore,
     ReentrantCall,
@@ -43,16 +42,16 @@ from journalstate._errors import (
     StorePoisoned,
     TransactionTooLarge,
 )
+from journalstate._flusher import start_flusher
 from journalstate._format import (
     END_MARKER_SIZE,
     RECORD_HEADER_SIZE,
     Header,
     SlotHead,
-    ValueEnum,
     encode_slot,
     record_size,
 )
-from journalstate._io import Region, StoreFile
+from journalstate._io import Buffer, Region, StoreFile
 from journalstate._journal import max_payload
 from journalstate._recovery import RecoveryReport
 from journalstate._schema import Schema
@@ -64,17 +63,6 @@ DEFAULT_JOURNAL_SIZE = 1 << 20
 """Journal ring size for new stores (bytes): room for thousands of small commits."""
 DEFAULT_CHECKPOINT_THRESHOLD = 0.5
 """A commit that leaves the journal fuller than this fraction is followed by a checkpoint."""
-
-
-class Durability(ValueEnum):
-    """When a commit becomes durable against an OS crash or power loss."""
-
-    COMMIT = "commit"
-    """msync of the commit's journal pages before commit() returns."""
-    INTERVAL = "interval"
-    """A background flush every ``flush_interval`` seconds; ``flush()`` forces one."""
-    PROCESS = "process"
-    """Never msync on commit: survives process death, not an OS crash."""
 
 
 @attrs.define
@@ -298,6 +286,14 @@ class Store(Generic[T]):
         """Fraction of the journal ring holding records not yet covered by a checkpoint."""
         return (self._head[_TAIL] - self._base.position) / self._journal_size
 
+    def slot_buffer(self) -> Buffer:
+        """The mapped slots, for reading only (for ``_inspect``); never keep it past a call."""
+        return self._slots.buffer
+
+    def ring_buffer(self) -> Buffer:
+        """The mapped journal ring, for reading only; never keep it past a call."""
+        return self._ring.buffer
+
     @property
     def _base_slot(self) -> int:
         """The slot recovery would start from now (for tests)."""
@@ -384,7 +380,7 @@ class Store(Generic[T]):
             ForkedStore: called in a child process on a store its parent opened.
             StorePoisoned: an earlier msync failed.
         """
-        mode = self._durability if durability is None else _durability(durability, None)
+        mode = self._durability if durability is None else durability_of(durability, None)
         me = get_ident()
         inside = self._inside
         if me in inside:
@@ -415,7 +411,7 @@ class Store(Generic[T]):
             ReentrantCall: a transaction of this thread is already open, or called from a
                 signal handler that interrupted a call of this store.
         """
-        mode = _durability(durability, self._durability)
+        mode = durability_of(durability, self._durability)
         me = self._enter()
         if self._in_transaction(me):
             raise ReentrantCall("transactions do not nest; finish the open one first")
@@ -493,7 +489,7 @@ class Store(Generic[T]):
         stats.commits += 1
         stats.bytes_journaled += size
         if mode is Durability.INTERVAL and self._flusher is None:
-            self._start_flusher(self._flush_interval)
+            self.start_flusher(self._flush_interval)
         if tail + size - self._base.position > self._checkpoint_at:
             self._checkpoint_locked()
         return seq
@@ -681,8 +677,12 @@ class Store(Generic[T]):
         self.stats.slot_syncs += 1
         self.stats.checkpoints += 1
 
-    def _begin_session(self, max_generation: int, max_epoch: int) -> None:
-        """Make the recovered state this session's durable starting point (open for writing)."""
+    def begin_session(self, max_generation: int, max_epoch: int) -> None:
+        """Make the recovered state this session's durable starting point (for ``_open``).
+
+        Called once by a writable open, before the store is returned. When it returns the
+        recovered state is durable in a slot with a new epoch.
+        """
         self._base = self._base._replace(generation=max_generation)
         tail = self._head[_TAIL]
         # Crash window: zeroing the end marker only touches bytes past the recovered chain
@@ -720,23 +720,18 @@ class Store(Generic[T]):
         if self._readonly:
             raise ReadOnlyStore(f"{self._path}: the store was opened read-only")
 
-    def _start_flusher(self, interval: float) -> None:
-        # The thread holds the store only weakly: a store dropped without close() (or whose
-        # process "died" in a simulation) does not keep a thread alive.
-        ref = weakref.ref(self)
-        stop = self._stop_flusher
+    def start_flusher(self, interval: float) -> None:
+        """Start the background flush of the interval durability (for ``_open``)."""
+        self._flusher = start_flusher(
+            weakref.WeakMethod(self._flush_tick),
+            interval,
+            self._stop_flusher,
+            f"journalstate-flush:{self._path}",
+        )
 
-        def run() -> None:
-            while not stop.wait(interval):
-                store = ref()
-                if store is None or not store._flush_tick():
-                    return
-                del store
-
-        flusher = threading.Thread(target=run, name=f"journalstate-flush:{self._path}")
-        flusher.daemon = True
-        flusher.start()
-        self._flusher = flusher
+    def stop_flusher(self) -> None:
+        """Ask the background flusher, if any, to end (for a simulated process death)."""
+        self._stop_flusher.set()
 
     def _flush_tick(self) -> bool:
         """One background flush; False when the flusher should stop."""
@@ -851,25 +846,3 @@ _OPERATIONS = frozenset(
     )
 )
 """The code of every store operation that marks its thread in ``_inside``."""
-
-
-def _durability(value: Durability | str | None, default: Durability | None) -> Durability:
-    """The durability named by ``value`` (``default`` for None).
-
-    Raises:
-        InvalidArgument: not a durability name (InvalidArgumentType: not even a string).
-    """
-    if value is None:
-        assert default is not None
-        return default
-    if not isinstance(value, str):  # a Durability is a str too
-        raise InvalidArgumentType(
-            "durability", f"expected a string or a Durability, got {type(value).__name__}"
-        )
-    try:
-        return Durability(value)
-    except ValueError:
-        choices = ", ".join(d.value for d in Durability)
-        raise InvalidArgument(
-            "durability", f"unknown durability {value!r}; use one of {choices}"
-        ) from None
