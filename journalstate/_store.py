@@ -18,15 +18,12 @@ handler into a call of the same store raises ReentrantCall; a forked child canno
 
 from __future__ import annotations
 
-import os
-import sys
 import threading
 import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from threading import get_ident
-from types import FrameType
-from typing import Any, Final, Generic, NamedTuple, NoReturn, SupportsIndex, TypeVar
+from typing import Any, Final, Generic, NamedTuple, TypeVar
 
 import attrs
 
@@ -38,7 +35,6 @@ from journalstate._errors import (
     ReadOnlyStore,
     ReentrantCall,
     StoreClosed,
-    StoreNotPicklable,
     StorePoisoned,
     TransactionTooLarge,
 )
@@ -51,6 +47,7 @@ from journalstate._format import (
     encode_slot,
     record_size,
 )
+from journalstate._guards import Guarded
 from journalstate._io import Buffer, Region, StoreFile
 from journalstate._journal import max_payload
 from journalstate._recovery import RecoveryReport
@@ -115,20 +112,7 @@ class _Synced(NamedTuple):
     """``durable_seq``: the highest sequence number durable against an OS crash."""
 
 
-_OPEN_STORES: weakref.WeakSet[Store[Any]] = weakref.WeakSet()
-"""Every store opened in this process, so that a forked child can mark them."""
-
-
-def _after_fork_in_child() -> None:
-    for store in list(_OPEN_STORES):
-        store._forked_in_child()
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_after_fork_in_child)
-
-
-class Store(Generic[T]):
+class Store(Guarded, Generic[T]):
     """An open store. Use :func:`journalstate.open` to get one; it is a context manager.
 
     All methods are thread-safe. Transactions of different threads run one after another.
@@ -154,7 +138,7 @@ class Store(Generic[T]):
         checkpoint_threshold: float,
         flush_interval: float = 1.0,
     ) -> None:
-        self._path = path
+        super().__init__(path)
         self._flush_interval = flush_interval
         self._schema = schema
         self._file = file
@@ -168,13 +152,7 @@ class Store(Generic[T]):
         self._journal_size = header.journal_size
         self._max_payload = max_payload(header.journal_size)
         self._checkpoint_at = checkpoint_threshold * header.journal_size
-        self._lock = threading.RLock()
-        self._sync_lock = threading.Lock()  # taken before _lock, never after it
-        self._txn_owner: int | None = None
-        # Ids of the threads now inside an operation of this store (see _enter).
-        self._inside: set[int] = set()
         self._closed = False
-        self._forked = False
         self._poisoned: BaseException | None = None
         self.stats = StoreStats()
         # Where the chain stands: three values, each replaced by one assignment, so that an
@@ -195,7 +173,6 @@ class Store(Generic[T]):
         self._pending: _Head | None = None
         self._flusher: threading.Thread | None = None
         self._stop_flusher = threading.Event()
-        _OPEN_STORES.add(self)
 
     # --- properties ------------------------------------------------------------------------
 
@@ -298,59 +275,6 @@ class Store(Generic[T]):
     def _base_slot(self) -> int:
         """The slot recovery would start from now (for tests)."""
         return self._base.slot
-
-    # --- re-entrancy -----------------------------------------------------------------------
-
-    def _enter(self) -> int:
-        """This thread's id, after checking that it is not inside an operation of this store.
-
-        Every operation adds the id to ``_inside`` (inside its ``try``) and removes it in the
-        ``finally``, so the check costs a set lookup. A signal handler runs in the main thread
-        between two bytecodes of whatever it was doing; if that was a store operation, the
-        handler's call could neither wait for it (a hang: the lock holder is this thread) nor
-        run inside it (mixing two commits' bookkeeping), so it raises at once.
-
-        Raises:
-            ReentrantCall: this thread is inside an operation of this store.
-        """
-        me = get_ident()
-        if me in self._inside:
-            self._reentered(me)
-        return me
-
-    def _reentered(self, me: int) -> None:
-        """Raise ReentrantCall when two operations of this store are on this thread's stack.
-
-        An exception that interrupts a ``finally`` clause can leave the id in ``_inside``
-        after the operation ended. The stack is the truth: when it holds no other operation of
-        this store, the call goes ahead (and its own ``finally`` drops the stale id).
-        """
-        frame: FrameType | None = sys._getframe(1)
-        depth = 0
-        while frame is not None:
-            if frame.f_code in _OPERATIONS and frame.f_locals.get("self") is self:
-                depth += 1
-                if depth == 2:
-                    raise ReentrantCall(
-                        f"{self._path}: a store call from inside another call of the same "
-                        "thread (a signal handler?); set a flag in the handler and commit from "
-                        "the main loop"
-                    )
-            frame = frame.f_back
-
-    def _in_transaction(self, me: int) -> bool:
-        """Whether thread ``me`` (the caller) is inside the block of its open transaction.
-
-        Called before taking the lock. A transaction holds the lock from its start to its end,
-        so a mark whose thread does not hold the lock was left by an exception that
-        interrupted the transaction's cleanup: it is dropped.
-        """
-        if self._txn_owner != me:
-            return False
-        if self._lock._is_owned():  # type: ignore[attr-defined]
-            return True
-        self._txn_owner = None
-        return False
 
     # --- committing ------------------------------------------------------------------------
 
@@ -791,7 +715,7 @@ class Store(Generic[T]):
                     # the store open and consistent: the next close() does it all again.
                     # From here on nothing is written: every write path checks _closed first.
                     self._closed = True
-                    _OPEN_STORES.discard(self)
+                    self._forget()
                 # Also finishes a close that was interrupted after setting _closed.
                 self._stop_flusher.set()
                 self._release()
@@ -807,18 +731,9 @@ class Store(Generic[T]):
         self._file.close()
 
     def _forked_in_child(self) -> None:
-        """In a child process after fork(): refuse writes, forget the parent's threads' locks."""
-        self._forked = True
-        # Another thread of the parent may have held these at the fork: in the child nobody
-        # would ever release them.
-        self._lock = threading.RLock()
-        self._sync_lock = threading.Lock()
-        self._inside = set()
+        """In a child process after fork(): refuse writes, forget the parent's threads."""
+        super()._forked_in_child()
         self._flusher = None  # the thread exists only in the parent
-
-    def __reduce_ex__(self, protocol: SupportsIndex) -> NoReturn:
-        """Refuse pickling and copying: a store owns a mapping, a descriptor and a lock."""
-        raise StoreNotPicklable(self._path)
 
     def __enter__(self) -> Store[T]:
         return self
@@ -834,7 +749,7 @@ class Store(Generic[T]):
         return f"<journalstate.Store {self._path!r} {status}>"
 
 
-_OPERATIONS = frozenset(
+Store._operations = frozenset(
     f.__code__
     for f in (
         Store.commit,
