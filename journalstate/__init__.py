@@ -5,6 +5,7 @@ journal of checksummed records. See docs/format.md for the bytes and docs/design
 every crash leaves a committed state.
 """
 
+from journalstate._chain import StoreStats
 from journalstate._durability import Durability
 from journalstate._errors import (
     CounterExhausted,
@@ -58,7 +59,7 @@ from journalstate._schema import (
     f32_round,
 )
 from journalstate._slots import SlotStatus
-from journalstate._store import Store, StoreStats
+from journalstate._store import Store
 from journalstate._txn import Draft
 
 __version__ = "0.1.0"

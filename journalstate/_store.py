@@ -1,14 +1,10 @@
 """The store: the only owner of a store file, its mappings, its syncs and its lock.
 
-Write paths (each crash window is described where the write happens, and in docs/design.md):
-
-* commit: encode the changed fields as one record, write it (and a zero end marker) at the
-  journal tail, then, when the durability asks for it, msync the journal pages written since
-  the last sync. That msync is the commit point.
-* checkpoint: write the whole state into the slot recovery does not start from, with the next
-  generation, msync it, and only then release the journal space it covers.
-* open for writing: recover, zero the end marker at the recovered tail, then checkpoint with a
-  new epoch, so records from before this recovery can never join this session's chain.
+What belongs here is :class:`Store`'s public face: its properties, and the calls commit,
+transaction, flush, checkpoint and close, each of which marks its thread, takes the lock and
+runs a write path of :class:`~journalstate._chain.Chain`, where the chain's bookkeeping and
+each crash window are. Re-entry, fork and pickling are guarded in ``_guards``; the records'
+bytes and their place in the ring are ``_writer``'s.
 
 Signals (docs/design.md, "Signals, Ctrl-C and fork"): the chain's bookkeeping is three
 immutable values (``_head``, ``_base``, ``_synced``), each replaced in one assignment, and a
@@ -19,37 +15,16 @@ handler into a call of the same store raises ReentrantCall; a forked child canno
 from __future__ import annotations
 
 import threading
-import weakref
 from collections.abc import Iterator
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from threading import get_ident
-from typing import Any, Final, Generic, NamedTuple, TypeVar
+from typing import Any, TypeVar
 
-import attrs
-
-from journalstate import _writer
+from journalstate._chain import SEQ, STATE, TAIL, Chain
 from journalstate._durability import Durability, durability_of
-from journalstate._errors import (
-    ForkedStore,
-    InvalidValue,
-    ReadOnlyStore,
-    ReentrantCall,
-    StoreClosed,
-    StorePoisoned,
-    TransactionTooLarge,
-)
-from journalstate._flusher import start_flusher
-from journalstate._format import (
-    END_MARKER_SIZE,
-    RECORD_HEADER_SIZE,
-    Header,
-    SlotHead,
-    encode_slot,
-    record_size,
-)
-from journalstate._guards import Guarded
-from journalstate._io import Buffer, Region, StoreFile
-from journalstate._journal import max_payload
+from journalstate._errors import ReentrantCall
+from journalstate._format import Header
+from journalstate._io import Buffer
 from journalstate._recovery import RecoveryReport
 from journalstate._schema import Schema
 from journalstate._txn import Draft, build, close
@@ -62,57 +37,7 @@ DEFAULT_CHECKPOINT_THRESHOLD = 0.5
 """A commit that leaves the journal fuller than this fraction is followed by a checkpoint."""
 
 
-@attrs.define
-class StoreStats:
-    """Counters of what the store did since it was opened."""
-
-    commits: int = 0
-    """Commits that wrote a record."""
-    journal_syncs: int = 0
-    """msync calls on the journal (commit points and flushes)."""
-    slot_syncs: int = 0
-    """msync calls on a slot (one per checkpoint)."""
-    checkpoints: int = 0
-    bytes_journaled: int = 0
-
-
-_Head = tuple[int, int, Any, int, list[tuple[int, bytes]], bytes]
-"""The end of the chain as a commit leaves it, swapped in one assignment.
-
-``(tail, seq, state, start, patches, record)``: the logical journal position where the next
-record goes, the sequence number and the state of the last commit, and what
-:meth:`Store._settle` needs to finish or undo that commit: where its record starts, its
-patches to the state image and the record's bytes with the end marker after it (empty when it
-wrote no record). A plain tuple: the commit path builds one per commit, and a named tuple
-costs several times more to build. Read it with the indexes below.
-"""
-_TAIL: Final = 0
-_SEQ: Final = 1
-_STATE: Final = 2
-
-
-class _Base(NamedTuple):
-    """The newest durable checkpoint. Swapped in one assignment when a checkpoint completes."""
-
-    slot: int
-    position: int
-    """The journal's live records lie in ``[position, tail)``."""
-    seq: int
-    """The sequence number the slot's state covers."""
-    generation: int
-    epoch: int
-
-
-class _Synced(NamedTuple):
-    """How much of the journal is known durable; both values only grow."""
-
-    position: int
-    """The ring up to here, and the end marker after it, were msync'ed."""
-    seq: int
-    """``durable_seq``: the highest sequence number durable against an OS crash."""
-
-
-class Store(Guarded, Generic[T]):
+class Store(Chain[T]):
     """An open store. Use :func:`journalstate.open` to get one; it is a context manager.
 
     All methods are thread-safe. Transactions of different threads run one after another.
@@ -120,59 +45,6 @@ class Store(Guarded, Generic[T]):
     a signal handler) raises :class:`ReentrantCall` at once. In a child process after
     ``fork()`` every write raises :class:`ForkedStore`. A store cannot be pickled.
     """
-
-    def __init__(
-        self,
-        *,
-        path: str,
-        schema: Schema,
-        file: StoreFile,
-        header: Header,
-        slots: Region,
-        ring: Region,
-        state: T,
-        image: bytearray,
-        report: RecoveryReport,
-        durability: Durability,
-        readonly: bool,
-        checkpoint_threshold: float,
-        flush_interval: float = 1.0,
-    ) -> None:
-        super().__init__(path)
-        self._flush_interval = flush_interval
-        self._schema = schema
-        self._file = file
-        self._header = header
-        self._slots = slots
-        self._ring = ring
-        self._image = image
-        self._report = report
-        self._durability = durability
-        self._readonly = readonly
-        self._journal_size = header.journal_size
-        self._max_payload = max_payload(header.journal_size)
-        self._checkpoint_at = checkpoint_threshold * header.journal_size
-        self._closed = False
-        self._poisoned: BaseException | None = None
-        self.stats = StoreStats()
-        # Where the chain stands: three values, each replaced by one assignment, so that an
-        # exception between any two bytecodes leaves each either old or new, never half-set.
-        base_head = report.slots[report.slot].head
-        self._base = _Base(
-            slot=report.slot,
-            position=report.position if base_head is None else base_head.position,
-            seq=report.base_seq,
-            generation=report.generation,
-            epoch=report.epoch,
-        )
-        self._head: _Head = (report.position, report.seq, state, report.position, [], b"")
-        # Only the slot is known durable; a writable open's checkpoint makes all of it durable.
-        self._synced = _Synced(report.position, report.base_seq)
-        # The head of a commit between the start of its ring write and the end of its
-        # bookkeeping: once `_head is _pending`, the commit happened (see _settle).
-        self._pending: _Head | None = None
-        self._flusher: threading.Thread | None = None
-        self._stop_flusher = threading.Event()
 
     # --- properties ------------------------------------------------------------------------
 
@@ -185,7 +57,7 @@ class Store(Guarded, Generic[T]):
         """
         if self._pending is not None:
             self._settle_idle()
-        state: T = self._head[_STATE]
+        state: T = self._head[STATE]
         return state
 
     @property
@@ -234,7 +106,7 @@ class Store(Guarded, Generic[T]):
         """Sequence number of the latest commit (0 for a store never committed to)."""
         if self._pending is not None:
             self._settle_idle()
-        return self._head[_SEQ]
+        return self._head[SEQ]
 
     @property
     def durable_seq(self) -> int:
@@ -251,7 +123,7 @@ class Store(Guarded, Generic[T]):
         """Logical journal position where the next record goes (the tail; see format.md)."""
         if self._pending is not None:
             self._settle_idle()
-        return self._head[_TAIL]
+        return self._head[TAIL]
 
     @property
     def epoch(self) -> int:
@@ -261,7 +133,7 @@ class Store(Guarded, Generic[T]):
     @property
     def journal_fill(self) -> float:
         """Fraction of the journal ring holding records not yet covered by a checkpoint."""
-        return (self._head[_TAIL] - self._base.position) / self._journal_size
+        return (self._head[TAIL] - self._base.position) / self._journal_size
 
     def slot_buffer(self) -> Buffer:
         """The mapped slots, for reading only (for ``_inspect``); never keep it past a call."""
@@ -350,7 +222,7 @@ class Store(Guarded, Generic[T]):
             draft: Draft | None = None
             try:
                 self._txn_owner = me
-                draft = Draft(self._head[_STATE])
+                draft = Draft(self._head[STATE])
                 yield draft  # the caller's block runs outside _inside: it may flush, read...
                 new_state = build(draft)
                 try:
@@ -368,144 +240,6 @@ class Store(Guarded, Generic[T]):
                 self._commit_point(seq)
             finally:
                 inside.discard(me)
-
-    def _commit_locked(self, state: T, mode: Durability) -> int:
-        if self._pending is not None:
-            self._settle()
-        if self._closed or self._poisoned is not None or self._readonly or self._forked:
-            self._check_writable()
-        schema = self._schema
-        if type(state) is not schema.cls:
-            raise InvalidValue(
-                "<root>", f"expected a {schema.cls.__name__}, got {type(state).__name__}"
-            )
-        tail, last, current, _, _, _ = self._head
-        patches = schema.diff(current, state)
-        if not patches:
-            if state is not current:
-                self._head = (tail, last, state, tail, [], b"")
-            return last  # the commit point (if any) still covers earlier records
-        seq = last + 1
-        journal_size = self._journal_size
-        record, size = self._build(seq, tail, patches)
-        if size - RECORD_HEADER_SIZE > self._max_payload:
-            raise TransactionTooLarge(size, record_size(self._max_payload))
-        if tail + size + END_MARKER_SIZE - self._base.position > journal_size:
-            self._checkpoint_locked()
-            record, size = self._build(seq, tail, patches)  # the generation and durable_seq moved
-        new: _Head = (tail + size, seq, state, tail, patches, record)
-        # An exception from here to the clearing of _pending (a signal handler's, between
-        # any two bytecodes) leaves a pending commit, which the next call settles: see _settle.
-        self._pending = new
-        # Crash window: the record is in the page cache, not on disk. Process death keeps it
-        # (recovery replays it); an OS crash may keep any subset of its sectors, which the
-        # record's crc rejects as a torn tail, so recovery stops at the previous commit.
-        _writer.write(self._ring, journal_size, tail, record)
-        # The commit happens here, in one assignment: the head holds tail, seq and state.
-        # The commit point comes after the lock is released (see _commit_point), so other
-        # threads can append their records meanwhile and share one msync: group commit.
-        self._head = new
-        image = self._image
-        for offset, data in patches:
-            image[offset : offset + len(data)] = data
-        self._pending = None
-        stats = self.stats
-        stats.commits += 1
-        stats.bytes_journaled += size
-        if mode is Durability.INTERVAL and self._flusher is None:
-            self.start_flusher(self._flush_interval)
-        if tail + size - self._base.position > self._checkpoint_at:
-            self._checkpoint_locked()
-        return seq
-
-    def _settle(self) -> None:
-        """Finish or undo a commit that an exception interrupted (with the lock held).
-
-        The rule is recovery's: the commit happened if its record is whole in the ring (a
-        reader, or a reopen after a process death, would replay it), and not otherwise.
-
-        * The head was swapped, or the record is whole: the commit happened. The record is
-          written again (its end marker may have been cut), the head is swapped if it was
-          not, and the patches are applied to the image again (absolute offsets).
-        * The record is partial or absent: the commit did not happen. The zero end marker is
-          written over its start again, so that no later write can complete it.
-
-        Every step is idempotent, so a settle that is itself interrupted is simply redone.
-        """
-        pending = self._pending
-        if pending is None or self._forked or self._closed:
-            return
-        tail, _, _, start, patches, record = pending
-        if self._head is not pending:
-            size = self._journal_size
-            if not _writer.holds(self._ring.buffer, size, start, record[: tail - start]):
-                _writer.write_end_marker(self._ring, size, start)
-                if self._poisoned is None:
-                    # Crash window: until this msync returns, an OS crash may bring back a
-                    # record the zeros replace: only a partial one, which its crc rejects.
-                    # Without it, a checkpoint at this tail could lead a recovery after an
-                    # OS crash onto whatever an earlier lap left here.
-                    with suppress(StorePoisoned):  # poisoned now: every later write says so
-                        self._sync_marker(start)
-                self._pending = None
-                return
-            _writer.write(self._ring, self._journal_size, start, record)
-            self._head = pending
-        image = self._image
-        for offset, data in patches:
-            image[offset : offset + len(data)] = data
-        self._pending = None
-
-    def _settle_idle(self) -> None:
-        """Settle a pending commit for a reader, unless this thread is inside an operation."""
-        me = get_ident()
-        inside = self._inside
-        if me in inside:
-            return  # a signal handler reading the state: the interrupted call settles
-        with self._lock:
-            try:
-                inside.add(me)
-                self._settle()
-            finally:
-                inside.discard(me)
-
-    def _commit_point(self, seq: int) -> None:
-        """Return once the record of commit ``seq`` is durable (msync'ed), syncing if needed.
-
-        One thread msyncs at a time, outside the store lock, everything written so far; the
-        threads whose records that msync covered return without one of their own.
-
-        Raises:
-            StorePoisoned: the msync failed (now or in another thread); the commit is in doubt.
-        """
-        with self._sync_lock:
-            with self._lock:
-                synced = self._synced
-                if synced.seq >= seq:
-                    return  # covered by another thread's msync, or by a checkpoint
-                self._check_open()
-                tail, last = self._head[_TAIL], self._head[_SEQ]
-                start = max(synced.position, self._base.position)
-            # The commit point: once this msync returns, the records up to `last` are
-            # durable. An exception after it returns (a signal handler's) leaves durable_seq
-            # behind: durability is only ever reported for a sync known to have completed.
-            self._sync_range(start, tail)
-            with self._lock:
-                self._mark_synced(tail, last)
-
-    def _mark_synced(self, position: int, seq: int) -> None:
-        """Record that the journal through ``position`` and commits through ``seq`` are durable."""
-        synced = self._synced
-        if position > synced.position or seq > synced.seq:
-            self._synced = _Synced(max(position, synced.position), max(seq, synced.seq))
-
-    def _build(
-        self, seq: int, position: int, patches: list[tuple[int, bytes]]
-    ) -> tuple[bytes, int]:
-        base = self._base
-        return _writer.build_record(
-            base.epoch, seq, position, self._synced.seq, base.generation, patches
-        )
 
     # --- flushing and checkpoints ----------------------------------------------------------
 
@@ -536,140 +270,7 @@ class Store(Guarded, Generic[T]):
         finally:
             self._inside.discard(me)
 
-    def _sync_journal(self) -> None:
-        """msync the journal from the last synced position through the tail's end marker."""
-        synced = self._synced
-        tail, seq, _, _, _, _ = self._head
-        if synced.position >= tail:
-            return
-        self._sync_range(max(synced.position, self._base.position), tail)
-        self._mark_synced(tail, seq)
-
-    def _sync_range(self, start: int, tail: int) -> None:
-        """msync the ring from logical ``start`` through the end marker after ``tail``."""
-        if start >= tail:
-            return
-        _writer.sync(self._sync_ring, self._journal_size, start, tail)
-        self.stats.journal_syncs += 1
-
-    def _sync_marker(self, position: int) -> None:
-        """msync the end marker at ``position`` (two ranges when it wraps the ring's end)."""
-        _writer.sync_end_marker(self._sync_ring, self._journal_size, position)
-
-    def _sync_ring(self, offset: int, length: int) -> None:
-        self._guarded_sync(self._ring, offset, length)
-
-    def _guarded_sync(self, region: Region, offset: int, length: int) -> None:
-        try:
-            region.sync(offset, length)
-        except OSError as e:
-            # Never retry: after a failed msync the kernel may have dropped the dirty pages,
-            # and a second msync that succeeds proves nothing about them.
-            self._poisoned = e
-            raise StorePoisoned(e) from e
-
-    def _checkpoint_locked(
-        self, *, new_epoch: int | None = None, target: int | None = None
-    ) -> None:
-        assert self._pending is None, "a checkpoint must see the image of the head's state"
-        base = self._base
-        tail, seq, _, _, _, _ = self._head
-        target = 1 - base.slot if target is None else target
-        generation = base.generation + 1
-        epoch = base.epoch if new_epoch is None else new_epoch
-        slot_head = SlotHead(generation, epoch, seq, tail, self._header.state_size)
-        data = encode_slot(slot_head, self._image)
-        offset = target * self._header.slot_size
-        if self._synced.position < tail:
-            # The slot will say "the journal continues at the tail": make the zero end marker
-            # there durable first (only in process and interval modes; a commit point already
-            # synced it), so that after an OS crash the journal ends cleanly at the slot's
-            # position instead of on whatever an earlier lap left there.
-            self._sync_marker(tail)
-        # Crash window: the target slot is partly written. Its crc fails (or it still holds
-        # its older, valid contents), so recovery starts from the base slot and replays the
-        # journal, none of which has been released yet.
-        self._slots.write(offset, data)
-        self._guarded_sync(self._slots, offset, len(data))
-        # The slot is durable: from here recovery starts from it. Only now may the journal
-        # space before the tail be reused, and that happens in this one assignment. An
-        # exception before it (a signal handler's) leaves the old base in memory: still a
-        # durable slot whose records are all in the journal, so the store stays correct; the
-        # next checkpoint writes the same target slot again.
-        self._base = _Base(target, tail, seq, generation, epoch)
-        self._mark_synced(tail, seq)
-        self.stats.slot_syncs += 1
-        self.stats.checkpoints += 1
-
-    def begin_session(self, max_generation: int, max_epoch: int) -> None:
-        """Make the recovered state this session's durable starting point (for ``_open``).
-
-        Called once by a writable open, before the store is returned. When it returns the
-        recovered state is durable in a slot with a new epoch.
-        """
-        self._base = self._base._replace(generation=max_generation)
-        tail = self._head[_TAIL]
-        # Crash window: zeroing the end marker only touches bytes past the recovered chain
-        # (a torn tail at most), so recovery from the base slot is unchanged if we stop here.
-        _writer.write_end_marker(self._ring, self._journal_size, tail)
-        self._sync_marker(tail)
-        # A new epoch, durable in a slot before any record of this session is written: records
-        # left by earlier sessions (including unsynced ones recovery could not see) carry other
-        # epochs and can never be replayed after this point. The slot with the highest epoch
-        # is never the one written here: normally the older slot is the target; a roll-back
-        # to the previous generation rewrites the older slot in place (torn, it leaves the
-        # newer one, and with it the highest epoch, intact; the roll-back just did not happen).
-        epoch = max_epoch + 1  # check_counters refused a session at the last epoch
-        if not self._report.previous_generation:
-            self._checkpoint_locked(new_epoch=epoch)
-            return
-        self._checkpoint_locked(new_epoch=epoch, target=self._base.slot)
-        # Crash window: the rolled-back state is durable in the newest slot; the other slot
-        # still holds the discarded generation. Overwrite it too, so a later roll-back or a
-        # fallback can never bring the discarded state back.
-        self._checkpoint_locked()
-
     # --- life cycle ------------------------------------------------------------------------
-
-    def _check_open(self) -> None:
-        if self._closed:
-            raise StoreClosed(f"{self._path}: the store is closed")
-        if self._poisoned is not None:
-            raise StorePoisoned(self._poisoned)
-
-    def _check_writable(self) -> None:
-        if self._forked and not self._closed:
-            raise ForkedStore(self._path)
-        self._check_open()
-        if self._readonly:
-            raise ReadOnlyStore(f"{self._path}: the store was opened read-only")
-
-    def start_flusher(self, interval: float) -> None:
-        """Start the background flush of the interval durability (for ``_open``)."""
-        self._flusher = start_flusher(
-            weakref.WeakMethod(self._flush_tick),
-            interval,
-            self._stop_flusher,
-            f"journalstate-flush:{self._path}",
-        )
-
-    def stop_flusher(self) -> None:
-        """Ask the background flusher, if any, to end (for a simulated process death)."""
-        self._stop_flusher.set()
-
-    def _flush_tick(self) -> bool:
-        """One background flush; False when the flusher should stop."""
-        with self._lock:
-            if self._closed or self._poisoned is not None or self._forked:
-                return False
-            try:
-                self._sync_journal()
-            except StorePoisoned:
-                return False
-            except BaseException as e:  # nobody to raise to: poison the store
-                self._poisoned = e
-                return False
-        return True
 
     def close(self) -> None:
         """Checkpoint (when writable and anything changed), unmap and release the lock.
@@ -703,7 +304,7 @@ class Store(Guarded, Generic[T]):
                         if (
                             not self._readonly
                             and self._poisoned is None
-                            and self._head[_SEQ] != self._base.seq
+                            and self._head[SEQ] != self._base.seq
                         ):
                             self._checkpoint_locked()
                     except Exception:
@@ -730,11 +331,6 @@ class Store(Guarded, Generic[T]):
             part.close()
         self._file.close()
 
-    def _forked_in_child(self) -> None:
-        """In a child process after fork(): refuse writes, forget the parent's threads."""
-        super()._forked_in_child()
-        self._flusher = None  # the thread exists only in the parent
-
     def __enter__(self) -> Store[T]:
         return self
 
@@ -745,7 +341,7 @@ class Store(Guarded, Generic[T]):
         if self._closed:
             status = "closed"
         else:
-            status = f"seq={self._head[_SEQ]} generation={self._base.generation}"
+            status = f"seq={self._head[SEQ]} generation={self._base.generation}"
         return f"<journalstate.Store {self._path!r} {status}>"
 
 
