@@ -1,23 +1,20 @@
 """Opening a store: creating the file when missing, validating it, recovering, starting a session.
 
-What belongs here: :func:`open` and the steps it takes before a :class:`Store` exists. The
-store itself (commits, checkpoints, syncs) is in ``_store``.
+What belongs here: :func:`open` and the steps it takes before a :class:`Store` exists, and
+the start of a writer's session. Its arguments are checked in ``_options``; the store itself
+(commits, checkpoints, syncs) is in ``_store`` and ``_chain``.
 """
 
 from __future__ import annotations
 
-import math
 import os
-import threading
 from collections.abc import Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from journalstate._descriptor import compare_descriptors
-from journalstate._durability import Durability, durability_of
+from journalstate._durability import Durability
 from journalstate._dynamic import class_from_descriptor
 from journalstate._errors import (
-    InvalidArgument,
-    InvalidArgumentType,
     InvalidValue,
     JournalStateError,
     SchemaMismatch,
@@ -28,7 +25,6 @@ from journalstate._errors import (
 )
 from journalstate._format import (
     HEADER_FIXED_SIZE,
-    MAX_JOURNAL_SIZE,
     MAX_SCHEMA_LENGTH,
     SLOT_HEAD_SIZE,
     Header,
@@ -41,12 +37,12 @@ from journalstate._format import (
     header_read_size,
     slot_size_for,
 )
-from journalstate._io import PAGE_SIZE, OsStorage, Region, Storage
+from journalstate._io import PAGE_SIZE, Region, Storage, StoreFile
+from journalstate._options import Options, checked_options
 from journalstate._recovery import Recovered, RecoveryMode, recover
-from journalstate._schema import Schema, check_frozen, compile_schema
+from journalstate._schema import Schema, compile_schema
 from journalstate._store import (
     DEFAULT_CHECKPOINT_THRESHOLD,
-    DEFAULT_JOURNAL_SIZE,
     Store,
 )
 
@@ -130,72 +126,6 @@ def _new_file_chunks(
     return header, chunks
 
 
-def _path_argument(path: object) -> str:
-    """``path`` as a str, or InvalidArgument(Type) when no store can live there."""
-    try:
-        text = os.fspath(path)  # type: ignore[call-overload]
-    except TypeError:
-        raise InvalidArgumentType(
-            "path", f"expected a str or os.PathLike, got {type(path).__qualname__}"
-        ) from None
-    if not isinstance(text, str):
-        raise InvalidArgumentType("path", f"expected a str path, got {type(text).__qualname__}")
-    if not text or "\0" in text:
-        raise InvalidArgument("path", f"{text!r} is not a file name")
-    return text
-
-
-def _recovery_mode(value: object) -> RecoveryMode:
-    choices = ", ".join(m.value for m in RecoveryMode)
-    if not isinstance(value, str):  # a RecoveryMode is a str too
-        raise InvalidArgumentType(
-            "recovery", f"expected a string or a RecoveryMode, got {type(value).__qualname__}"
-        )
-    try:
-        return RecoveryMode(value)
-    except ValueError:
-        raise InvalidArgument(
-            "recovery", f"unknown recovery mode {value!r}; use one of {choices}"
-        ) from None
-
-
-def _journal_size(value: object) -> int:
-    """The journal size of a new store: whole pages, from one page to MAX_JOURNAL_SIZE.
-
-    A size that is not a multiple of the page size is rounded up; 0 and negatives are refused.
-    """
-    if value is None:
-        return DEFAULT_JOURNAL_SIZE
-    if type(value) is not int:  # bool and float are refused too
-        raise InvalidArgumentType(
-            "journal_size", f"expected an int number of bytes, got {_short(value)}"
-        )
-    if not 0 < value <= MAX_JOURNAL_SIZE:
-        raise InvalidArgument(
-            "journal_size",
-            f"must be from 1 byte (rounded up to {PAGE_SIZE}) to {MAX_JOURNAL_SIZE}, "
-            f"not {_short(value)}",
-        )
-    return align(value, PAGE_SIZE)
-
-
-def _short(value: object) -> str:
-    text = repr(value)
-    return text if len(text) <= 40 else text[:37] + "..."
-
-
-def _number(name: str, value: object, fits: Callable[[float], bool], wanted: str) -> None:
-    """Refuse ``value`` unless it is an int or float (not a bool) that ``fits``."""
-    if not isinstance(value, int | float) or isinstance(value, bool):
-        raise InvalidArgumentType(name, f"expected {wanted}, got {_short(value)}")
-    try:
-        number = float(value)
-    except OverflowError:  # an int too large for a float
-        number = math.inf
-    if math.isnan(number) or not fits(number):
-        raise InvalidArgument(name, f"expected {wanted}, got {_short(value)}")
-
-
 def open(
     path: str | os.PathLike[str],
     schema: type[T] | None,
@@ -248,83 +178,74 @@ def open(
         StoreNotFound, NotAStore, TruncatedStore, UnsupportedVersion, SchemaMismatch,
         UnsafePath, NoSpace, StoreLocked, StoreCorrupt, Unrecoverable, SchemaError.
     """
-    path = _path_argument(path)
-    mode = durability_of(durability, Durability.COMMIT)
-    rec_mode = _recovery_mode(recovery)
-    for name, flag in (
-        ("create", create),
-        ("readonly", readonly),
-        ("previous_generation", previous_generation),
-    ):
-        if type(flag) is not bool:
-            raise InvalidArgumentType(name, f"expected True or False, got {_short(flag)}")
-    size = _journal_size(journal_size)
-    _number(
-        "checkpoint_threshold",
-        checkpoint_threshold,
-        lambda x: 0.0 < x <= 1.0,
-        "a fraction of the journal in (0, 1]",
+    options = checked_options(
+        path,
+        schema,
+        durability=durability,
+        journal_size=journal_size,
+        create=create,
+        readonly=readonly,
+        initial=initial,
+        recovery=recovery,
+        previous_generation=previous_generation,
+        flush_interval=flush_interval,
+        lock_timeout=lock_timeout,
+        checkpoint_threshold=checkpoint_threshold,
+        storage=storage,
     )
-    _number(
-        "flush_interval",
-        flush_interval,
-        lambda x: 0.0 < x <= threading.TIMEOUT_MAX,
-        f"a number of seconds > 0 and at most {threading.TIMEOUT_MAX:.0f}",
-    )
-    _number(
-        "lock_timeout",
-        lock_timeout,
-        lambda x: x >= 0.0,
-        "a number of seconds >= 0 (math.inf waits as long as it takes)",
-    )
-    compiled = None if schema is None else compile_schema(schema)
-    if compiled is not None:
-        check_frozen(compiled)
-    if initial is not None:
-        if compiled is None:
-            raise InvalidArgument("initial", "a new store needs a schema class too")
-        if type(initial) is not compiled.cls:
-            raise InvalidArgumentType(
-                "initial",
-                f"expected a {compiled.cls.__qualname__}, got {type(initial).__qualname__}",
-            )
-    if storage is None:
-        storage = OsStorage()
-    elif not all(callable(getattr(storage, m, None)) for m in ("exists", "create", "open")):
-        raise InvalidArgumentType(
-            "storage", f"expected a Storage (exists, create, open), got {_short(storage)}"
-        )
-    if not storage.exists(path):
-        if readonly or not create or compiled is None:
-            raise StoreNotFound(path, "no such store")
-        header, chunks = _new_file_chunks(
-            compiled, compiled.default() if initial is None else initial, size
-        )
-        storage.create(path, header.file_size, chunks)  # False: created meanwhile; open it
+    if not options.storage.exists(options.path):
+        _create(options)
+    return _open_file(options)
 
-    file = storage.open(path, writable=not readonly)
+
+def _create(options: Options) -> None:
+    """Create the missing store file (another process may create it first: then it opens)."""
+    compiled = options.schema
+    if options.readonly or not options.create or compiled is None:
+        raise StoreNotFound(options.path, "no such store")
+    initial = compiled.default() if options.initial is None else options.initial
+    header, chunks = _new_file_chunks(compiled, initial, options.journal_size)
+    options.storage.create(options.path, header.file_size, chunks)  # False: created meanwhile
+
+
+def _read_header(path: str, file: StoreFile) -> Header:
+    """The file's validated header."""
+    file_size = file.size
+    head = file.read(0, HEADER_FIXED_SIZE)
+    if len(head) >= HEADER_FIXED_SIZE:
+        head = file.read(0, header_read_size(head, file_size))
+    header = decode_header(path, head, file_size)
+    if header.page_size % PAGE_SIZE:
+        raise StoreFileError(
+            path, f"page size {header.page_size} is not a multiple of this system's {PAGE_SIZE}"
+        )
+    return header
+
+
+def _file_schema(path: str, compiled: Schema | None, header: Header) -> Schema:
+    """The schema to open with: ``compiled``, or the one the file stores; the two must agree."""
+    if compiled is None:
+        try:
+            cls = class_from_descriptor(header.schema, state_size=header.state_size)
+            compiled = compile_schema(cls)
+        except (ValueError, JournalStateError) as e:
+            raise Unrecoverable(path, f"the stored schema is unusable: {e}", offset=0) from e
+    differences = compare_descriptors(compiled.descriptor, header.schema)
+    if differences:
+        raise SchemaMismatch(path, differences)
+    return compiled
+
+
+def _open_file(options: Options) -> Store[Any]:
+    """Open, lock, validate, map and recover the store file; start a writer's session."""
+    path, readonly = options.path, options.readonly
+    file = options.storage.open(path, writable=not readonly)
     regions: list[Region] = []
     try:
         if not readonly:
-            file.lock(lock_timeout)
-        file_size = file.size
-        head = file.read(0, HEADER_FIXED_SIZE)
-        if len(head) >= HEADER_FIXED_SIZE:
-            head = file.read(0, header_read_size(head, file_size))
-        header = decode_header(path, head, file_size)
-        if header.page_size % PAGE_SIZE:
-            raise StoreFileError(
-                path, f"page size {header.page_size} is not a multiple of this system's {PAGE_SIZE}"
-            )
-        if compiled is None:
-            try:
-                cls = class_from_descriptor(header.schema, state_size=header.state_size)
-                compiled = compile_schema(cls)
-            except (ValueError, JournalStateError) as e:
-                raise Unrecoverable(path, f"the stored schema is unusable: {e}", offset=0) from e
-        differences = compare_descriptors(compiled.descriptor, header.schema)
-        if differences:
-            raise SchemaMismatch(path, differences)
+            file.lock(options.lock_timeout)
+        header = _read_header(path, file)
+        compiled = _file_schema(path, options.schema, header)
         if not readonly:
             # Only now that the header's sizes are validated: a sparse copy gets its holes
             # allocated before any write through a map could meet one on a full disk.
@@ -342,8 +263,8 @@ def open(
             header,
             slots,
             ring,
-            mode=rec_mode,
-            previous_generation=previous_generation,
+            mode=options.recovery,
+            previous_generation=options.previous_generation,
             validate=validate,
             concurrent_writer=readonly,
         )
@@ -351,34 +272,39 @@ def open(
             state = compiled.decode(recovered.image)
         except InvalidValue as e:  # validated by recovery; only a racing writer gets here
             raise StoreCorrupt(path, f"the recovered state does not decode ({e})") from e
-        store: Store[T] = Store(
+        store: Store[Any] = Store(
             path=path,
             schema=compiled,
             file=file,
             header=header,
             slots=slots,
             ring=ring,
-            state=state,  # type: ignore[arg-type]
+            state=state,
             image=recovered.image,
             report=recovered.report,
-            durability=mode,
+            durability=options.durability,
             readonly=readonly,
-            checkpoint_threshold=checkpoint_threshold,
-            flush_interval=flush_interval,
+            checkpoint_threshold=options.checkpoint_threshold,
+            flush_interval=options.flush_interval,
         )
         if not readonly:
-            check_counters(
-                path,
-                max_epoch=recovered.max_epoch,
-                max_generation=recovered.max_generation,
-                seq=recovered.report.seq,
-            )
-            store.begin_session(recovered.max_generation, recovered.max_epoch)
-            if mode is Durability.INTERVAL:
-                store.start_flusher(flush_interval)
+            _start_session(store, recovered, options)
         return store
     except BaseException:
         for region in reversed(regions):
             region.close()
         file.close()
         raise
+
+
+def _start_session(store: Store[Any], recovered: Recovered, options: Options) -> None:
+    """Make the recovered state a writer's durable starting point, with a new epoch."""
+    check_counters(
+        options.path,
+        max_epoch=recovered.max_epoch,
+        max_generation=recovered.max_generation,
+        seq=recovered.report.seq,
+    )
+    store.begin_session(recovered.max_generation, recovered.max_epoch)
+    if options.durability is Durability.INTERVAL:
+        store.start_flusher(options.flush_interval)

@@ -31,8 +31,6 @@ from journalstate._txn import Draft, build, close
 
 T = TypeVar("T")
 
-DEFAULT_JOURNAL_SIZE = 1 << 20
-"""Journal ring size for new stores (bytes): room for thousands of small commits."""
 DEFAULT_CHECKPOINT_THRESHOLD = 0.5
 """A commit that leaves the journal fuller than this fraction is followed by a checkpoint."""
 
