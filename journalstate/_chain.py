@@ -3,9 +3,9 @@
 What belongs here is :class:`Chain`, the base of the store that keeps where the chain of
 records stands (three immutable values, each replaced in one assignment: ``_head``,
 ``_base``, ``_synced``) and runs each write path with its lock held: a commit's record into
-the ring, the settling of a commit an exception cut short, the commit point's msync, the
-checkpoint into a slot, and the start of a writable session. The bytes and where they go in
-the ring are ``_writer``'s; the public calls, and closing, are ``_store``'s.
+the ring, the settling of a commit an exception cut short, the commit point's msync and the
+checkpoint into a slot. The bytes and where they go in the ring are ``_writer``'s; the public
+calls, the start of a writable session and closing are ``_store``'s.
 
 Write paths (each crash window is described where the write happens, and in docs/design.md):
 
@@ -14,8 +14,9 @@ Write paths (each crash window is described where the write happens, and in docs
   the last sync. That msync is the commit point.
 * checkpoint: write the whole state into the slot recovery does not start from, with the next
   generation, msync it, and only then release the journal space it covers.
-* open for writing: recover, zero the end marker at the recovered tail, then checkpoint with a
-  new epoch, so records from before this recovery can never join this session's chain.
+* open for writing (``Store.begin_session``): recover, zero the end marker at the recovered
+  tail, then checkpoint with a new epoch, so records from before this recovery can never join
+  this session's chain.
 """
 
 from __future__ import annotations
@@ -364,34 +365,6 @@ class Chain(Guarded, Generic[T]):
         self._mark_synced(tail, seq)
         self.stats.slot_syncs += 1
         self.stats.checkpoints += 1
-
-    def begin_session(self, max_generation: int, max_epoch: int) -> None:
-        """Make the recovered state this session's durable starting point (for ``_open``).
-
-        Called once by a writable open, before the store is returned. When it returns the
-        recovered state is durable in a slot with a new epoch.
-        """
-        self._base = self._base._replace(generation=max_generation)
-        tail = self._head[TAIL]
-        # Crash window: zeroing the end marker only touches bytes past the recovered chain
-        # (a torn tail at most), so recovery from the base slot is unchanged if we stop here.
-        _writer.write_end_marker(self._ring, self._journal_size, tail)
-        self._sync_marker(tail)
-        # A new epoch, durable in a slot before any record of this session is written: records
-        # left by earlier sessions (including unsynced ones recovery could not see) carry other
-        # epochs and can never be replayed after this point. The slot with the highest epoch
-        # is never the one written here: normally the older slot is the target; a roll-back
-        # to the previous generation rewrites the older slot in place (torn, it leaves the
-        # newer one, and with it the highest epoch, intact; the roll-back just did not happen).
-        epoch = max_epoch + 1  # check_counters refused a session at the last epoch
-        if not self._report.previous_generation:
-            self._checkpoint_locked(new_epoch=epoch)
-            return
-        self._checkpoint_locked(new_epoch=epoch, target=self._base.slot)
-        # Crash window: the rolled-back state is durable in the newest slot; the other slot
-        # still holds the discarded generation. Overwrite it too, so a later roll-back or a
-        # fallback can never bring the discarded state back.
-        self._checkpoint_locked()
 
     def _check_open(self) -> None:
         if self._closed:

@@ -2,8 +2,9 @@
 
 What belongs here is :class:`Store`'s public face: its properties, and the calls commit,
 transaction, flush, checkpoint and close, each of which marks its thread, takes the lock and
-runs a write path of :class:`~journalstate._chain.Chain`, where the chain's bookkeeping and
-each crash window are. Re-entry, fork and pickling are guarded in ``_guards``; the records'
+runs a write path of :class:`~journalstate._chain.Chain`, where the chain's bookkeeping is;
+and the calls ``_open`` makes (``begin_session``, ``start_flusher``) and ``_inspect`` reads
+(``slot_buffer``, ``ring_buffer``). Re-entry, fork and pickling are guarded in ``_guards``; the records'
 bytes and their place in the ring are ``_writer``'s.
 
 Signals (docs/design.md, "Signals, Ctrl-C and fork"): the chain's bookkeeping is three
@@ -20,6 +21,7 @@ from contextlib import contextmanager
 from threading import get_ident
 from typing import Any, TypeVar
 
+from journalstate import _writer
 from journalstate._chain import SEQ, STATE, TAIL, Chain
 from journalstate._durability import Durability, durability_of
 from journalstate._errors import ReentrantCall
@@ -267,6 +269,36 @@ class Store(Chain[T]):
                 self._checkpoint_locked()
         finally:
             self._inside.discard(me)
+
+    # --- the session -----------------------------------------------------------------------
+
+    def begin_session(self, max_generation: int, max_epoch: int) -> None:
+        """Make the recovered state this session's durable starting point (for ``_open``).
+
+        Called once by a writable open, before the store is returned. When it returns the
+        recovered state is durable in a slot with a new epoch.
+        """
+        self._base = self._base._replace(generation=max_generation)
+        tail = self._head[TAIL]
+        # Crash window: zeroing the end marker only touches bytes past the recovered chain
+        # (a torn tail at most), so recovery from the base slot is unchanged if we stop here.
+        _writer.write_end_marker(self._ring, self._journal_size, tail)
+        self._sync_marker(tail)
+        # A new epoch, durable in a slot before any record of this session is written: records
+        # left by earlier sessions (including unsynced ones recovery could not see) carry other
+        # epochs and can never be replayed after this point. The slot with the highest epoch
+        # is never the one written here: normally the older slot is the target; a roll-back
+        # to the previous generation rewrites the older slot in place (torn, it leaves the
+        # newer one, and with it the highest epoch, intact; the roll-back just did not happen).
+        epoch = max_epoch + 1  # check_counters refused a session at the last epoch
+        if not self._report.previous_generation:
+            self._checkpoint_locked(new_epoch=epoch)
+            return
+        self._checkpoint_locked(new_epoch=epoch, target=self._base.slot)
+        # Crash window: the rolled-back state is durable in the newest slot; the other slot
+        # still holds the discarded generation. Overwrite it too, so a later roll-back or a
+        # fallback can never bring the discarded state back.
+        self._checkpoint_locked()
 
     # --- life cycle ------------------------------------------------------------------------
 
