@@ -4,8 +4,8 @@ What belongs here is :class:`Store`'s public face: its properties, and the calls
 transaction, flush, checkpoint and close, each of which marks its thread, takes the lock and
 runs a write path of :class:`~journalstate._chain.Chain`, where the chain's bookkeeping is;
 and the calls ``_open`` makes (``begin_session``, ``start_flusher``) and ``_inspect`` reads
-(``slot_buffer``, ``ring_buffer``). Re-entry, fork and pickling are guarded in ``_guards``; the records'
-bytes and their place in the ring are ``_writer``'s.
+(``slot_buffer``, ``ring_buffer``). Re-entry, fork and pickling are guarded in ``_guards``;
+the records' bytes and their place in the ring are ``_writer``'s.
 
 Signals (docs/design.md, "Signals, Ctrl-C and fork"): the chain's bookkeeping is three
 immutable values (``_head``, ``_base``, ``_synced``), each replaced in one assignment, and a
