@@ -53,6 +53,7 @@ from journalstate._io import Region, StoreFile
 from journalstate._journal import max_payload
 from journalstate._recovery import RecoveryReport
 from journalstate._schema import Schema
+from journalstate._writer import build_record
 
 T = TypeVar("T")
 
@@ -181,12 +182,18 @@ class Chain(Guarded, Generic[T]):
             return last  # the commit point (if any) still covers earlier records
         seq = last + 1
         journal_size = self._journal_size
-        record, size = self._build(seq, tail, patches)
+        base = self._base
+        record, size = build_record(
+            base.epoch, seq, tail, self._synced.seq, base.generation, patches
+        )
         if size - RECORD_HEADER_SIZE > self._max_payload:
             raise TransactionTooLarge(size, record_size(self._max_payload))
         if tail + size + END_MARKER_SIZE - self._base.position > journal_size:
             self._checkpoint_locked()
-            record, size = self._build(seq, tail, patches)  # the generation and durable_seq moved
+            base = self._base  # the generation and durable_seq moved
+            record, size = build_record(
+                base.epoch, seq, tail, self._synced.seq, base.generation, patches
+            )
         new: _Head = (tail + size, seq, state, tail, patches, record)
         # An exception from here to the clearing of _pending (a signal handler's, between
         # any two bytecodes) leaves a pending commit, which the next call settles: see _settle.
@@ -292,14 +299,6 @@ class Chain(Guarded, Generic[T]):
         synced = self._synced
         if position > synced.position or seq > synced.seq:
             self._synced = _Synced(max(position, synced.position), max(seq, synced.seq))
-
-    def _build(
-        self, seq: int, position: int, patches: list[tuple[int, bytes]]
-    ) -> tuple[bytes, int]:
-        base = self._base
-        return _writer.build_record(
-            base.epoch, seq, position, self._synced.seq, base.generation, patches
-        )
 
     def _sync_journal(self) -> None:
         """msync the journal from the last synced position through the tail's end marker."""

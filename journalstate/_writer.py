@@ -17,6 +17,8 @@ import struct
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Final, Protocol
 
+from crc32c import crc32c
+
 from journalstate._format import (
     END_MARKER_SIZE,
     KIND_COMMIT,
@@ -39,7 +41,11 @@ END_MARKER: Final = bytes(END_MARKER_SIZE)
 _RECORD_REST = struct.Struct(RECORD_HEADER_FMT[0] + RECORD_HEADER_FMT[2:])  # minus the crc
 _PATCH_HEAD = struct.Struct(PATCH_HEAD_FMT)
 _CRC_FIELD = struct.Struct("<I")
-_PADDINGS = tuple(bytes(n) for n in range(RECORD_ALIGN))
+_PADDINGS = tuple(bytes(record_size(n) - RECORD_HEADER_SIZE - n) for n in range(RECORD_ALIGN))
+"""The zero padding after a payload of ``n`` bytes, by ``n % RECORD_ALIGN`` (from record_size)."""
+assert all(
+    len(_PADDINGS[n % RECORD_ALIGN]) == record_size(n) - RECORD_HEADER_SIZE - n for n in range(64)
+)
 
 
 class Ring(Protocol):
@@ -106,13 +112,14 @@ def build_record(
         parts.append(pack(offset, len(data)))
         parts.append(data)
         length += PATCH_HEAD_SIZE + len(data)
-    size = record_size(length)
     parts[0] = _RECORD_REST.pack(
         length, epoch, KIND_COMMIT, 0, seq, position, durable_seq, generation
     )
-    parts.append(_PADDINGS[size - RECORD_HEADER_SIZE - length])
+    padding = _PADDINGS[length % RECORD_ALIGN]
+    parts.append(padding)
     body = b"".join(parts)
-    return b"".join((_CRC_FIELD.pack(mask(crc(body))), body, END_MARKER)), size
+    checksum = _CRC_FIELD.pack(mask(crc32c(body)))
+    return b"".join((checksum, body, END_MARKER)), RECORD_HEADER_SIZE + length + len(padding)
 
 
 # --- placement in the ring ---------------------------------------------------------------------
