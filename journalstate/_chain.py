@@ -77,7 +77,7 @@ _Head = tuple[int, int, Any, int, list[tuple[int, bytes]], bytes]
 
 ``(tail, seq, state, start, patches, record)``: the logical journal position where the next
 record goes, the sequence number and the state of the last commit, and what
-:meth:`Store._settle` needs to finish or undo that commit: where its record starts, its
+:meth:`Chain._settle` needs to finish or undo that commit: where its record starts, its
 patches to the state image and the record's bytes with the end marker after it (empty when it
 wrote no record). A plain tuple: the commit path builds one per commit, and a named tuple
 costs several times more to build. Read it with the indexes below.
