@@ -31,7 +31,6 @@ from journalstate._format import (
     Header,
     align,
     encode_header,
-    encode_patches,
     header_crc,
     record_crc,
     record_size,
@@ -52,6 +51,7 @@ from journalstate._layout import (
     MAX_STATE_SIZE,
 )
 from journalstate._schema import compile_schema
+from journalstate._writer import encode_patches
 
 SECTOR = 512
 PAGE = 4096

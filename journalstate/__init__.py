@@ -5,6 +5,8 @@ journal of checksummed records. See docs/format.md for the bytes and docs/design
 every crash leaves a committed state.
 """
 
+from journalstate._chain import StoreStats
+from journalstate._durability import Durability
 from journalstate._errors import (
     CounterExhausted,
     ForkedStore,
@@ -61,7 +63,7 @@ from journalstate._open import open
 from journalstate._reason import Reason
 from journalstate._report import Damage, RecoveryMode, RecoveryReport
 from journalstate._slots import SlotStatus
-from journalstate._store import Durability, Store, StoreStats
+from journalstate._store import Store
 from journalstate._txn import Draft
 
 __version__ = "0.1.0"

@@ -317,90 +317,9 @@ def decode_record_header(data: bytes | bytearray | memoryview) -> RecordHeader:
     return RecordHeader(*struct.unpack_from(RECORD_HEADER_FMT, data))
 
 
-def encode_record(
-    *,
-    epoch: int,
-    seq: int,
-    position: int,
-    durable_seq: int,
-    generation: int,
-    payload: bytes,
-) -> bytes:
-    """A whole record: header, payload and zero padding to the record alignment."""
-    length = len(payload)
-    head = struct.pack(
-        RECORD_HEADER_FMT, 0, length, epoch, KIND_COMMIT, 0, seq, position, durable_seq, generation
-    )
-    pad = record_size(length) - RECORD_HEADER_SIZE - length
-    body = head[4:] + payload + bytes(pad)
-    checksum = mask(crc(body))
-    return struct.pack("<I", checksum) + body
-
-
 def record_crc(record: bytes | bytearray | memoryview) -> int:
     """Masked crc of a whole record (everything after the crc field, padding included)."""
     return mask(crc(record[4:]))
-
-
-_RECORD_REST = struct.Struct(RECORD_HEADER_FMT[0] + RECORD_HEADER_FMT[2:])  # minus the crc
-_PATCH_HEAD = struct.Struct(PATCH_HEAD_FMT)
-_CRC_FIELD = struct.Struct("<I")
-_PADDINGS = tuple(bytes(n) for n in range(RECORD_ALIGN))
-_END_MARKER = bytes(END_MARKER_SIZE)
-
-
-def build_record(
-    *,
-    epoch: int,
-    seq: int,
-    position: int,
-    durable_seq: int,
-    generation: int,
-    patches: list[tuple[int, bytes]],
-) -> tuple[bytes, int]:
-    """A commit record for ``patches``, followed by the zero end marker.
-
-    The same bytes as :func:`encode_record` of :func:`encode_patches` plus the end marker,
-    built in one pass for the commit path. Returns the bytes and the record's size.
-    """
-    return build_record_fast(epoch, seq, position, durable_seq, generation, patches)
-
-
-def build_record_fast(
-    epoch: int,
-    seq: int,
-    position: int,
-    durable_seq: int,
-    generation: int,
-    patches: list[tuple[int, bytes]],
-) -> tuple[bytes, int]:
-    """:func:`build_record` with positional arguments, for the commit path."""
-    parts: list[bytes] = [b""]
-    pack = _PATCH_HEAD.pack
-    length = 0
-    for offset, data in patches:
-        parts.append(pack(offset, len(data)))
-        parts.append(data)
-        length += PATCH_HEAD_SIZE + len(data)
-    size = (RECORD_HEADER_SIZE + length + RECORD_ALIGN - 1) & -RECORD_ALIGN
-    parts[0] = _RECORD_REST.pack(
-        length, epoch, KIND_COMMIT, 0, seq, position, durable_seq, generation
-    )
-    parts.append(_PADDINGS[size - RECORD_HEADER_SIZE - length])
-    body = b"".join(parts)
-    value = int(_crc32c.crc32c(body))
-    checksum = ((((value >> 15) | (value << 17)) & 0xFFFFFFFF) + _MASK_DELTA) & 0xFFFFFFFF
-    return b"".join((_CRC_FIELD.pack(checksum), body, _END_MARKER)), size
-
-
-def encode_patches(patches: list[tuple[int, bytes]]) -> bytes:
-    """A record payload from (state offset, new bytes) pairs."""
-    parts: list[bytes] = []
-    pack = struct.Struct(PATCH_HEAD_FMT).pack
-    for offset, data in patches:
-        parts.append(pack(offset, len(data)))
-        parts.append(data)
-    return b"".join(parts)
 
 
 MAX_PAGE_SIZE: Final = 1 << 20

@@ -145,7 +145,7 @@ def info(store: Store[Any], file_size: int) -> dict[str, Any]:
 
 def slot_states(store: Store[Any]) -> Iterator[tuple[SlotStatus, bytes | None]]:
     """Both slots with their state bytes (None for an invalid slot)."""
-    yield from read_slots(store._slots.buffer, store.header)
+    yield from read_slots(store.slot_buffer(), store.header)
 
 
 def _leaf(tree: dict[str, Any], path: str) -> Any:
@@ -198,7 +198,7 @@ def history(store: Store[Any]) -> list[LogEntry]:
     head, image_bytes = start
     image = bytearray(image_bytes)
     reader = ChainReader(
-        store._ring.buffer,
+        store.ring_buffer(),
         header.journal_size,
         epoch=head.epoch,
         position=head.position,

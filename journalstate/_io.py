@@ -1,6 +1,7 @@
 """The storage interface, and its real implementation over files, mmap and msync.
 
-This is the only module that touches the operating system's files. The store talks to a
+With ``_tempfiles`` (temporary files and block allocation), this is the only module that
+touches the operating system's files. The store talks to a
 :class:`Storage` (create a file atomically, open it) and a :class:`StoreFile` (read its header,
 lock it, map regions); each mapped :class:`Region` owns the mapped bytes and their sync call.
 A simulated disk implements the same three protocols, which is how crash tests run the real
@@ -13,8 +14,6 @@ import contextlib
 import errno
 import mmap
 import os
-import re
-import secrets
 import stat
 import sys
 import time
@@ -23,12 +22,21 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import Protocol, TypeAlias, cast
 
 from journalstate._errors import (
-    NoSpace,
     StoreFileError,
     StoreLocked,
     StoreNotFound,
     UnsafePath,
     UnsupportedPlatform,
+)
+from journalstate._tempfiles import (
+    allocate_holes,
+    clean_temporaries,
+    create_temporary,
+    creation_error,
+    fsync_dir,
+    open_temporary,
+    preallocate,
+    remove_stray_temporaries,
 )
 
 # Only Linux is supported, but importing must work anywhere: what is missing is reported by
@@ -46,7 +54,6 @@ Buffer: TypeAlias = "bytes | bytearray | mmap.mmap"
 """Read access to mapped bytes: slicing and ``find`` work the same on all three."""
 
 PAGE_SIZE = mmap.ALLOCATIONGRANULARITY
-_ZEROS = bytes(1 << 20)
 
 
 class Region(Protocol):
@@ -185,6 +192,37 @@ def file_replaced(file: StoreFile) -> bool:
     return bool(check()) if callable(check) else False
 
 
+_REOPEN_ATTEMPTS = 100
+
+
+def open_store_file(
+    storage: Storage, path: str, *, readonly: bool, lock_timeout: float
+) -> StoreFile:
+    """Open the file, and for writing take its lock; then make sure ``path`` still names it.
+
+    A migration renames a new store over the path while holding the old file's lock, so a
+    writer that was waiting for that lock gets it on a file nobody will read again: it closes
+    that file and opens the path anew.
+
+    Raises:
+        StoreLocked: another writer holds the lock past ``lock_timeout``.
+        StoreFileError: the path was replaced again and again while opening.
+    """
+    for _ in range(_REOPEN_ATTEMPTS):
+        file = storage.open(path, writable=not readonly)
+        if readonly:
+            return file
+        try:
+            file.lock(lock_timeout)
+            if not file_replaced(file):
+                return file
+        except BaseException:
+            file.close()
+            raise
+        file.close()
+    raise StoreFileError(path, "replaced by another file again and again while opening; retry")
+
+
 # --- the real thing ------------------------------------------------------------------------------
 
 
@@ -302,7 +340,7 @@ class OsFile:
         remove_stray_temporaries(os.path.dirname(os.path.abspath(self._path)), self._fd)
 
     def allocate(self, size: int) -> None:
-        _allocate_existing(self._fd, self._path, size)
+        allocate_holes(self._fd, self._path, size)
 
     def map(self, offset: int, length: int, *, writable: bool) -> Region:
         return MmapRegion(self._fd, offset, length, writable)
@@ -320,162 +358,6 @@ class OsFile:
         if self._fd >= 0:
             self._release()
             self._fd = -1
-
-
-def _preallocate(fd: int, size: int, path: str) -> None:
-    """Reserve every block of a new file, so a write through the map can never SIGBUS."""
-    try:
-        os.posix_fallocate(fd, 0, size)
-        return
-    except OSError as e:
-        if e.errno in (errno.ENOSPC, errno.EDQUOT):
-            raise NoSpace(path, f"no room for a {size}-byte store ({e.strerror})") from e
-        if e.errno not in (errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS):
-            raise
-    # The file system cannot preallocate: writing zeros allocates the blocks instead.
-    try:
-        for off in range(0, size, len(_ZEROS)):
-            n = min(len(_ZEROS), size - off)
-            os.pwrite(fd, _ZEROS[:n], off)
-    except OSError as e:
-        if e.errno in (errno.ENOSPC, errno.EDQUOT):
-            raise NoSpace(path, f"no room for a {size}-byte store ({e.strerror})") from e
-        raise
-
-
-def _allocate_existing(fd: int, path: str, size: int) -> None:
-    """Allocate the holes of an existing store's first ``size`` bytes (a sparse copy).
-
-    Runs under the writer lock, with the size a validated header declares: a file whose
-    header claims more than a writer creates is refused before anything is allocated.
-    posix_fallocate over the whole file costs little when every block is already there.
-    Where the file system cannot preallocate, a sparse file's bytes are written back as
-    they are, which allocates the holes without changing a byte.
-
-    Raises:
-        NoSpace: the file system has no room for the holes.
-        StoreFileError: another failure of the file system.
-    """
-    size = min(size, os.fstat(fd).st_size)
-    if size <= 0:
-        return
-    try:
-        try:
-            os.posix_fallocate(fd, 0, size)
-            return
-        except OSError as e:
-            if e.errno not in (errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS):
-                raise
-        if os.fstat(fd).st_blocks * 512 >= size:
-            return  # nothing sparse
-        step = len(_ZEROS)
-        for off in range(0, size, step):
-            os.pwrite(fd, os.pread(fd, step, off), off)
-    except OSError as e:
-        if e.errno in (errno.ENOSPC, errno.EDQUOT):
-            raise NoSpace(
-                path, f"no room to allocate the store's {size} bytes (a sparse copy?): {e.strerror}"
-            ) from e
-        raise StoreFileError(path, f"cannot allocate the store's blocks: {e.strerror}") from e
-
-
-def _fsync_dir(directory: str) -> None:
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-# --- temporary files -----------------------------------------------------------------------------
-
-TEMPORARY_NAME = re.compile(r"\.jst-[0-9a-f]{16}\.tmp")
-"""The names of journalstate's temporary files (``fullmatch``): short and fixed-length, whatever
-the target, so a temporary name is legal wherever the store's name is."""
-
-
-def temporary_path(directory: str) -> str:
-    """A fresh temporary file name in ``directory`` (``.jst-<16 hex>.tmp``).
-
-    The name is legal wherever any file name is, and :func:`remove_stray_temporaries`
-    recognises it. Create it with :func:`open_temporary`, which also takes its lock.
-    """
-    return os.path.join(directory, f".jst-{secrets.token_hex(8)}.tmp")
-
-
-def open_temporary(directory: str) -> tuple[str, int]:
-    """Create a new temporary file in ``directory`` and hold ``flock(LOCK_EX)`` on it.
-
-    The lock marks the file as in use: keep the descriptor open until the file is renamed,
-    linked and unlinked, or removed. A file whose creator died is unlocked, and the next
-    writable open of a store in the directory removes it.
-
-    Returns:
-        The path and the open (read-write) descriptor.
-
-    Raises:
-        OSError: the file cannot be created.
-    """
-    while True:
-        path = temporary_path(directory)
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
-        try:
-            # Blocks only while a cleaner that found the file unlocked holds it (briefly).
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            ours = os.fstat(fd)
-            try:
-                now = os.lstat(path)
-            except FileNotFoundError:
-                now = None
-            if now is not None and (now.st_dev, now.st_ino) == (ours.st_dev, ours.st_ino):
-                return path, fd
-        except BaseException:
-            os.close(fd)
-            raise
-        os.close(fd)  # a cleaner removed it before we locked it: take another name
-
-
-def remove_stray_temporaries(directory: str, holding: int | None = None) -> list[str]:
-    """Remove the temporary files of dead creators from ``directory``.
-
-    A temporary file whose ``flock`` can be taken without waiting has no live creator. One
-    that is another name of the store open on descriptor ``holding`` (a creator died between
-    linking and unlinking it) is removed too: holding that store's writer lock proves its
-    creator is gone. Files that cannot be opened or locked are left alone; nothing raises.
-
-    Returns:
-        The paths removed.
-    """
-    removed: list[str] = []
-    try:
-        names = [n for n in os.listdir(directory) if TEMPORARY_NAME.fullmatch(n)]
-        held = os.fstat(holding) if holding is not None else None
-    except OSError:
-        return removed
-    for name in names:
-        path = os.path.join(directory, name)
-        try:
-            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
-        except OSError:
-            continue
-        try:
-            st = os.fstat(fd)
-            if not stat.S_ISREG(st.st_mode):
-                continue
-            if held is None or (st.st_dev, st.st_ino) != (held.st_dev, held.st_ino):
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # BlockingIOError: in use
-            now = os.lstat(path)
-            if (now.st_dev, now.st_ino) != (st.st_dev, st.st_ino):
-                continue  # the name now belongs to another file
-            # Crash window: none that matters; a removal lost in a crash leaves the stray
-            # file for the next writable open.
-            os.unlink(path)
-            removed.append(path)
-        except OSError:
-            continue
-        finally:
-            os.close(fd)
-    return removed
 
 
 # --- the real storage ----------------------------------------------------------------------------
@@ -510,24 +392,6 @@ def _kind(mode: int) -> str:
     return "not a regular file"
 
 
-def creation_error(path: str, directory: str, e: OSError) -> StoreFileError:
-    """The typed error for an OSError while creating a store at ``path``."""
-    code = e.errno
-    if code in (errno.ENOSPC, errno.EDQUOT):
-        return NoSpace(path, f"no room for a new store ({e.strerror})")
-    if code == errno.ENOENT:
-        return StoreFileError(path, f"directory {directory} does not exist")
-    if code == errno.ENOTDIR:
-        return StoreFileError(path, f"{directory} is not a directory")
-    if code in (errno.EACCES, errno.EPERM):
-        return StoreFileError(path, f"cannot create a file in {directory}: {e.strerror}")
-    if code == errno.EROFS:
-        return StoreFileError(path, f"{directory} is on a read-only file system")
-    if code == errno.ENAMETOOLONG:
-        return StoreFileError(path, "the file name is too long for the file system")
-    return StoreFileError(path, f"cannot create the store: {e.strerror or e}")
-
-
 class OsStorage:
     """Store files on the real file system (Linux).
 
@@ -554,7 +418,7 @@ class OsStorage:
         except OSError as e:
             raise creation_error(path, directory, e) from e
         try:
-            _preallocate(fd, size, path)
+            preallocate(fd, size, path)
             for offset, data in chunks:
                 os.pwrite(fd, data, offset)
             os.fsync(fd)
@@ -576,7 +440,7 @@ class OsStorage:
             # holding that lock proves this creator (which held the same inode's lock) is gone.
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp)
-            _fsync_dir(directory)
+            fsync_dir(directory)
             return True
         except OSError as e:
             raise creation_error(path, directory, e) from e
@@ -623,13 +487,9 @@ class OsStorage:
     def create_temporary(
         self, path: str, size: int, chunks: Iterable[tuple[int, bytes | bytearray]]
     ) -> TemporaryFile:
-        from journalstate._temporary import create_temporary
-
         return create_temporary(path, size, chunks)
 
     def clean_temporaries(self, path: str) -> list[str]:
-        from journalstate._temporary import clean_temporaries
-
         return clean_temporaries(os.path.dirname(os.path.abspath(path)))
 
 

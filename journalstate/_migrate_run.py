@@ -48,9 +48,11 @@ from journalstate._io import (
     Storage,
     TemporaryFile,
     file_replaced,
+    open_store_file,
 )
 from journalstate._layout import ArrayNode, Node, StructNode
 from journalstate._migrate import Change, FieldChange, Plan, plan_migration
+from journalstate._opening import open_readonly
 from journalstate._schema import Schema, compile_schema
 from journalstate._store import Store
 
@@ -243,9 +245,6 @@ def migrate(
             untouched. InvalidValue: ``convert`` returned a value that does not fit. And what
             :func:`journalstate.open` raises for the old file (StoreLocked, StoreCorrupt...).
     """
-    from journalstate._open import _open_file
-    from journalstate._open import open as open_store
-
     path = os.fspath(path)
     new = compile_schema(schema)
     size = _journal_size(journal_size)
@@ -254,16 +253,16 @@ def migrate(
     plan = _plan(path, descriptor, new, drop, convert is not None)
     if dry_run:
         reader: Store[Any]
-        with open_store(path, None, readonly=True, storage=disk) as reader:
+        with open_readonly(path, disk) as reader:
             if convert is not None:
                 _converted(new, convert, reader.state)
             return _report(path, plan, reader, size, migrated=False, dry_run=True)
     # The writer lock on the old file, held until the new file has replaced it. The old file
     # itself is only read: whatever happens to this migration, it stays as it was.
-    lock = _open_file(disk, path, readonly=False, lock_timeout=lock_timeout)
+    lock = open_store_file(disk, path, readonly=False, lock_timeout=lock_timeout)
     temporary: TemporaryFile | None = None
     try:
-        old: Store[Any] = open_store(path, None, readonly=True, storage=disk)
+        old: Store[Any] = open_readonly(path, disk)
         with old:
             if file_replaced(lock):  # only a writer holding our lock could rename over path
                 raise StoreFileError(path, "replaced by another file during the migration")
@@ -276,7 +275,7 @@ def migrate(
             if convert is not None:
                 image: bytes | bytearray = _converted(new, convert, old.state)
             else:
-                image = plan.apply(old._image)
+                image = plan.apply(old.state_image())
                 if _has_hooks(new.root):
                     new.decode(image)  # the class's own validators see the migrated state
             header, chunks = new_store_chunks(

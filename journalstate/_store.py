@@ -1,14 +1,11 @@
 """The store: the only owner of a store file, its mappings, its syncs and its lock.
 
-Write paths (each crash window is described where the write happens, and in docs/design.md):
-
-* commit: encode the changed fields as one record, write it (and a zero end marker) at the
-  journal tail, then, when the durability asks for it, msync the journal pages written since
-  the last sync. That msync is the commit point.
-* checkpoint: write the whole state into the slot recovery does not start from, with the next
-  generation, msync it, and only then release the journal space it covers.
-* open for writing: recover, zero the end marker at the recovered tail, then checkpoint with a
-  new epoch, so records from before this recovery can never join this session's chain.
+What belongs here is :class:`Store`'s public face: its properties, and the calls commit,
+transaction, flush, checkpoint and close, each of which marks its thread, takes the lock and
+runs a write path of :class:`~journalstate._chain.Chain`, where the chain's bookkeeping is;
+and the calls ``_open`` makes (``begin_session``, ``start_flusher``) and ``_inspect`` reads
+(``slot_buffer``, ``ring_buffer``). Re-entry, fork and pickling are guarded in ``_guards``;
+the records' bytes and their place in the ring are ``_writer``'s.
 
 Signals (docs/design.md, "Signals, Ctrl-C and fork"): the chain's bookkeeping is three
 immutable values (``_head``, ``_base``, ``_synced``), each replaced in one assignment, and a
@@ -18,131 +15,29 @@ handler into a call of the same store raises ReentrantCall; a forked child canno
 
 from __future__ import annotations
 
-import os
-import sys
 import threading
-import weakref
 from collections.abc import Iterator
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from threading import get_ident
-from types import FrameType
-from typing import Any, Final, Generic, NamedTuple, NoReturn, SupportsIndex, TypeVar
+from typing import Any, TypeVar
 
-import attrs
-
-from journalstate._errors import (
-    ForkedStore,
-    InvalidArgument,
-    InvalidArgumentType,
-    InvalidValue,
-    ReadOnlyStore,
-    ReentrantCall,
-    StoreClosed,
-    StoreNotPicklable,
-    StorePoisoned,
-    StoreReplaced,
-    TransactionTooLarge,
-)
-from journalstate._format import (
-    END_MARKER_SIZE,
-    RECORD_HEADER_SIZE,
-    Header,
-    SlotHead,
-    ValueEnum,
-    build_record_fast,
-    encode_slot,
-    record_size,
-)
-from journalstate._io import Region, StoreFile, file_replaced
-from journalstate._journal import max_payload
+from journalstate import _writer
+from journalstate._chain import SEQ, STATE, TAIL, Chain
+from journalstate._durability import Durability, durability_of
+from journalstate._errors import ReentrantCall, StoreReplaced
+from journalstate._format import Header
+from journalstate._io import Buffer, file_replaced
 from journalstate._recovery import RecoveryReport
 from journalstate._schema import Schema
 from journalstate._txn import Draft, build, close
 
 T = TypeVar("T")
 
-DEFAULT_JOURNAL_SIZE = 1 << 20
-"""Journal ring size for new stores (bytes): room for thousands of small commits."""
 DEFAULT_CHECKPOINT_THRESHOLD = 0.5
 """A commit that leaves the journal fuller than this fraction is followed by a checkpoint."""
-_ZERO_MARKER = bytes(END_MARKER_SIZE)
 
 
-class Durability(ValueEnum):
-    """When a commit becomes durable against an OS crash or power loss."""
-
-    COMMIT = "commit"
-    """msync of the commit's journal pages before commit() returns."""
-    INTERVAL = "interval"
-    """A background flush every ``flush_interval`` seconds; ``flush()`` forces one."""
-    PROCESS = "process"
-    """Never msync on commit: survives process death, not an OS crash."""
-
-
-@attrs.define
-class StoreStats:
-    """Counters of what the store did since it was opened."""
-
-    commits: int = 0
-    """Commits that wrote a record."""
-    journal_syncs: int = 0
-    """msync calls on the journal (commit points and flushes)."""
-    slot_syncs: int = 0
-    """msync calls on a slot (one per checkpoint)."""
-    checkpoints: int = 0
-    bytes_journaled: int = 0
-
-
-_Head = tuple[int, int, Any, int, list[tuple[int, bytes]], bytes]
-"""The end of the chain as a commit leaves it, swapped in one assignment.
-
-``(tail, seq, state, start, patches, record)``: the logical journal position where the next
-record goes, the sequence number and the state of the last commit, and what
-:meth:`Store._settle` needs to finish or undo that commit: where its record starts, its
-patches to the state image and the record's bytes with the end marker after it (empty when it
-wrote no record). A plain tuple: the commit path builds one per commit, and a named tuple
-costs several times more to build. Read it with the indexes below.
-"""
-_TAIL: Final = 0
-_SEQ: Final = 1
-_STATE: Final = 2
-
-
-class _Base(NamedTuple):
-    """The newest durable checkpoint. Swapped in one assignment when a checkpoint completes."""
-
-    slot: int
-    position: int
-    """The journal's live records lie in ``[position, tail)``."""
-    seq: int
-    """The sequence number the slot's state covers."""
-    generation: int
-    epoch: int
-
-
-class _Synced(NamedTuple):
-    """How much of the journal is known durable; both values only grow."""
-
-    position: int
-    """The ring up to here, and the end marker after it, were msync'ed."""
-    seq: int
-    """``durable_seq``: the highest sequence number durable against an OS crash."""
-
-
-_OPEN_STORES: weakref.WeakSet[Store[Any]] = weakref.WeakSet()
-"""Every store opened in this process, so that a forked child can mark them."""
-
-
-def _after_fork_in_child() -> None:
-    for store in list(_OPEN_STORES):
-        store._forked_in_child()
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_after_fork_in_child)
-
-
-class Store(Generic[T]):
+class Store(Chain[T]):
     """An open store. Use :func:`journalstate.open` to get one; it is a context manager.
 
     All methods are thread-safe. Transactions of different threads run one after another.
@@ -150,66 +45,6 @@ class Store(Generic[T]):
     a signal handler) raises :class:`ReentrantCall` at once. In a child process after
     ``fork()`` every write raises :class:`ForkedStore`. A store cannot be pickled.
     """
-
-    def __init__(
-        self,
-        *,
-        path: str,
-        schema: Schema,
-        file: StoreFile,
-        header: Header,
-        slots: Region,
-        ring: Region,
-        state: T,
-        image: bytearray,
-        report: RecoveryReport,
-        durability: Durability,
-        readonly: bool,
-        checkpoint_threshold: float,
-        flush_interval: float = 1.0,
-    ) -> None:
-        self._path = path
-        self._flush_interval = flush_interval
-        self._schema = schema
-        self._file = file
-        self._header = header
-        self._slots = slots
-        self._ring = ring
-        self._image = image
-        self._report = report
-        self._durability = durability
-        self._readonly = readonly
-        self._journal_size = header.journal_size
-        self._max_payload = max_payload(header.journal_size)
-        self._checkpoint_at = checkpoint_threshold * header.journal_size
-        self._lock = threading.RLock()
-        self._sync_lock = threading.Lock()  # taken before _lock, never after it
-        self._txn_owner: int | None = None
-        # Ids of the threads now inside an operation of this store (see _enter).
-        self._inside: set[int] = set()
-        self._closed = False
-        self._forked = False
-        self._poisoned: BaseException | None = None
-        self.stats = StoreStats()
-        # Where the chain stands: three values, each replaced by one assignment, so that an
-        # exception between any two bytecodes leaves each either old or new, never half-set.
-        base_head = report.slots[report.slot].head
-        self._base = _Base(
-            slot=report.slot,
-            position=report.position if base_head is None else base_head.position,
-            seq=report.base_seq,
-            generation=report.generation,
-            epoch=report.epoch,
-        )
-        self._head: _Head = (report.position, report.seq, state, report.position, [], b"")
-        # Only the slot is known durable; a writable open's checkpoint makes all of it durable.
-        self._synced = _Synced(report.position, report.base_seq)
-        # The head of a commit between the start of its ring write and the end of its
-        # bookkeeping: once `_head is _pending`, the commit happened (see _settle).
-        self._pending: _Head | None = None
-        self._flusher: threading.Thread | None = None
-        self._stop_flusher = threading.Event()
-        _OPEN_STORES.add(self)
 
     # --- properties ------------------------------------------------------------------------
 
@@ -222,7 +57,7 @@ class Store(Generic[T]):
         """
         if self._pending is not None:
             self._settle_idle()
-        state: T = self._head[_STATE]
+        state: T = self._head[STATE]
         return state
 
     @property
@@ -271,7 +106,7 @@ class Store(Generic[T]):
         """Sequence number of the latest commit (0 for a store never committed to)."""
         if self._pending is not None:
             self._settle_idle()
-        return self._head[_SEQ]
+        return self._head[SEQ]
 
     @property
     def durable_seq(self) -> int:
@@ -288,7 +123,7 @@ class Store(Generic[T]):
         """Logical journal position where the next record goes (the tail; see format.md)."""
         if self._pending is not None:
             self._settle_idle()
-        return self._head[_TAIL]
+        return self._head[TAIL]
 
     @property
     def epoch(self) -> int:
@@ -313,65 +148,26 @@ class Store(Generic[T]):
     @property
     def journal_fill(self) -> float:
         """Fraction of the journal ring holding records not yet covered by a checkpoint."""
-        return (self._head[_TAIL] - self._base.position) / self._journal_size
+        return (self._head[TAIL] - self._base.position) / self._journal_size
+
+    def slot_buffer(self) -> Buffer:
+        """The mapped slots, for reading only (for ``_inspect``); never keep it past a call."""
+        return self._slots.buffer
+
+    def ring_buffer(self) -> Buffer:
+        """The mapped journal ring, for reading only; never keep it past a call."""
+        return self._ring.buffer
+
+    def state_image(self) -> bytes | bytearray:
+        """The encoded bytes of ``state``, for reading only (for a migration of this store)."""
+        if self._pending is not None:
+            self._settle_idle()
+        return self._image
 
     @property
     def _base_slot(self) -> int:
         """The slot recovery would start from now (for tests)."""
         return self._base.slot
-
-    # --- re-entrancy -----------------------------------------------------------------------
-
-    def _enter(self) -> int:
-        """This thread's id, after checking that it is not inside an operation of this store.
-
-        Every operation adds the id to ``_inside`` (inside its ``try``) and removes it in the
-        ``finally``, so the check costs a set lookup. A signal handler runs in the main thread
-        between two bytecodes of whatever it was doing; if that was a store operation, the
-        handler's call could neither wait for it (a hang: the lock holder is this thread) nor
-        run inside it (mixing two commits' bookkeeping), so it raises at once.
-
-        Raises:
-            ReentrantCall: this thread is inside an operation of this store.
-        """
-        me = get_ident()
-        if me in self._inside:
-            self._reentered(me)
-        return me
-
-    def _reentered(self, me: int) -> None:
-        """Raise ReentrantCall when two operations of this store are on this thread's stack.
-
-        An exception that interrupts a ``finally`` clause can leave the id in ``_inside``
-        after the operation ended. The stack is the truth: when it holds no other operation of
-        this store, the call goes ahead (and its own ``finally`` drops the stale id).
-        """
-        frame: FrameType | None = sys._getframe(1)
-        depth = 0
-        while frame is not None:
-            if frame.f_code in _OPERATIONS and frame.f_locals.get("self") is self:
-                depth += 1
-                if depth == 2:
-                    raise ReentrantCall(
-                        f"{self._path}: a store call from inside another call of the same "
-                        "thread (a signal handler?); set a flag in the handler and commit from "
-                        "the main loop"
-                    )
-            frame = frame.f_back
-
-    def _in_transaction(self, me: int) -> bool:
-        """Whether thread ``me`` (the caller) is inside the block of its open transaction.
-
-        Called before taking the lock. A transaction holds the lock from its start to its end,
-        so a mark whose thread does not hold the lock was left by an exception that
-        interrupted the transaction's cleanup: it is dropped.
-        """
-        if self._txn_owner != me:
-            return False
-        if self._lock._is_owned():  # type: ignore[attr-defined]
-            return True
-        self._txn_owner = None
-        return False
 
     # --- committing ------------------------------------------------------------------------
 
@@ -401,7 +197,7 @@ class Store(Generic[T]):
             ForkedStore: called in a child process on a store its parent opened.
             StorePoisoned: an earlier msync failed.
         """
-        mode = self._durability if durability is None else _durability(durability, None)
+        mode = self._durability if durability is None else durability_of(durability, None)
         me = get_ident()
         inside = self._inside
         if me in inside:
@@ -432,7 +228,7 @@ class Store(Generic[T]):
             ReentrantCall: a transaction of this thread is already open, or called from a
                 signal handler that interrupted a call of this store.
         """
-        mode = _durability(durability, self._durability)
+        mode = durability_of(durability, self._durability)
         me = self._enter()
         if self._in_transaction(me):
             raise ReentrantCall("transactions do not nest; finish the open one first")
@@ -447,7 +243,7 @@ class Store(Generic[T]):
             draft: Draft | None = None
             try:
                 self._txn_owner = me
-                draft = Draft(self._head[_STATE])
+                draft = Draft(self._head[STATE])
                 yield draft  # the caller's block runs outside _inside: it may flush, read...
                 new_state = build(draft)
                 try:
@@ -465,157 +261,6 @@ class Store(Generic[T]):
                 self._commit_point(seq)
             finally:
                 inside.discard(me)
-
-    def _commit_locked(self, state: T, mode: Durability) -> int:
-        if self._pending is not None:
-            self._settle()
-        if self._closed or self._poisoned is not None or self._readonly or self._forked:
-            self._check_writable()
-        schema = self._schema
-        if type(state) is not schema.cls:
-            raise InvalidValue(
-                "<root>", f"expected a {schema.cls.__name__}, got {type(state).__name__}"
-            )
-        tail, last, current, _, _, _ = self._head
-        patches = schema.diff(current, state)
-        if not patches:
-            if state is not current:
-                self._head = (tail, last, state, tail, [], b"")
-            return last  # the commit point (if any) still covers earlier records
-        seq = last + 1
-        journal_size = self._journal_size
-        record, size = self._build(seq, tail, patches)
-        if size - RECORD_HEADER_SIZE > self._max_payload:
-            raise TransactionTooLarge(size, record_size(self._max_payload))
-        if tail + size + END_MARKER_SIZE - self._base.position > journal_size:
-            self._checkpoint_locked()
-            record, size = self._build(seq, tail, patches)  # the generation and durable_seq moved
-        new: _Head = (tail + size, seq, state, tail, patches, record)
-        # An exception from here to the clearing of _pending (a signal handler's, between
-        # any two bytecodes) leaves a pending commit, which the next call settles: see _settle.
-        self._pending = new
-        # Crash window: the record is in the page cache, not on disk. Process death keeps it
-        # (recovery replays it); an OS crash may keep any subset of its sectors, which the
-        # record's crc rejects as a torn tail, so recovery stops at the previous commit.
-        start = tail % journal_size
-        if start + len(record) <= journal_size:
-            self._ring.write(start, record)
-        else:
-            self._ring_write(tail, record)  # the record straddles the ring's end
-        # The commit happens here, in one assignment: the head holds tail, seq and state.
-        # The commit point comes after the lock is released (see _commit_point), so other
-        # threads can append their records meanwhile and share one msync: group commit.
-        self._head = new
-        image = self._image
-        for offset, data in patches:
-            image[offset : offset + len(data)] = data
-        self._pending = None
-        stats = self.stats
-        stats.commits += 1
-        stats.bytes_journaled += size
-        if mode is Durability.INTERVAL and self._flusher is None:
-            self._start_flusher(self._flush_interval)
-        if tail + size - self._base.position > self._checkpoint_at:
-            self._checkpoint_locked()
-        return seq
-
-    def _settle(self) -> None:
-        """Finish or undo a commit that an exception interrupted (with the lock held).
-
-        The rule is recovery's: the commit happened if its record is whole in the ring (a
-        reader, or a reopen after a process death, would replay it), and not otherwise.
-
-        * The head was swapped, or the record is whole: the commit happened. The record is
-          written again (its end marker may have been cut), the head is swapped if it was
-          not, and the patches are applied to the image again (absolute offsets).
-        * The record is partial or absent: the commit did not happen. The zero end marker is
-          written over its start again, so that no later write can complete it.
-
-        Every step is idempotent, so a settle that is itself interrupted is simply redone.
-        """
-        pending = self._pending
-        if pending is None or self._forked or self._closed:
-            return
-        tail, _, _, start, patches, record = pending
-        if self._head is not pending:
-            if not self._ring_holds(start, record[: tail - start]):
-                self._ring_write(start, _ZERO_MARKER)
-                if self._poisoned is None:
-                    # Crash window: until this msync returns, an OS crash may bring back a
-                    # record the zeros replace: only a partial one, which its crc rejects.
-                    # Without it, a checkpoint at this tail could lead a recovery after an
-                    # OS crash onto whatever an earlier lap left here.
-                    with suppress(StorePoisoned):  # poisoned now: every later write says so
-                        self._sync_marker(start)
-                self._pending = None
-                return
-            self._ring_write(start, record)
-            self._head = pending
-        image = self._image
-        for offset, data in patches:
-            image[offset : offset + len(data)] = data
-        self._pending = None
-
-    def _ring_holds(self, position: int, data: bytes) -> bool:
-        """Whether the ring holds ``data`` at logical ``position``."""
-        buffer = self._ring.buffer
-        start = position % self._journal_size
-        first = min(len(data), self._journal_size - start)
-        return (
-            buffer[start : start + first] == data[:first]
-            and buffer[0 : len(data) - first] == data[first:]
-        )
-
-    def _settle_idle(self) -> None:
-        """Settle a pending commit for a reader, unless this thread is inside an operation."""
-        me = get_ident()
-        inside = self._inside
-        if me in inside:
-            return  # a signal handler reading the state: the interrupted call settles
-        with self._lock:
-            try:
-                inside.add(me)
-                self._settle()
-            finally:
-                inside.discard(me)
-
-    def _commit_point(self, seq: int) -> None:
-        """Return once the record of commit ``seq`` is durable (msync'ed), syncing if needed.
-
-        One thread msyncs at a time, outside the store lock, everything written so far; the
-        threads whose records that msync covered return without one of their own.
-
-        Raises:
-            StorePoisoned: the msync failed (now or in another thread); the commit is in doubt.
-        """
-        with self._sync_lock:
-            with self._lock:
-                synced = self._synced
-                if synced.seq >= seq:
-                    return  # covered by another thread's msync, or by a checkpoint
-                self._check_open()
-                tail, last = self._head[_TAIL], self._head[_SEQ]
-                start = max(synced.position, self._base.position)
-            # The commit point: once this msync returns, the records up to `last` are
-            # durable. An exception after it returns (a signal handler's) leaves durable_seq
-            # behind: durability is only ever reported for a sync known to have completed.
-            self._sync_range(start, tail)
-            with self._lock:
-                self._mark_synced(tail, last)
-
-    def _mark_synced(self, position: int, seq: int) -> None:
-        """Record that the journal through ``position`` and commits through ``seq`` are durable."""
-        synced = self._synced
-        if position > synced.position or seq > synced.seq:
-            self._synced = _Synced(max(position, synced.position), max(seq, synced.seq))
-
-    def _build(
-        self, seq: int, position: int, patches: list[tuple[int, bytes]]
-    ) -> tuple[bytes, int]:
-        base = self._base
-        return build_record_fast(
-            base.epoch, seq, position, self._synced.seq, base.generation, patches
-        )
 
     # --- flushing and checkpoints ----------------------------------------------------------
 
@@ -646,94 +291,19 @@ class Store(Generic[T]):
         finally:
             self._inside.discard(me)
 
-    def _ring_write(self, position: int, data: bytes | bytearray) -> None:
-        start = position % self._journal_size
-        if start + len(data) <= self._journal_size:
-            self._ring.write(start, data)
-            return
-        first = self._journal_size - start  # the record straddles the ring's end
-        self._ring.write(start, data[:first])
-        self._ring.write(0, data[first:])
+    # --- the session -----------------------------------------------------------------------
 
-    def _sync_journal(self) -> None:
-        """msync the journal from the last synced position through the tail's end marker."""
-        synced = self._synced
-        tail, seq, _, _, _, _ = self._head
-        if synced.position >= tail:
-            return
-        self._sync_range(max(synced.position, self._base.position), tail)
-        self._mark_synced(tail, seq)
+    def begin_session(self, max_generation: int, max_epoch: int) -> None:
+        """Make the recovered state this session's durable starting point (for ``_open``).
 
-    def _sync_range(self, start: int, tail: int) -> None:
-        """msync the ring from logical ``start`` through the end marker after ``tail``."""
-        if start >= tail:
-            return
-        first_at = start % self._journal_size
-        # The end marker after the last record is synced too, so a clean end stays clean.
-        length = tail + END_MARKER_SIZE - start
-        first = min(length, self._journal_size - first_at)
-        self._guarded_sync(self._ring, first_at, first)
-        if first < length:
-            self._guarded_sync(self._ring, 0, length - first)
-        self.stats.journal_syncs += 1
-
-    def _sync_marker(self, position: int) -> None:
-        """msync the end marker at ``position`` (two ranges when it wraps the ring's end)."""
-        start = position % self._journal_size
-        first = min(END_MARKER_SIZE, self._journal_size - start)
-        self._guarded_sync(self._ring, start, first)
-        if first < END_MARKER_SIZE:
-            self._guarded_sync(self._ring, 0, END_MARKER_SIZE - first)
-
-    def _guarded_sync(self, region: Region, offset: int, length: int) -> None:
-        try:
-            region.sync(offset, length)
-        except OSError as e:
-            # Never retry: after a failed msync the kernel may have dropped the dirty pages,
-            # and a second msync that succeeds proves nothing about them.
-            self._poisoned = e
-            raise StorePoisoned(e) from e
-
-    def _checkpoint_locked(
-        self, *, new_epoch: int | None = None, target: int | None = None
-    ) -> None:
-        assert self._pending is None, "a checkpoint must see the image of the head's state"
-        base = self._base
-        tail, seq, _, _, _, _ = self._head
-        target = 1 - base.slot if target is None else target
-        generation = base.generation + 1
-        epoch = base.epoch if new_epoch is None else new_epoch
-        slot_head = SlotHead(generation, epoch, seq, tail, self._header.state_size)
-        data = encode_slot(slot_head, self._image)
-        offset = target * self._header.slot_size
-        if self._synced.position < tail:
-            # The slot will say "the journal continues at the tail": make the zero end marker
-            # there durable first (only in process and interval modes; a commit point already
-            # synced it), so that after an OS crash the journal ends cleanly at the slot's
-            # position instead of on whatever an earlier lap left there.
-            self._sync_marker(tail)
-        # Crash window: the target slot is partly written. Its crc fails (or it still holds
-        # its older, valid contents), so recovery starts from the base slot and replays the
-        # journal, none of which has been released yet.
-        self._slots.write(offset, data)
-        self._guarded_sync(self._slots, offset, len(data))
-        # The slot is durable: from here recovery starts from it. Only now may the journal
-        # space before the tail be reused, and that happens in this one assignment. An
-        # exception before it (a signal handler's) leaves the old base in memory: still a
-        # durable slot whose records are all in the journal, so the store stays correct; the
-        # next checkpoint writes the same target slot again.
-        self._base = _Base(target, tail, seq, generation, epoch)
-        self._mark_synced(tail, seq)
-        self.stats.slot_syncs += 1
-        self.stats.checkpoints += 1
-
-    def _begin_session(self, max_generation: int, max_epoch: int) -> None:
-        """Make the recovered state this session's durable starting point (open for writing)."""
+        Called once by a writable open, before the store is returned. When it returns the
+        recovered state is durable in a slot with a new epoch.
+        """
         self._base = self._base._replace(generation=max_generation)
-        tail = self._head[_TAIL]
+        tail = self._head[TAIL]
         # Crash window: zeroing the end marker only touches bytes past the recovered chain
         # (a torn tail at most), so recovery from the base slot is unchanged if we stop here.
-        self._ring_write(tail, _ZERO_MARKER)
+        _writer.write_end_marker(self._ring, self._journal_size, tail)
         self._sync_marker(tail)
         # A new epoch, durable in a slot before any record of this session is written: records
         # left by earlier sessions (including unsynced ones recovery could not see) carry other
@@ -752,51 +322,6 @@ class Store(Generic[T]):
         self._checkpoint_locked()
 
     # --- life cycle ------------------------------------------------------------------------
-
-    def _check_open(self) -> None:
-        if self._closed:
-            raise StoreClosed(f"{self._path}: the store is closed")
-        if self._poisoned is not None:
-            raise StorePoisoned(self._poisoned)
-
-    def _check_writable(self) -> None:
-        if self._forked and not self._closed:
-            raise ForkedStore(self._path)
-        self._check_open()
-        if self._readonly:
-            raise ReadOnlyStore(f"{self._path}: the store was opened read-only")
-
-    def _start_flusher(self, interval: float) -> None:
-        # The thread holds the store only weakly: a store dropped without close() (or whose
-        # process "died" in a simulation) does not keep a thread alive.
-        ref = weakref.ref(self)
-        stop = self._stop_flusher
-
-        def run() -> None:
-            while not stop.wait(interval):
-                store = ref()
-                if store is None or not store._flush_tick():
-                    return
-                del store
-
-        flusher = threading.Thread(target=run, name=f"journalstate-flush:{self._path}")
-        flusher.daemon = True
-        flusher.start()
-        self._flusher = flusher
-
-    def _flush_tick(self) -> bool:
-        """One background flush; False when the flusher should stop."""
-        with self._lock:
-            if self._closed or self._poisoned is not None or self._forked:
-                return False
-            try:
-                self._sync_journal()
-            except StorePoisoned:
-                return False
-            except BaseException as e:  # nobody to raise to: poison the store
-                self._poisoned = e
-                return False
-        return True
 
     def close(self) -> None:
         """Checkpoint (when writable and anything changed), unmap and release the lock.
@@ -830,7 +355,7 @@ class Store(Generic[T]):
                         if (
                             not self._readonly
                             and self._poisoned is None
-                            and self._head[_SEQ] != self._base.seq
+                            and self._head[SEQ] != self._base.seq
                         ):
                             self._checkpoint_locked()
                     except Exception:
@@ -842,7 +367,7 @@ class Store(Generic[T]):
                     # the store open and consistent: the next close() does it all again.
                     # From here on nothing is written: every write path checks _closed first.
                     self._closed = True
-                    _OPEN_STORES.discard(self)
+                    self._forget()
                 # Also finishes a close that was interrupted after setting _closed.
                 self._stop_flusher.set()
                 self._release()
@@ -857,20 +382,6 @@ class Store(Generic[T]):
             part.close()
         self._file.close()
 
-    def _forked_in_child(self) -> None:
-        """In a child process after fork(): refuse writes, forget the parent's threads' locks."""
-        self._forked = True
-        # Another thread of the parent may have held these at the fork: in the child nobody
-        # would ever release them.
-        self._lock = threading.RLock()
-        self._sync_lock = threading.Lock()
-        self._inside = set()
-        self._flusher = None  # the thread exists only in the parent
-
-    def __reduce_ex__(self, protocol: SupportsIndex) -> NoReturn:
-        """Refuse pickling and copying: a store owns a mapping, a descriptor and a lock."""
-        raise StoreNotPicklable(self._path)
-
     def __enter__(self) -> Store[T]:
         return self
 
@@ -881,11 +392,11 @@ class Store(Generic[T]):
         if self._closed:
             status = "closed"
         else:
-            status = f"seq={self._head[_SEQ]} generation={self._base.generation}"
+            status = f"seq={self._head[SEQ]} generation={self._base.generation}"
         return f"<journalstate.Store {self._path!r} {status}>"
 
 
-_OPERATIONS = frozenset(
+Store._operations = frozenset(
     f.__code__
     for f in (
         Store.commit,
@@ -897,25 +408,3 @@ _OPERATIONS = frozenset(
     )
 )
 """The code of every store operation that marks its thread in ``_inside``."""
-
-
-def _durability(value: Durability | str | None, default: Durability | None) -> Durability:
-    """The durability named by ``value`` (``default`` for None).
-
-    Raises:
-        InvalidArgument: not a durability name (InvalidArgumentType: not even a string).
-    """
-    if value is None:
-        assert default is not None
-        return default
-    if not isinstance(value, str):  # a Durability is a str too
-        raise InvalidArgumentType(
-            "durability", f"expected a string or a Durability, got {type(value).__name__}"
-        )
-    try:
-        return Durability(value)
-    except ValueError:
-        choices = ", ".join(d.value for d in Durability)
-        raise InvalidArgument(
-            "durability", f"unknown durability {value!r}; use one of {choices}"
-        ) from None

@@ -3,7 +3,7 @@
 Every helper changes a ``bytearray`` in place and touches only the bytes its docstring names.
 Offsets index ``buf`` directly, unless ``journal_size`` is given: then ``buf`` is the journal
 ring, the offset is a logical position, and bytes wrap at the ring's end exactly as the store's
-``_ring_write`` writes a record that straddles it.
+``_writer.write`` writes a record that straddles it.
 
 The ``fix_*`` helpers recompute a checksum after a deliberate change, to build hostile records
 and slots that pass their crc and must be rejected by a later check.

@@ -33,13 +33,10 @@ from journalstate._format import (
     Header,
     SlotHead,
     align,
-    build_record,
     crc,
     decode_header,
     decode_record_header,
     encode_header,
-    encode_patches,
-    encode_record,
     encode_slot,
     header_crc,
     mask,
@@ -53,6 +50,7 @@ from journalstate._format import (
 from journalstate._reader import read_record
 from journalstate._reason import Reason
 from journalstate._slots import read_slot
+from journalstate._writer import build_record, encode_patches, encode_record
 from tests.damage import fix_record_crc, flip_byte, truncate
 
 u32 = st.integers(0, 0xFFFF_FFFF)

@@ -13,8 +13,6 @@ from journalstate._format import (
     RECORD_HEADER_SIZE,
     RecordHeader,
     decode_record_header,
-    encode_patches,
-    encode_record,
     record_size,
 )
 from journalstate._journal import (
@@ -27,6 +25,7 @@ from journalstate._journal import (
 )
 from journalstate._reader import ChainStop, next_record, next_record_fast, read_record
 from journalstate._reason import Reason
+from journalstate._writer import encode_patches, encode_record
 from tests.damage import (
     fix_record_crc,
     flip_byte,

@@ -20,9 +20,10 @@ import pytest
 import journalstate as js
 from journalstate._cli import main
 from journalstate._descriptor import decode_descriptor
-from journalstate._io import OsStorage, temporary_path
+from journalstate._io import OsStorage
 from journalstate._migrate import Change, plan_migration
 from journalstate._schema import compile_schema
+from journalstate._tempfiles import temporary_path
 from tests.migrate_schemas import (
     DROP,
     NEW_STATE,

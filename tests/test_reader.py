@@ -7,9 +7,10 @@ import itertools
 from hypothesis import given
 from hypothesis import strategies as st
 
-from journalstate._format import END_MARKER_SIZE, encode_patches
+from journalstate._format import END_MARKER_SIZE
 from journalstate._reader import ChainReader, ChainRecord, ChainStop, next_record
 from journalstate._reason import Reason
+from journalstate._writer import encode_patches
 from tests.damage import fix_record_crc, flip_byte, set_record_field, torn_write
 from tests.test_journal import write_record
 

@@ -22,14 +22,13 @@ from journalstate._format import (
     RECORD_HEADER_SIZE,
     Header,
     SlotHead,
-    encode_patches,
-    encode_record,
     encode_slot,
     record_size,
     slot_size_for,
 )
 from journalstate._reason import Reason
 from journalstate._recovery import Damage, Recovered, RecoveryMode, recover
+from journalstate._writer import encode_patches, encode_record
 from tests.damage import (
     fix_record_crc,
     flip_byte,

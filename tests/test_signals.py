@@ -344,7 +344,7 @@ def test_open_session_start_interrupted_at_every_line(
         expected = S(step=1, label="one") if previous else S(step=2, label="two")
         opened: list[Store[S]] = []
         fired = injected(
-            Store._begin_session,
+            Store.begin_session,
             at,
             lambda: opened.append(open_store(path, mode, 0.5, previous_generation=previous)),  # noqa: B023
         )

@@ -17,11 +17,11 @@ import journalstate as js
 from journalstate._format import (
     HEADER_FIXED_SIZE,
     RECORD_HEADER_SIZE,
-    encode_patches,
     header_crc,
     record_size,
 )
 from journalstate._schema import compile_schema
+from journalstate._writer import encode_patches
 from tests.conftest import CountingStorage, Progress, crash_copy
 
 SECTOR = 512

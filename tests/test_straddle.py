@@ -127,7 +127,7 @@ def test_fast_path_reads_every_whole_record_and_only_those(tmp_path: Path, data_
         for step in range(1, JOURNAL // RECORD_ALIGN + 2):
             position, base_seq = store.position, store.seq
             store.commit(nth(cls, step, data_bytes))
-            ring = bytes(store._ring.buffer)
+            ring = bytes(store.ring_buffer())
             record, reason, _ = read_record(
                 ring, JOURNAL, position, epoch=store.epoch, seq=base_seq + 1
             )

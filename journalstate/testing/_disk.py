@@ -33,12 +33,12 @@ import attrs
 from journalstate._errors import NoSpace, StoreLocked, StoreNotFound, UnsafePath
 from journalstate._io import (
     PAGE_SIZE,
-    TEMPORARY_NAME,
     Buffer,
     Region,
     StoreFile,
     TemporaryFile,
 )
+from journalstate._tempfiles import TEMPORARY_NAME
 
 SECTOR_SIZE = 512
 

@@ -108,7 +108,7 @@ class CrashMachine(RuleBasedStateMachine):
     def _crash(self, data: st.DataObject, *, os_crash: bool, in_flight: Any | None) -> None:
         """The machine goes down; on reboot the model widens to what may have survived."""
         if self.store is not None:
-            self.store._stop_flusher.set()  # the process's threads die with it
+            self.store.stop_flusher()  # the process's threads die with it
         self.store = None
         if in_flight is not None:
             self.history.append(in_flight)  # may or may not have made it
