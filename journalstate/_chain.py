@@ -49,10 +49,10 @@ from journalstate._format import (
     record_size,
 )
 from journalstate._guards import Guarded
-from journalstate._io import Region, StoreFile
 from journalstate._journal import max_payload
 from journalstate._recovery import RecoveryReport
 from journalstate._schema import Schema
+from journalstate._storage import Region, StoreFile
 from journalstate._writer import build_record
 
 T = TypeVar("T")

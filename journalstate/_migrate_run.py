@@ -41,19 +41,19 @@ from journalstate._format import (
     mask,
     slot_size_for,
 )
-from journalstate._io import (
+from journalstate._io import OsStorage
+from journalstate._layout import ArrayNode, Node, StructNode
+from journalstate._migrate import Change, FieldChange, Plan, plan_migration
+from journalstate._opening import open_readonly
+from journalstate._schema import Schema, compile_schema
+from journalstate._storage import (
     PAGE_SIZE,
-    OsStorage,
     ReplacingStorage,
     Storage,
     TemporaryFile,
     file_replaced,
     open_store_file,
 )
-from journalstate._layout import ArrayNode, Node, StructNode
-from journalstate._migrate import Change, FieldChange, Plan, plan_migration
-from journalstate._opening import open_readonly
-from journalstate._schema import Schema, compile_schema
 from journalstate._store import Store
 
 

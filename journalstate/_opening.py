@@ -38,10 +38,10 @@ from journalstate._format import (
     header_read_size,
     slot_size_for,
 )
-from journalstate._io import PAGE_SIZE, Region, Storage, StoreFile, open_store_file
 from journalstate._options import DEFAULT_JOURNAL_SIZE, Options
 from journalstate._recovery import Recovered, RecoveryMode, recover
 from journalstate._schema import Schema, compile_schema
+from journalstate._storage import PAGE_SIZE, Region, Storage, StoreFile, open_store_file
 from journalstate._store import DEFAULT_CHECKPOINT_THRESHOLD, Store
 
 T = TypeVar("T")

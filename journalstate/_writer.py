@@ -33,7 +33,7 @@ from journalstate._format import (
 )
 
 if TYPE_CHECKING:
-    from journalstate._io import Buffer
+    from journalstate._storage import Buffer
 
 END_MARKER: Final = bytes(END_MARKER_SIZE)
 """The zeros written after the last record: a clean end of the chain."""

@@ -31,13 +31,7 @@ from collections.abc import Callable, Iterable
 import attrs
 
 from journalstate._errors import NoSpace, StoreLocked, StoreNotFound, UnsafePath
-from journalstate._io import (
-    PAGE_SIZE,
-    Buffer,
-    Region,
-    StoreFile,
-    TemporaryFile,
-)
+from journalstate._storage import PAGE_SIZE, Buffer, Region, StoreFile, TemporaryFile
 from journalstate._tempfiles import TEMPORARY_NAME
 
 SECTOR_SIZE = 512
