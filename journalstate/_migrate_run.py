@@ -15,6 +15,7 @@ from typing import Any, cast
 
 import attrs
 
+from journalstate._checksums import align, crc, mask
 from journalstate._descriptor import compare_descriptors, decode_descriptor
 from journalstate._errors import (
     InvalidArgument,
@@ -26,20 +27,19 @@ from journalstate._errors import (
     Unrecoverable,
 )
 from journalstate._format import (
-    HEADER_FIXED_SIZE,
-    MAX_JOURNAL_SIZE,
     SLOT_CRC_OFFSET,
     SLOT_HEAD_FMT,
     SLOT_HEAD_SIZE,
-    Header,
     SlotHead,
-    align,
-    crc,
+    slot_size_for,
+)
+from journalstate._header import (
+    HEADER_FIXED_SIZE,
+    MAX_JOURNAL_SIZE,
+    Header,
     decode_header,
     encode_header,
     header_read_size,
-    mask,
-    slot_size_for,
 )
 from journalstate._io import OsStorage
 from journalstate._layout import ArrayNode, Node, StructNode

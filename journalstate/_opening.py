@@ -12,6 +12,7 @@ import os
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+from journalstate._checksums import align
 from journalstate._descriptor import compare_descriptors
 from journalstate._durability import Durability
 from journalstate._dynamic import class_from_descriptor
@@ -25,18 +26,19 @@ from journalstate._errors import (
     Unrecoverable,
 )
 from journalstate._format import (
+    SLOT_HEAD_SIZE,
+    SlotHead,
+    check_counters,
+    encode_slot,
+    slot_size_for,
+)
+from journalstate._header import (
     HEADER_FIXED_SIZE,
     MAX_SCHEMA_LENGTH,
-    SLOT_HEAD_SIZE,
     Header,
-    SlotHead,
-    align,
-    check_counters,
     decode_header,
     encode_header,
-    encode_slot,
     header_read_size,
-    slot_size_for,
 )
 from journalstate._options import DEFAULT_JOURNAL_SIZE, Options
 from journalstate._recovery import Recovered, RecoveryMode, recover

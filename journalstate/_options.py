@@ -14,9 +14,10 @@ from typing import Any
 
 import attrs
 
+from journalstate._checksums import align
 from journalstate._durability import Durability, durability_of
 from journalstate._errors import InvalidArgument, InvalidArgumentType
-from journalstate._format import MAX_JOURNAL_SIZE, align
+from journalstate._header import MAX_JOURNAL_SIZE
 from journalstate._io import OsStorage
 from journalstate._recovery import RecoveryMode
 from journalstate._schema import Schema, check_frozen, compile_schema

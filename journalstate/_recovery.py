@@ -16,18 +16,18 @@ from collections.abc import Callable
 
 import attrs
 
+from journalstate._checksums import Buffer
 from journalstate._errors import NoPreviousGeneration, StoreCorrupt, Unrecoverable
 from journalstate._format import (
     END_MARKER_SIZE,
     MAX_EPOCH,
     RECORD_HEADER_SIZE,
-    Buffer,
-    Header,
     RecordHeader,
     SlotHead,
     decode_record_header,
     record_size,
 )
+from journalstate._header import Header
 from journalstate._journal import max_epoch_in_ring, max_payload, ring_read, scan_records
 from journalstate._reader import ChainReader, ChainStop, apply_patches
 from journalstate._reason import Reason

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 import journalstate as js
-from journalstate._format import decode_header
+from journalstate._header import decode_header
 from journalstate._recovery import recover
 from tests.conftest import Progress, crash_copy
 
@@ -27,7 +27,7 @@ package = types.ModuleType("journalstate")
 package.__path__ = [sys.argv[1]]
 sys.modules["journalstate"] = package
 import journalstate._recovery as recovery
-from journalstate._format import decode_header
+from journalstate._header import decode_header
 data = sys.stdin.buffer.read()
 header = decode_header("image", data, len(data))
 recovered = recovery.recover(
@@ -46,8 +46,10 @@ print(json.dumps({
 """
 
 PURE = {
+    "journalstate._checksums",
     "journalstate._descriptor",
     "journalstate._format",
+    "journalstate._header",
     "journalstate._layout",
     "journalstate._markers",
     "journalstate._journal",
