@@ -130,8 +130,7 @@ def decode_header(path: str, data: bytes, file_size: int) -> Header:
     if len(data) < HEADER_FIXED_SIZE:
         raise TruncatedStore(path, f"the file is {file_size} bytes, shorter than a header")
     fields = struct.unpack_from(HEADER_FMT, data)
-    (_, version, header_size, page_size, flags, file_id, slot_size, slot0, slot1) = fields[:9]
-    (journal_offset, journal_size, state_size, schema_length, stored_crc) = fields[9:]
+    version, header_size, schema_length, stored_crc = fields[1], fields[2], fields[12], fields[13]
     if version > FORMAT_VERSION:
         _refuse_newer_version(path, data, version, schema_length, stored_crc)
 
@@ -155,7 +154,19 @@ def decode_header(path: str, data: bytes, file_size: int) -> Header:
     padding = memoryview(data)[HEADER_FIXED_SIZE + schema_length : header_size]
     if padding.nbytes != padding.tobytes().count(0):
         raise damaged("non-zero bytes in the padding after the schema descriptor")
-    header = Header(
+    header = _header_of(fields, schema)
+    if file_size < header.file_size:
+        raise TruncatedStore(
+            path, f"the file is {file_size} bytes but its header says {header.file_size}"
+        )
+    return header
+
+
+def _header_of(fields: tuple[Any, ...], schema: bytes) -> Header:
+    """The :class:`Header` of checked header ``fields`` and the descriptor they frame."""
+    (_, version, header_size, page_size, flags, file_id, slot_size, slot0, slot1) = fields[:9]
+    (journal_offset, journal_size, state_size, _, _) = fields[9:]
+    return Header(
         header_size=header_size,
         page_size=page_size,
         file_id=file_id,
@@ -169,11 +180,6 @@ def decode_header(path: str, data: bytes, file_size: int) -> Header:
         flags=flags,
         format_version=version,
     )
-    if file_size < header.file_size:
-        raise TruncatedStore(
-            path, f"the file is {file_size} bytes but its header says {header.file_size}"
-        )
-    return header
 
 
 def _refuse_newer_version(

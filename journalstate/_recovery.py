@@ -92,7 +92,31 @@ def recover(
     if not previous_generation:
         stop, newer = _replay(header, ring, base, image)
         end = _judge_end(header, ring, base, statuses[1 - index], stop, newer)
-    report = RecoveryReport(
+    report = _report_of(mode, previous_generation, index, statuses, stop, end)
+    if report.records_replayed:
+        image, report = _check_decodes(path, header, ring, base, start, image, report, validate)
+    apply_mode(path, report)
+    valid_heads = [s.head for s in statuses if s.head is not None]
+    return Recovered(
+        report=report,
+        image=image,
+        max_generation=max(h.generation for h in valid_heads),
+        max_epoch=_max_epoch(header, ring, statuses, previous_generation or end.newer_generation),
+    )
+
+
+def _report_of(
+    mode: RecoveryMode,
+    previous_generation: bool,
+    index: int,
+    statuses: tuple[SlotStatus, SlotStatus],
+    stop: ChainStop,
+    end: _End,
+) -> RecoveryReport:
+    """The report of a recovery from slot ``index`` whose chain stopped at ``stop``."""
+    base = statuses[index].head
+    assert base is not None
+    return RecoveryReport(
         mode=mode,
         previous_generation=previous_generation,
         slot=index,
@@ -108,16 +132,6 @@ def recover(
         torn_tail_bytes=end.torn_bytes,
         corruption=end.corruption,
         slots=statuses,
-    )
-    if report.records_replayed:
-        image, report = _check_decodes(path, header, ring, base, start, image, report, validate)
-    apply_mode(path, report)
-    valid_heads = [s.head for s in statuses if s.head is not None]
-    return Recovered(
-        report=report,
-        image=image,
-        max_generation=max(h.generation for h in valid_heads),
-        max_epoch=_max_epoch(header, ring, statuses, previous_generation or end.newer_generation),
     )
 
 
