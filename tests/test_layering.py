@@ -149,3 +149,82 @@ def test_import_graph_sees_every_kind_of_import() -> None:
 def test_no_import_cycles() -> None:
     """journalstate's modules import each other without a cycle, even under TYPE_CHECKING."""
     assert cycles(import_graph()) == set()
+
+
+def _defined_names(tree: ast.AST) -> set[str]:
+    """What a module defines: functions, classes and assignment targets (attributes too)."""
+    names: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            names.add(node.name)
+        elif isinstance(node, (ast.Name, ast.Attribute)) and isinstance(node.ctx, ast.Store):
+            names.add(node.id if isinstance(node, ast.Name) else node.attr)
+    return names
+
+
+def _is_private(name: str) -> bool:
+    return name.startswith("_") and not (name.startswith("__") and name.endswith("__"))
+
+
+def _own_receiver(node: ast.expr, classes: set[str]) -> bool:
+    """``self``, ``cls``, ``super()`` or a class of the module: reaching its own names."""
+    if isinstance(node, ast.Name):
+        return node.id in {"self", "cls"} | classes
+    return (
+        isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "super"
+    )
+
+
+def private_reaches(sources: dict[str, str]) -> list[str]:
+    """Every place a module of ``sources`` (name: text) uses another one's private name.
+
+    An attribute ``x._name`` counts when ``x`` is not ``self``, ``cls``, ``super()`` or a class
+    of the module, and ``_name`` is defined in another module but not in this one (a module may
+    use the private names of its own classes; the standard library's are not judged here).
+    ``from m import _name`` counts unless ``m._name`` is a module.
+    """
+    trees = {name: ast.parse(text, name) for name, text in sources.items()}
+    defined = {name: _defined_names(tree) for name, tree in trees.items()}
+    found = []
+    for name, tree in trees.items():
+        elsewhere = set().union(*(d for other, d in defined.items() if other != name))
+        classes = {n.name for n in ast.walk(tree) if isinstance(n, ast.ClassDef)}
+        for node in ast.walk(tree):
+            where = f"{name}:{getattr(node, 'lineno', 0)}"
+            if isinstance(node, ast.Attribute) and _is_private(node.attr):
+                if _own_receiver(node.value, classes) or node.attr in defined[name]:
+                    continue
+                if node.attr in elsewhere:
+                    found.append(f"{where}: {ast.unparse(node)}")
+            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                for alias in node.names:
+                    is_module = f"{node.module}.{alias.name}" in sources
+                    if _is_private(alias.name) and not is_module:
+                        found.append(f"{where}: from {node.module} import {alias.name}")
+    return found
+
+
+def test_private_reaches_sees_attributes_and_imports() -> None:
+    """The check reports another module's private attribute and import, not a module's own."""
+    sources = {
+        "pkg._store": "class Store:\n    def f(self):\n        self._slot = 1\n",
+        "pkg._mod": "import x\n",
+        "pkg.user": (
+            "from pkg import _mod\n"  # a private module: fine
+            "from pkg._store import _helper\n"
+            "def g(store, self):\n"
+            "    store._slot\n"  # another module's private attribute
+            "    self._slot\n"
+            "    store._unknown\n"  # defined nowhere in the package: not judged
+        ),
+    }
+    assert private_reaches(sources) == [
+        "pkg.user:2: from pkg._store import _helper",
+        "pkg.user:4: store._slot",
+    ]
+
+
+def test_no_module_reaches_into_another_modules_private_names() -> None:
+    """No module of journalstate uses a private name that another of its modules defines."""
+    sources = {_module_name(p): p.read_text() for p in PACKAGE.rglob("*.py")}
+    assert private_reaches(sources) == []
