@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import ast
+import importlib
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -228,3 +230,21 @@ def test_no_module_reaches_into_another_modules_private_names() -> None:
     """No module of journalstate uses a private name that another of its modules defines."""
     sources = {_module_name(p): p.read_text() for p in PACKAGE.rglob("*.py")}
     assert private_reaches(sources) == []
+
+
+def test_module_map_names_only_what_exists() -> None:
+    """Every path, module and name the module map in docs/design.md mentions exists."""
+    design = (PACKAGE.parent / "docs" / "design.md").read_text()
+    section = design.split("## Module map", 1)[1].split("\n## ", 1)[0]
+    paths = re.findall(r"journalstate/[\w/]+\.py", section)
+    names = re.findall(r"`(_\w+(?:\.\w+)*)`", section)
+    assert paths
+    assert len(names) > 40
+    for path in paths:
+        assert (PACKAGE.parent / path).is_file(), path
+    for name in names:
+        module, *attributes = name.split(".")
+        value: object = importlib.import_module(f"journalstate.{module}")
+        for attribute in attributes:
+            assert hasattr(value, attribute), name
+            value = getattr(value, attribute)
