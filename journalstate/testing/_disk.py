@@ -10,8 +10,9 @@ produce the disk images an OS crash may leave behind:
 * any 512-byte sector of such a page may hold a different one of those versions (a torn page).
 
 Each file's pages and their versions are a :class:`PagedFile` (``_pages``); the events a crash
-can be scheduled at, and the named crash points, are in ``_events``. This module holds the
-directory of names, the handles the store uses, and the crash and reboot of the machine.
+can be scheduled at, and the named crash points, are in ``_events``; the handles the store
+holds (open files, temporary files, mappings) in ``_handles``. This module holds the directory
+of names, and the crash and reboot of the machine.
 
 A process death is a different crash: the page cache survives, so every write so far is kept.
 Options restrict the model to narrow a failure down: ``torn_sectors=False`` keeps pages whole,
@@ -31,10 +32,11 @@ import os
 import random
 from collections.abc import Iterable
 
-from journalstate._errors import NoSpace, StoreLocked, StoreNotFound, UnsafePath
-from journalstate._storage import PAGE_SIZE, Buffer, Region, StoreFile, TemporaryFile
+from journalstate._errors import NoSpace, StoreNotFound
+from journalstate._storage import StoreFile, TemporaryFile
 from journalstate._tempfiles import TEMPORARY_NAME
 from journalstate.testing._events import Chooser, CrashHook, Event, Op, SimulatedCrash
+from journalstate.testing._handles import SimStoreFile, SimTemporary
 from journalstate.testing._pages import PagedFile
 
 __all__ = ["Event", "Op", "SimStorage", "SimulatedCrash"]
@@ -85,7 +87,7 @@ class SimStorage:
     def open(self, path: str, *, writable: bool) -> StoreFile:
         if path not in self._files:
             raise StoreNotFound(path, "no such store")
-        return _SimStoreFile(self, path, self._files[path], writable)
+        return SimStoreFile(self, path, self._files[path], writable)
 
     def create_temporary(
         self, path: str, size: int, chunks: Iterable[tuple[int, bytes | bytearray]]
@@ -97,11 +99,11 @@ class SimStorage:
             raise NoSpace(path, f"no room for a {size}-byte store (simulated disk full)")
         f = PagedFile(cache=bytearray(size), durable=bytearray(size), temporary=True, locked=True)
         self._rename_entries({name: f})
-        temporary = _SimTemporary(self, name, f)
+        temporary = SimTemporary(self, name, f)
         try:
             for offset, data in chunks:
-                self._write(f, offset, data)
-            self._sync(f, 0, size)
+                self.write_pages(f, offset, data)
+            self.sync_pages(f, 0, size)
         except SimulatedCrash:
             raise
         except BaseException:
@@ -299,7 +301,24 @@ class SimStorage:
             self._crashes += 1
         return crash
 
-    def _write(self, f: PagedFile, offset: int, data: bytes | bytearray) -> None:
+    # --- for the handles (``_handles``) ---------------------------------------------------------
+
+    @property
+    def boot(self) -> int:
+        """Reboots so far: a handle opened before the last one belongs to a dead process."""
+        return self._boot
+
+    @property
+    def crashes(self) -> int:
+        """Crashes so far, each raised as :class:`SimulatedCrash` out of a store operation."""
+        return self._crashes
+
+    def file_named(self, name: str) -> PagedFile | None:
+        """The file a name now stands for, if any."""
+        return self._files.get(name)
+
+    def write_pages(self, f: PagedFile, offset: int, data: bytes | bytearray) -> None:
+        """A write to ``f`` through the page cache: an event, and a crash if one is due."""
         crash = self._event(f, Op.WRITE, offset, len(data))
         if crash is not None:
             data = data[: max(0, min(crash, len(data)))]
@@ -308,117 +327,10 @@ class SimStorage:
         if crash is not None:
             raise SimulatedCrash(f"simulated crash during write #{stamp}")
 
-    def _sync(self, f: PagedFile, offset: int, length: int) -> None:
+    def sync_pages(self, f: PagedFile, offset: int, length: int) -> None:
+        """An msync of a range of ``f``: an event, a crash if one is due, or a failure."""
         if self._event(f, Op.SYNC, offset, length) is not None:
             raise SimulatedCrash(f"simulated crash before sync #{len(self.events) - 1}")
         if self.fail_syncs:
             raise OSError(errno.EIO, "Input/output error (simulated)")
         f.sync(offset, length)
-
-
-class _SimStoreFile:
-    def __init__(self, disk: SimStorage, path: str, f: PagedFile, writable: bool) -> None:
-        self._disk = disk
-        self._path = path
-        self._file = f
-        self._boot = disk._boot
-        self._writable = writable
-        self._locked = False
-
-    def _live(self) -> PagedFile:
-        if self._file.dead or self._boot != self._disk._boot:
-            raise SimulatedCrash("this handle belongs to a process that crashed")
-        return self._file
-
-    def replaced(self) -> bool:
-        """Whether the path names another file now."""
-        return self._disk._files.get(self._path) is not self._file
-
-    @property
-    def size(self) -> int:
-        return len(self._live().cache)
-
-    def read(self, offset: int, length: int) -> bytes:
-        return bytes(self._live().cache[offset : offset + length])
-
-    def lock(self, timeout: float) -> None:
-        f = self._live()
-        if f.locked:
-            raise StoreLocked(self._path)
-        f.locked = True
-        self._locked = True
-
-    def allocate(self, size: int) -> None:
-        self._live()  # simulated files have no holes
-
-    def map(self, offset: int, length: int, *, writable: bool) -> Region:
-        f = self._live()
-        if offset % PAGE_SIZE:
-            raise UnsafePath(self._path, "unaligned mapping")
-        if f.slots_offset == 0:
-            f.slots_offset = offset
-        elif f.journal_offset == 0 and offset > f.slots_offset:
-            f.journal_offset = offset
-        return _SimRegion(self, offset, length, writable)
-
-    def close(self) -> None:
-        if self._locked and not self._file.dead and self._boot == self._disk._boot:
-            self._file.locked = False
-        self._locked = False
-
-
-class _SimTemporary:
-    """A temporary file on the simulated disk; its lock is held until close()."""
-
-    def __init__(self, disk: SimStorage, name: str, f: PagedFile) -> None:
-        self._disk = disk
-        self._name = name
-        self._file = f
-        self._crashes = disk._crashes
-        self._moved = False
-        self._closed = False
-
-    @property
-    def name(self) -> str:
-        return self._name
-
-    def replace(self, path: str) -> None:
-        self._disk.rename(self._name, path)
-        self._moved = True
-        self._file.temporary = False
-        self._disk.sync_directory()
-
-    def close(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
-        if self._disk._crashes != self._crashes or self._file.dead:
-            return  # the process died: nothing runs after that
-        if not self._moved and self._disk._files.get(self._name) is self._file:
-            self._disk.unlink(self._name)
-        self._file.locked = False
-
-
-class _SimRegion:
-    def __init__(self, owner: _SimStoreFile, base: int, length: int, writable: bool) -> None:
-        self._owner = owner
-        self._base = base
-        self._length = length
-        self._writable = writable
-
-    @property
-    def buffer(self) -> Buffer:
-        f = self._owner._live()
-        return bytes(f.cache[self._base : self._base + self._length])
-
-    def write(self, offset: int, data: bytes | bytearray) -> None:
-        assert self._writable, "write to a read-only mapping"
-        assert offset >= 0
-        assert offset + len(data) <= self._length
-        self._owner._disk._write(self._owner._live(), self._base + offset, data)
-
-    def sync(self, offset: int, length: int) -> None:
-        self._owner._disk._sync(self._owner._live(), self._base + offset, length)
-
-    def close(self) -> None:
-        pass
