@@ -31,7 +31,14 @@ from journalstate._header import Header
 from journalstate._journal import max_epoch_in_ring, max_payload, ring_read, scan_records
 from journalstate._reader import ChainReader, ChainStop, apply_patches
 from journalstate._reason import Reason
-from journalstate._report import Damage, Recovered, RecoveryMode, RecoveryReport, apply_mode
+from journalstate._report import (
+    Damage,
+    Recovered,
+    RecoveryMode,
+    RecoveryReport,
+    apply_mode,
+    chain_report,
+)
 from journalstate._slots import SlotStatus, choose_slot, read_slots
 
 __all__ = ["Damage", "Recovered", "RecoveryMode", "RecoveryReport", "Validate", "recover"]
@@ -92,7 +99,17 @@ def recover(
     if not previous_generation:
         stop, newer = _replay(header, ring, base, image)
         end = _judge_end(header, ring, base, statuses[1 - index], stop, newer)
-    report = _report_of(mode, previous_generation, index, statuses, stop, end)
+    report = chain_report(
+        mode,
+        previous_generation,
+        index,
+        statuses,
+        seq=stop.seq,
+        position=stop.position,
+        torn_offset=end.torn_offset,
+        torn_bytes=end.torn_bytes,
+        corruption=end.corruption,
+    )
     if report.records_replayed:
         image, report = _check_decodes(path, header, ring, base, start, image, report, validate)
     apply_mode(path, report)
@@ -102,36 +119,6 @@ def recover(
         image=image,
         max_generation=max(h.generation for h in valid_heads),
         max_epoch=_max_epoch(header, ring, statuses, previous_generation or end.newer_generation),
-    )
-
-
-def _report_of(
-    mode: RecoveryMode,
-    previous_generation: bool,
-    index: int,
-    statuses: tuple[SlotStatus, SlotStatus],
-    stop: ChainStop,
-    end: _End,
-) -> RecoveryReport:
-    """The report of a recovery from slot ``index`` whose chain stopped at ``stop``."""
-    base = statuses[index].head
-    assert base is not None
-    return RecoveryReport(
-        mode=mode,
-        previous_generation=previous_generation,
-        slot=index,
-        generation=base.generation,
-        epoch=base.epoch,
-        base_seq=base.seq,
-        seq=stop.seq,
-        position=stop.position,
-        records_replayed=stop.seq - base.seq,
-        bytes_replayed=stop.position - base.position,
-        torn_tail=end.torn_offset is not None,
-        torn_tail_offset=end.torn_offset,
-        torn_tail_bytes=end.torn_bytes,
-        corruption=end.corruption,
-        slots=statuses,
     )
 
 
