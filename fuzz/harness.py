@@ -30,7 +30,8 @@ import attrs
 
 import journalstate as js
 from fuzz.stores import PATH, Base, Canon, RingRecord, canonical, ring_get
-from journalstate._format import RECORD_HEADER_SIZE, Header
+from journalstate._format import RECORD_HEADER_SIZE
+from journalstate._header import Header
 from journalstate.testing import SimStorage
 
 try:  # not on every platform; without it a huge allocation may be slow instead of a MemoryError

@@ -15,27 +15,29 @@ from hypothesis import strategies as st
 
 from fuzz.harness import Bad, Lie, Mutation
 from fuzz.stores import Base, ring_get, ring_put
+from journalstate._checksums import align
 from journalstate._descriptor import NODE_HEAD_FMT
 from journalstate._format import (
-    HEADER_CRC_OFFSET,
-    HEADER_FIXED_SIZE,
     KIND_COMMIT,
     MAX_EPOCH,
     MAX_GENERATION,
-    MAX_JOURNAL_SIZE,
     RECORD_HEADER_FMT,
     RECORD_HEADER_SIZE,
     SLOT_CRC_OFFSET,
     SLOT_HEAD_SIZE,
     WRITER_COUNTER_LIMIT,
-    Header,
-    align,
-    encode_header,
-    header_crc,
     record_crc,
     record_size,
     slot_crc,
     slot_size_for,
+)
+from journalstate._header import (
+    HEADER_CRC_OFFSET,
+    HEADER_FIXED_SIZE,
+    MAX_JOURNAL_SIZE,
+    Header,
+    encode_header,
+    header_crc,
 )
 from journalstate._journal import max_payload
 from journalstate._layout import (

@@ -18,16 +18,13 @@ import attrs
 from hypothesis import strategies as st
 
 import journalstate as js
-from journalstate._format import (
+from journalstate._format import RECORD_HEADER_SIZE, decode_record_header, record_crc, record_size
+from journalstate._header import (
     HEADER_CRC_OFFSET,
     HEADER_FIXED_SIZE,
-    RECORD_HEADER_SIZE,
     Header,
     decode_header,
-    decode_record_header,
     header_crc,
-    record_crc,
-    record_size,
 )
 from journalstate._journal import max_payload
 from journalstate.testing import SimStorage

@@ -43,16 +43,16 @@ from journalstate._flusher import start_flusher
 from journalstate._format import (
     END_MARKER_SIZE,
     RECORD_HEADER_SIZE,
-    Header,
     SlotHead,
     encode_slot,
     record_size,
 )
 from journalstate._guards import Guarded
-from journalstate._io import Region, StoreFile
+from journalstate._header import Header
 from journalstate._journal import max_payload
 from journalstate._recovery import RecoveryReport
 from journalstate._schema import Schema
+from journalstate._storage import Region, StoreFile
 from journalstate._writer import build_record
 
 T = TypeVar("T")

@@ -116,17 +116,7 @@ def build_parser() -> argparse.ArgumentParser:
         return p
 
     modes = [m.value for m in js.RecoveryMode]
-    p = add(
-        "recover",
-        "run recovery and repair the store in place (or into --output)",
-        "journalstate recover state.jst --output repaired.jst --mode salvage",
-        cmd_recover,
-    )
-    p.add_argument("path")
-    p.add_argument("--output", metavar="NEW", help="write the repaired store here instead")
-    p.add_argument("--mode", choices=modes, default="tolerate-tail")
-    p.add_argument("--previous-generation", action="store_true", help="roll back to the older slot")
-    p.add_argument("--dry-run", action="store_true", help="say what would be done, change nothing")
+    _add_recover_command(add, modes)
     p = add("check", "read-only integrity check", "journalstate check state.jst", cmd_check)
     p.add_argument("path")
     p = add("dump", "print the recovered state", "journalstate dump state.jst --json", cmd_dump)
@@ -147,7 +137,28 @@ def build_parser() -> argparse.ArgumentParser:
     add_migrate_arguments(p, _count)
     p = add("demo", "SIGKILL and simulated OS crashes, explained", "journalstate demo", cmd_demo)
     p.add_argument("--seed", type=int, help="seed for the random choices")
-    p = sub.add_parser(
+    _add_bench_command(sub.add_parser)
+    return parser
+
+
+def _add_recover_command(add: Callable[..., argparse.ArgumentParser], modes: list[str]) -> None:
+    """The ``recover`` command: its help and arguments."""
+    p = add(
+        "recover",
+        "run recovery and repair the store in place (or into --output)",
+        "journalstate recover state.jst --output repaired.jst --mode salvage",
+        cmd_recover,
+    )
+    p.add_argument("path")
+    p.add_argument("--output", metavar="NEW", help="write the repaired store here instead")
+    p.add_argument("--mode", choices=modes, default="tolerate-tail")
+    p.add_argument("--previous-generation", action="store_true", help="roll back to the older slot")
+    p.add_argument("--dry-run", action="store_true", help="say what would be done, change nothing")
+
+
+def _add_bench_command(add_parser: Callable[..., argparse.ArgumentParser]) -> None:
+    """The ``bench`` command: its own help, no ``--json``, and the benchmark's arguments."""
+    p = add_parser(
         "bench",
         help=_BENCH_HELP,
         description=_BENCH_HELP,
@@ -156,7 +167,6 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_bench_arguments(p)
     p.set_defaults(func=cmd_bench)
-    return parser
 
 
 def add_bench_arguments(parser: argparse.ArgumentParser) -> None:

@@ -13,7 +13,8 @@ from typing import Any
 
 import attrs
 
-from journalstate._format import Header, SlotHead
+from journalstate._format import SlotHead
+from journalstate._header import Header
 from journalstate._reader import ChainReader, ChainRecord, apply_patches
 from journalstate._report import RecoveryReport
 from journalstate._slots import SlotStatus, read_slots

@@ -17,11 +17,11 @@ import attrs
 
 from journalstate._descriptor import decode_descriptor
 from journalstate._errors import NoSuchField, Unrecoverable
-from journalstate._format import (
+from journalstate._format import ValueEnum
+from journalstate._header import (
     HEADER_CRC_OFFSET,
     HEADER_FIXED_SIZE,
     MAX_SCHEMA_LENGTH,
-    ValueEnum,
     decode_header,
 )
 from journalstate._io import OsStorage

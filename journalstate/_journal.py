@@ -12,6 +12,7 @@ from __future__ import annotations
 import struct
 from collections.abc import Iterator
 
+from journalstate._checksums import Buffer, crc_region, mask, release_pages
 from journalstate._format import (
     KIND_COMMIT,
     PATCH_HEAD_FMT,
@@ -20,14 +21,10 @@ from journalstate._format import (
     RECORD_ANCHOR_OFFSET,
     RECORD_HEADER_FMT,
     RECORD_HEADER_SIZE,
-    Buffer,
     RecordHeader,
-    crc_region,
     decode_record_header,
-    mask,
     record_anchor,
     record_size,
-    release_pages,
 )
 from journalstate._reason import Reason
 

@@ -15,6 +15,7 @@ from typing import Any, cast
 
 import attrs
 
+from journalstate._checksums import align, crc, mask
 from journalstate._descriptor import compare_descriptors, decode_descriptor
 from journalstate._errors import (
     InvalidArgument,
@@ -26,34 +27,33 @@ from journalstate._errors import (
     Unrecoverable,
 )
 from journalstate._format import (
-    HEADER_FIXED_SIZE,
-    MAX_JOURNAL_SIZE,
     SLOT_CRC_OFFSET,
     SLOT_HEAD_FMT,
     SLOT_HEAD_SIZE,
-    Header,
     SlotHead,
-    align,
-    crc,
+    slot_size_for,
+)
+from journalstate._header import (
+    HEADER_FIXED_SIZE,
+    MAX_JOURNAL_SIZE,
+    Header,
     decode_header,
     encode_header,
     header_read_size,
-    mask,
-    slot_size_for,
 )
-from journalstate._io import (
+from journalstate._io import OsStorage
+from journalstate._layout import ArrayNode, Node, StructNode
+from journalstate._migrate import Change, FieldChange, Plan, plan_migration
+from journalstate._opening import open_readonly
+from journalstate._schema import Schema, compile_schema
+from journalstate._storage import (
     PAGE_SIZE,
-    OsStorage,
     ReplacingStorage,
     Storage,
     TemporaryFile,
     file_replaced,
     open_store_file,
 )
-from journalstate._layout import ArrayNode, Node, StructNode
-from journalstate._migrate import Change, FieldChange, Plan, plan_migration
-from journalstate._opening import open_readonly
-from journalstate._schema import Schema, compile_schema
 from journalstate._store import Store
 
 

@@ -11,12 +11,12 @@ from typing import TypeVar
 
 from journalstate._durability import Durability
 from journalstate._errors import InvalidArgument
-from journalstate._io import Storage
 from journalstate._migrate_run import migrate as run_migration
 from journalstate._migrate_run import needs_migration
 from journalstate._opening import open_store
 from journalstate._options import checked_flag, checked_options
 from journalstate._recovery import RecoveryMode
+from journalstate._storage import Storage
 from journalstate._store import DEFAULT_CHECKPOINT_THRESHOLD, Store
 
 T = TypeVar("T")

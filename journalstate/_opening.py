@@ -12,6 +12,7 @@ import os
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+from journalstate._checksums import align
 from journalstate._descriptor import compare_descriptors
 from journalstate._durability import Durability
 from journalstate._dynamic import class_from_descriptor
@@ -25,23 +26,24 @@ from journalstate._errors import (
     Unrecoverable,
 )
 from journalstate._format import (
-    HEADER_FIXED_SIZE,
-    MAX_SCHEMA_LENGTH,
     SLOT_HEAD_SIZE,
-    Header,
     SlotHead,
-    align,
     check_counters,
-    decode_header,
-    encode_header,
     encode_slot,
-    header_read_size,
     slot_size_for,
 )
-from journalstate._io import PAGE_SIZE, Region, Storage, StoreFile, open_store_file
+from journalstate._header import (
+    HEADER_FIXED_SIZE,
+    MAX_SCHEMA_LENGTH,
+    Header,
+    decode_header,
+    encode_header,
+    header_read_size,
+)
 from journalstate._options import DEFAULT_JOURNAL_SIZE, Options
 from journalstate._recovery import Recovered, RecoveryMode, recover
 from journalstate._schema import Schema, compile_schema
+from journalstate._storage import PAGE_SIZE, Region, Storage, StoreFile, open_store_file
 from journalstate._store import DEFAULT_CHECKPOINT_THRESHOLD, Store
 
 T = TypeVar("T")

@@ -14,12 +14,14 @@ from typing import Any
 
 import attrs
 
+from journalstate._checksums import align
 from journalstate._durability import Durability, durability_of
 from journalstate._errors import InvalidArgument, InvalidArgumentType
-from journalstate._format import MAX_JOURNAL_SIZE, align
-from journalstate._io import PAGE_SIZE, OsStorage, Storage
+from journalstate._header import MAX_JOURNAL_SIZE
+from journalstate._io import OsStorage
 from journalstate._recovery import RecoveryMode
 from journalstate._schema import Schema, check_frozen, compile_schema
+from journalstate._storage import PAGE_SIZE, Storage
 
 DEFAULT_JOURNAL_SIZE = 1 << 20
 """Journal ring size for new stores (bytes): room for thousands of small commits."""

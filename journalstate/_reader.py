@@ -21,15 +21,13 @@ from typing import NamedTuple
 import attrs
 import crc32c
 
+from journalstate._checksums import Buffer, crc_region, mask
 from journalstate._format import (
     KIND_COMMIT,
     RECORD_HEADER_FMT,
     RECORD_HEADER_SIZE,
-    Buffer,
     RecordHeader,
-    crc_region,
     decode_record_header,
-    mask,
     record_size,
 )
 from journalstate._journal import header_fault, max_payload, parse_patches, ring_read

@@ -16,22 +16,29 @@ from collections.abc import Callable
 
 import attrs
 
+from journalstate._checksums import Buffer
 from journalstate._errors import NoPreviousGeneration, StoreCorrupt, Unrecoverable
 from journalstate._format import (
     END_MARKER_SIZE,
     MAX_EPOCH,
     RECORD_HEADER_SIZE,
-    Buffer,
-    Header,
     RecordHeader,
     SlotHead,
     decode_record_header,
     record_size,
 )
+from journalstate._header import Header
 from journalstate._journal import max_epoch_in_ring, max_payload, ring_read, scan_records
 from journalstate._reader import ChainReader, ChainStop, apply_patches
 from journalstate._reason import Reason
-from journalstate._report import Damage, Recovered, RecoveryMode, RecoveryReport, apply_mode
+from journalstate._report import (
+    Damage,
+    Recovered,
+    RecoveryMode,
+    RecoveryReport,
+    apply_mode,
+    chain_report,
+)
 from journalstate._slots import SlotStatus, choose_slot, read_slots
 
 __all__ = ["Damage", "Recovered", "RecoveryMode", "RecoveryReport", "Validate", "recover"]
@@ -92,22 +99,16 @@ def recover(
     if not previous_generation:
         stop, newer = _replay(header, ring, base, image)
         end = _judge_end(header, ring, base, statuses[1 - index], stop, newer)
-    report = RecoveryReport(
-        mode=mode,
-        previous_generation=previous_generation,
-        slot=index,
-        generation=base.generation,
-        epoch=base.epoch,
-        base_seq=base.seq,
+    report = chain_report(
+        mode,
+        previous_generation,
+        index,
+        statuses,
         seq=stop.seq,
         position=stop.position,
-        records_replayed=stop.seq - base.seq,
-        bytes_replayed=stop.position - base.position,
-        torn_tail=end.torn_offset is not None,
-        torn_tail_offset=end.torn_offset,
-        torn_tail_bytes=end.torn_bytes,
+        torn_offset=end.torn_offset,
+        torn_bytes=end.torn_bytes,
         corruption=end.corruption,
-        slots=statuses,
     )
     if report.records_replayed:
         image, report = _check_decodes(path, header, ring, base, start, image, report, validate)

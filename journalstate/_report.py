@@ -81,6 +81,40 @@ class RecoveryReport:
         return not self.torn_tail and not self.corruption and all(s.valid for s in self.slots)
 
 
+def chain_report(
+    mode: RecoveryMode,
+    previous_generation: bool,
+    slot: int,
+    slots: tuple[SlotStatus, SlotStatus],
+    *,
+    seq: int,
+    position: int,
+    torn_offset: int | None,
+    torn_bytes: int,
+    corruption: tuple[Damage, ...],
+) -> RecoveryReport:
+    """The report of a recovery from ``slots[slot]`` whose chain ended at ``seq``, ``position``."""
+    base = slots[slot].head
+    assert base is not None
+    return RecoveryReport(
+        mode=mode,
+        previous_generation=previous_generation,
+        slot=slot,
+        generation=base.generation,
+        epoch=base.epoch,
+        base_seq=base.seq,
+        seq=seq,
+        position=position,
+        records_replayed=seq - base.seq,
+        bytes_replayed=position - base.position,
+        torn_tail=torn_offset is not None,
+        torn_tail_offset=torn_offset,
+        torn_tail_bytes=torn_bytes,
+        corruption=corruption,
+        slots=slots,
+    )
+
+
 @attrs.define
 class Recovered:
     """The result of recovery: the report, the state image and what the next writer needs."""

@@ -41,7 +41,7 @@ from journalstate._layout import (
 )
 from journalstate._markers import MARKED, MARKERS, Array, Boolean, Bytes, Float, Int, Str
 
-# MAX_STATE_SIZE: the header reader (_format) bounds a file's state size by it too.
+# MAX_STATE_SIZE: the header reader (_header) bounds a file's state size by it too.
 __all__ = ["MAX_STATE_SIZE", "Schema", "check_frozen", "compile_schema"]
 
 # --- schemas -----------------------------------------------------------------------------------

@@ -11,18 +11,16 @@ import struct
 
 import attrs
 
+from journalstate._checksums import Buffer, crc_region, mask
 from journalstate._format import (
     SLOT_CRC_OFFSET,
     SLOT_HEAD_FMT,
     SLOT_HEAD_SIZE,
     SLOT_TAIL_SIZE,
-    Buffer,
-    Header,
     SlotHead,
-    crc_region,
-    mask,
     slot_crc,
 )
+from journalstate._header import Header
 from journalstate._reason import Reason
 
 

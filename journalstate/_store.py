@@ -25,10 +25,10 @@ from journalstate import _writer
 from journalstate._chain import SEQ, STATE, TAIL, Chain
 from journalstate._durability import Durability, durability_of
 from journalstate._errors import ReentrantCall, StoreReplaced
-from journalstate._format import Header
-from journalstate._io import Buffer, file_replaced
+from journalstate._header import Header
 from journalstate._recovery import RecoveryReport
 from journalstate._schema import Schema
+from journalstate._storage import Buffer, file_replaced
 from journalstate._txn import Draft, build, close
 
 T = TypeVar("T")

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Final, Protocol
 
 from crc32c import crc32c
 
+from journalstate._checksums import crc, mask
 from journalstate._format import (
     END_MARKER_SIZE,
     KIND_COMMIT,
@@ -27,13 +28,11 @@ from journalstate._format import (
     RECORD_ALIGN,
     RECORD_HEADER_FMT,
     RECORD_HEADER_SIZE,
-    crc,
-    mask,
     record_size,
 )
 
 if TYPE_CHECKING:
-    from journalstate._io import Buffer
+    from journalstate._storage import Buffer
 
 END_MARKER: Final = bytes(END_MARKER_SIZE)
 """The zeros written after the last record: a clean end of the chain."""

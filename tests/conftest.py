@@ -13,7 +13,8 @@ import pytest
 from hypothesis import HealthCheck, settings
 
 import journalstate as js
-from journalstate._io import Buffer, OsStorage, Region, StoreFile
+from journalstate._io import OsStorage
+from journalstate._storage import Buffer, Region, StoreFile
 
 settings.register_profile(
     "dev", max_examples=50, deadline=None, suppress_health_check=[HealthCheck.too_slow]

@@ -13,27 +13,23 @@ from __future__ import annotations
 
 import struct
 
+from journalstate._checksums import align, crc, mask
 from journalstate._descriptor import NODE_HEAD_FMT
 from journalstate._format import (
-    HEADER_FIXED_SIZE,
     RECORD_HEADER_FMT,
     RECORD_HEADER_SIZE,
     SLOT_CRC_OFFSET,
     SLOT_HEAD_FMT,
     SLOT_HEAD_SIZE,
     SLOT_TAIL_SIZE,
-    Header,
     SlotHead,
-    align,
-    crc,
-    encode_header,
     encode_slot,
-    mask,
     record_crc,
     record_size,
     slot_crc,
     slot_size_for,
 )
+from journalstate._header import HEADER_FIXED_SIZE, Header, encode_header
 from journalstate._layout import KIND_BYTES, KIND_STRUCT, KIND_UINT
 
 # Name and struct code of each record header field, in order (see RECORD_HEADER_FMT).

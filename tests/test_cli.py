@@ -27,7 +27,8 @@ import pytest
 
 import journalstate as js
 from journalstate import _cli
-from journalstate._format import HEADER_FIXED_SIZE, RECORD_HEADER_SIZE
+from journalstate._format import RECORD_HEADER_SIZE
+from journalstate._header import HEADER_FIXED_SIZE
 from journalstate.testing import SimStorage
 from tests.conftest import Progress, crash_copy
 from tests.damage import flip_byte

@@ -11,6 +11,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from journalstate._checksums import align, crc, mask, unmask
 from journalstate._errors import (
     JournalStateError,
     NotAStore,
@@ -20,32 +21,30 @@ from journalstate._errors import (
 )
 from journalstate._format import (
     END_MARKER_SIZE,
-    FORMAT_VERSION,
-    HEADER_CRC_OFFSET,
-    HEADER_FIXED_SIZE,
-    HEADER_FMT,
     KIND_COMMIT,
-    MAGIC,
-    MAX_SCHEMA_LENGTH,
     RECORD_ANCHOR_OFFSET,
     RECORD_HEADER_SIZE,
     SLOT_HEAD_SIZE,
-    Header,
     SlotHead,
-    align,
-    crc,
-    decode_header,
     decode_record_header,
-    encode_header,
     encode_slot,
-    header_crc,
-    mask,
     record_anchor,
     record_crc,
     record_size,
     slot_crc,
     slot_size_for,
-    unmask,
+)
+from journalstate._header import (
+    FORMAT_VERSION,
+    HEADER_CRC_OFFSET,
+    HEADER_FIXED_SIZE,
+    HEADER_FMT,
+    MAGIC,
+    MAX_SCHEMA_LENGTH,
+    Header,
+    decode_header,
+    encode_header,
+    header_crc,
 )
 from journalstate._reader import read_record
 from journalstate._reason import Reason
@@ -542,7 +541,7 @@ def test_release_pages_drops_the_whole_pages_of_a_mapping_only() -> None:
     """release_pages advises MADV_DONTNEED on the whole pages inside a range of a mapping."""
     import mmap
 
-    from journalstate._format import release_pages
+    from journalstate._checksums import release_pages
 
     page = mmap.PAGESIZE
     calls: list[tuple[int, int, int]] = []

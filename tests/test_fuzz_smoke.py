@@ -24,7 +24,7 @@ from fuzz.run import run_target
 from fuzz.stores import PATH, Small
 from fuzz.targets import TARGETS
 from journalstate._descriptor import NODE_HEAD_FMT
-from journalstate._format import HEADER_CRC_OFFSET, HEADER_FIXED_SIZE, header_crc
+from journalstate._header import HEADER_CRC_OFFSET, HEADER_FIXED_SIZE, header_crc
 from journalstate._layout import KIND_ARRAY, KIND_STRUCT, KIND_UINT
 from journalstate.testing import SimStorage
 

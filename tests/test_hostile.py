@@ -21,7 +21,6 @@ from journalstate import _cli, _journal
 from journalstate._format import (
     MAX_EPOCH,
     MAX_GENERATION,
-    MAX_JOURNAL_SIZE,
     MAX_SEQ,
     RECORD_HEADER_SIZE,
     SLOT_CRC_OFFSET,
@@ -29,6 +28,7 @@ from journalstate._format import (
     SlotHead,
     check_counters,
 )
+from journalstate._header import MAX_JOURNAL_SIZE
 from journalstate._journal import find_all, max_epoch_in_ring, max_payload
 from journalstate._layout import MAX_NODES, MAX_STATE_SIZE
 from journalstate._reason import Reason

@@ -11,7 +11,8 @@ import pytest
 
 import journalstate as js
 from journalstate import _io
-from journalstate._io import PAGE_SIZE, OsStorage
+from journalstate._io import OsStorage
+from journalstate._storage import PAGE_SIZE
 
 
 def test_create_writes_chunks_and_preallocates(tmp_path: Path) -> None:

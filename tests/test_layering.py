@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import ast
+import importlib
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
 
 import journalstate as js
-from journalstate._format import decode_header
+from journalstate._header import decode_header
 from journalstate._recovery import recover
 from tests.conftest import Progress, crash_copy
 
@@ -27,7 +29,7 @@ package = types.ModuleType("journalstate")
 package.__path__ = [sys.argv[1]]
 sys.modules["journalstate"] = package
 import journalstate._recovery as recovery
-from journalstate._format import decode_header
+from journalstate._header import decode_header
 data = sys.stdin.buffer.read()
 header = decode_header("image", data, len(data))
 recovered = recovery.recover(
@@ -46,8 +48,10 @@ print(json.dumps({
 """
 
 PURE = {
+    "journalstate._checksums",
     "journalstate._descriptor",
     "journalstate._format",
+    "journalstate._header",
     "journalstate._layout",
     "journalstate._markers",
     "journalstate._journal",
@@ -139,7 +143,7 @@ def cycles(graph: dict[str, set[str]]) -> set[frozenset[str]]:
 def test_import_graph_sees_every_kind_of_import() -> None:
     """The graph counts imports under TYPE_CHECKING and inside functions."""
     graph = import_graph()
-    assert "journalstate._io" in graph["journalstate._writer"]  # under TYPE_CHECKING
+    assert "journalstate._storage" in graph["journalstate._writer"]  # under TYPE_CHECKING
     assert "journalstate.bench.run" in graph["journalstate._commands"]  # inside a function
     assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == {frozenset("abc")}
 
@@ -147,3 +151,100 @@ def test_import_graph_sees_every_kind_of_import() -> None:
 def test_no_import_cycles() -> None:
     """journalstate's modules import each other without a cycle, even under TYPE_CHECKING."""
     assert cycles(import_graph()) == set()
+
+
+def _defined_names(tree: ast.AST) -> set[str]:
+    """What a module defines: functions, classes and assignment targets (attributes too)."""
+    names: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            names.add(node.name)
+        elif isinstance(node, (ast.Name, ast.Attribute)) and isinstance(node.ctx, ast.Store):
+            names.add(node.id if isinstance(node, ast.Name) else node.attr)
+    return names
+
+
+def _is_private(name: str) -> bool:
+    return name.startswith("_") and not (name.startswith("__") and name.endswith("__"))
+
+
+def _own_receiver(node: ast.expr, classes: set[str]) -> bool:
+    """``self``, ``cls``, ``super()`` or a class of the module: reaching its own names."""
+    if isinstance(node, ast.Name):
+        return node.id in {"self", "cls"} | classes
+    return (
+        isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "super"
+    )
+
+
+def private_reaches(sources: dict[str, str]) -> list[str]:
+    """Every place a module of ``sources`` (name: text) uses another one's private name.
+
+    An attribute ``x._name`` counts when ``x`` is not ``self``, ``cls``, ``super()`` or a class
+    of the module, and ``_name`` is defined in another module but not in this one (a module may
+    use the private names of its own classes; the standard library's are not judged here).
+    ``from m import _name`` counts unless ``m._name`` is a module.
+    """
+    trees = {name: ast.parse(text, name) for name, text in sources.items()}
+    defined = {name: _defined_names(tree) for name, tree in trees.items()}
+    found = []
+    for name, tree in trees.items():
+        elsewhere = set().union(*(d for other, d in defined.items() if other != name))
+        classes = {n.name for n in ast.walk(tree) if isinstance(n, ast.ClassDef)}
+        for node in ast.walk(tree):
+            where = f"{name}:{getattr(node, 'lineno', 0)}"
+            if isinstance(node, ast.Attribute) and _is_private(node.attr):
+                if _own_receiver(node.value, classes) or node.attr in defined[name]:
+                    continue
+                if node.attr in elsewhere:
+                    found.append(f"{where}: {ast.unparse(node)}")
+            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                for alias in node.names:
+                    is_module = f"{node.module}.{alias.name}" in sources
+                    if _is_private(alias.name) and not is_module:
+                        found.append(f"{where}: from {node.module} import {alias.name}")
+    return found
+
+
+def test_private_reaches_sees_attributes_and_imports() -> None:
+    """The check reports another module's private attribute and import, not a module's own."""
+    sources = {
+        "pkg._store": "class Store:\n    def f(self):\n        self._slot = 1\n",
+        "pkg._mod": "import x\n",
+        "pkg.user": (
+            "from pkg import _mod\n"  # a private module: fine
+            "from pkg._store import _helper\n"
+            "def g(store, self):\n"
+            "    store._slot\n"  # another module's private attribute
+            "    self._slot\n"
+            "    store._unknown\n"  # defined nowhere in the package: not judged
+        ),
+    }
+    assert private_reaches(sources) == [
+        "pkg.user:2: from pkg._store import _helper",
+        "pkg.user:4: store._slot",
+    ]
+
+
+def test_no_module_reaches_into_another_modules_private_names() -> None:
+    """No module of journalstate uses a private name that another of its modules defines."""
+    sources = {_module_name(p): p.read_text() for p in PACKAGE.rglob("*.py")}
+    assert private_reaches(sources) == []
+
+
+def test_module_map_names_only_what_exists() -> None:
+    """Every path, module and name the module map in docs/design.md mentions exists."""
+    design = (PACKAGE.parent / "docs" / "design.md").read_text()
+    section = design.split("## Module map", 1)[1].split("\n## ", 1)[0]
+    paths = re.findall(r"journalstate/[\w/]+\.py", section)
+    names = re.findall(r"`(_\w+(?:\.\w+)*)`", section)
+    assert paths
+    assert len(names) > 40
+    for path in paths:
+        assert (PACKAGE.parent / path).is_file(), path
+    for name in names:
+        module, *attributes = name.split(".")
+        value: object = importlib.import_module(f"journalstate.{module}")
+        for attribute in attributes:
+            assert hasattr(value, attribute), name
+            value = getattr(value, attribute)

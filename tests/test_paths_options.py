@@ -26,7 +26,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import journalstate as js
-from journalstate._io import PAGE_SIZE
+from journalstate._storage import PAGE_SIZE
 from journalstate._tempfiles import open_temporary, remove_stray_temporaries, temporary_path
 from tests.conftest import Progress
 from tests.test_cli import ROOT, cli, fails, make_store

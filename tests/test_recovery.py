@@ -20,12 +20,12 @@ from journalstate._errors import NoPreviousGeneration, StoreCorrupt, Unrecoverab
 from journalstate._format import (
     END_MARKER_SIZE,
     RECORD_HEADER_SIZE,
-    Header,
     SlotHead,
     encode_slot,
     record_size,
     slot_size_for,
 )
+from journalstate._header import Header
 from journalstate._reason import Reason
 from journalstate._recovery import Damage, Recovered, RecoveryMode, recover
 from journalstate._writer import encode_patches, encode_record

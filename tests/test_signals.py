@@ -28,7 +28,7 @@ import attrs
 import pytest
 
 import journalstate as js
-from journalstate._io import Buffer, Region
+from journalstate._storage import Buffer, Region
 from journalstate._store import Store
 
 JOURNAL = 4096  # one page: commits soon trigger checkpoints and straddle the ring's end

@@ -14,12 +14,8 @@ import attrs
 import pytest
 
 import journalstate as js
-from journalstate._format import (
-    HEADER_FIXED_SIZE,
-    RECORD_HEADER_SIZE,
-    header_crc,
-    record_size,
-)
+from journalstate._format import RECORD_HEADER_SIZE, record_size
+from journalstate._header import HEADER_FIXED_SIZE, header_crc
 from journalstate._schema import compile_schema
 from journalstate._writer import encode_patches
 from tests.conftest import CountingStorage, Progress, crash_copy
@@ -501,7 +497,8 @@ def test_schema_mismatch_names_the_fields(store_path: Path) -> None:
 
 def last_record_offset(path: Path) -> int:
     """File offset of the journal record with the highest sequence number."""
-    from journalstate._format import decode_header, decode_record_header
+    from journalstate._format import decode_record_header
+    from journalstate._header import decode_header
 
     data = file_bytes(path)
     header = decode_header(str(path), data[:4096], len(data))

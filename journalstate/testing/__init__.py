@@ -4,17 +4,17 @@
 images an OS crash or a process death may leave. See docs/testing.md for the crash model.
 """
 
-from journalstate.testing._disk import (
+from journalstate.testing._disk import SimStorage
+from journalstate.testing._events import (
     CRASH_POINTS,
-    SECTOR_SIZE,
     Chooser,
     CrashHook,
     Event,
     Op,
-    SimStorage,
     SimulatedCrash,
     crash_point,
 )
+from journalstate.testing._pages import SECTOR_SIZE
 
 __all__ = [
     "CRASH_POINTS",

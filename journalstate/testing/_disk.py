@@ -9,6 +9,11 @@ produce the disk images an OS crash may leave behind:
   or any in between;
 * any 512-byte sector of such a page may hold a different one of those versions (a torn page).
 
+Each file's pages and their versions are a :class:`PagedFile` (``_pages``); the events a crash
+can be scheduled at, and the named crash points, are in ``_events``; the handles the store
+holds (open files, temporary files, mappings) in ``_handles``. This module holds the directory
+of names, and the crash and reboot of the machine.
+
 A process death is a different crash: the page cache survives, so every write so far is kept.
 Options restrict the model to narrow a failure down: ``torn_sectors=False`` keeps pages whole,
 ``keep_order=True`` only produces images that are a prefix of the write sequence.
@@ -22,104 +27,19 @@ may be lost and the old entry comes back.
 
 from __future__ import annotations
 
-import enum
 import errno
 import os
 import random
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 
-import attrs
-
-from journalstate._errors import NoSpace, StoreLocked, StoreNotFound, UnsafePath
-from journalstate._io import (
-    PAGE_SIZE,
-    Buffer,
-    Region,
-    StoreFile,
-    TemporaryFile,
-)
+from journalstate._errors import NoSpace, StoreNotFound
+from journalstate._storage import StoreFile, TemporaryFile
 from journalstate._tempfiles import TEMPORARY_NAME
+from journalstate.testing._events import Chooser, CrashHook, Event, Op, SimulatedCrash
+from journalstate.testing._handles import SimStoreFile, SimTemporary
+from journalstate.testing._pages import PagedFile
 
-SECTOR_SIZE = 512
-
-Chooser = Callable[[int], int]
-"""Picks an index in ``range(n)``; hypothesis' ``data.draw`` or a seeded random generator."""
-
-
-class SimulatedCrash(BaseException):
-    """Raised inside a store operation when the simulated machine crashes there.
-
-    A BaseException, so code under test that catches Exception cannot swallow it.
-    """
-
-
-class Op(str, enum.Enum):
-    """The kinds of disk events a crash can be scheduled at."""
-
-    WRITE = "write"
-    SYNC = "sync"
-    CREATE = "create"
-    """A new (temporary) name in the directory."""
-    RENAME = "rename"
-    LINK = "link"
-    UNLINK = "unlink"
-    DIRSYNC = "dirsync"
-    """fsync of the directory: every name change so far becomes durable."""
-
-
-@attrs.frozen
-class Event:
-    """One write or sync that reached the simulated disk."""
-
-    index: int
-    op: Op
-    region: str
-    """"header", "slots" or "journal" (by the region's file offset), "temporary" for a write
-    to a temporary file, "directory" for a change of names."""
-    offset: int
-    """File offset (0 for a change of names)."""
-    length: int
-
-
-@attrs.define
-class _File:
-    cache: bytearray
-    durable: bytearray
-    # page index -> versions since the last sync; versions[0] is the durable one
-    history: dict[int, list[bytes]] = attrs.field(factory=dict)
-    # page index -> write-log positions at which each version after the first appeared
-    stamps: dict[int, list[int]] = attrs.field(factory=dict)
-    locked: bool = False
-    incarnation: int = 0
-    slots_offset: int = 0
-    journal_offset: int = 0
-    temporary: bool = False
-    dead: bool = False
-    """Replaced by set_image() or a restart: handles to it belong to a dead process."""
-
-    def reborn(self, image: bytes | None) -> _File:
-        """This file after a restart: the page cache kept (``image`` None) or ``image``."""
-        self.dead = True
-        if image is None:
-            return _File(
-                cache=bytearray(self.cache),
-                durable=self.durable,
-                history=self.history,
-                stamps=self.stamps,
-                incarnation=self.incarnation + 1,
-                slots_offset=self.slots_offset,
-                journal_offset=self.journal_offset,
-                temporary=self.temporary,
-            )
-        return _File(
-            cache=bytearray(image), durable=bytearray(image), incarnation=self.incarnation + 1
-        )
-
-
-CrashHook = Callable[[Event], "int | None"]
-"""Called before each event. None lets it happen; an int crashes the machine there: a write
-first copies that many of its bytes (a process killed in the middle of a memcpy), a sync
-does not happen."""
+__all__ = ["Event", "Op", "SimStorage", "SimulatedCrash"]
 
 
 class SimStorage:
@@ -134,9 +54,9 @@ class SimStorage:
     """
 
     def __init__(self, *, capacity: int | None = None) -> None:
-        self._files: dict[str, _File] = {}  # the names now (what the process sees)
-        self._durable_names: dict[str, _File] = {}  # as of the last directory sync
-        self._name_log: list[dict[str, _File]] = []  # the names after each change since
+        self._files: dict[str, PagedFile] = {}  # the names now (what the process sees)
+        self._durable_names: dict[str, PagedFile] = {}  # as of the last directory sync
+        self._name_log: list[dict[str, PagedFile]] = []  # the names after each change since
         self._boot = 0
         self._crashes = 0
         self.events: list[Event] = []
@@ -159,7 +79,7 @@ class SimStorage:
         for offset, data in chunks:
             image[offset : offset + len(data)] = data
         # Creation is atomic and durable (temp file, fsync, link, directory fsync).
-        f = _File(cache=bytearray(image), durable=image)
+        f = PagedFile(cache=bytearray(image), durable=image)
         for names in (self._files, self._durable_names, *self._name_log):
             names[path] = f
         return True
@@ -167,7 +87,7 @@ class SimStorage:
     def open(self, path: str, *, writable: bool) -> StoreFile:
         if path not in self._files:
             raise StoreNotFound(path, "no such store")
-        return _SimStoreFile(self, path, self._files[path], writable)
+        return SimStoreFile(self, path, self._files[path], writable)
 
     def create_temporary(
         self, path: str, size: int, chunks: Iterable[tuple[int, bytes | bytearray]]
@@ -177,13 +97,13 @@ class SimStorage:
         used = sum(len(f.durable) for f in self._files.values())
         if self.capacity is not None and used + size > self.capacity:
             raise NoSpace(path, f"no room for a {size}-byte store (simulated disk full)")
-        f = _File(cache=bytearray(size), durable=bytearray(size), temporary=True, locked=True)
+        f = PagedFile(cache=bytearray(size), durable=bytearray(size), temporary=True, locked=True)
         self._rename_entries({name: f})
-        temporary = _SimTemporary(self, name, f)
+        temporary = SimTemporary(self, name, f)
         try:
             for offset, data in chunks:
-                self._write(f, offset, data)
-            self._sync(f, 0, size)
+                self.write_pages(f, offset, data)
+            self.sync_pages(f, 0, size)
         except SimulatedCrash:
             raise
         except BaseException:
@@ -218,7 +138,7 @@ class SimStorage:
         """Changes of names since the last directory sync (an OS crash keeps a prefix)."""
         return len(self._name_log)
 
-    def _rename_entries(self, changes: dict[str, _File | None]) -> None:
+    def _rename_entries(self, changes: dict[str, PagedFile | None]) -> None:
         for name, f in changes.items():
             if f is None:
                 self._files.pop(name, None)
@@ -289,33 +209,7 @@ class SimStorage:
             def choose(n: int) -> int:
                 return rng.randrange(n)
 
-        return self._image_of(self._files[path], choose, torn_sectors, keep_order)
-
-    def _image_of(self, f: _File, choose: Chooser, torn_sectors: bool, keep_order: bool) -> bytes:
-        image = bytearray(f.durable)
-        pages = sorted(f.history)
-        if keep_order:
-            stamps = sorted({s for p in pages for s in f.stamps[p]})
-            cut = stamps[choose(len(stamps) + 1) - 1] if stamps else -1
-            for page in pages:
-                n = sum(1 for s in f.stamps[page] if s <= cut)
-                self._put(image, page, f.history[page][n])
-            return bytes(image)
-        for page in pages:
-            versions = f.history[page]
-            if not torn_sectors:
-                self._put(image, page, versions[choose(len(versions))])
-                continue
-            for sector in range(PAGE_SIZE // SECTOR_SIZE):
-                version = versions[choose(len(versions))]
-                start = page * PAGE_SIZE + sector * SECTOR_SIZE
-                lo = sector * SECTOR_SIZE
-                image[start : start + SECTOR_SIZE] = version[lo : lo + SECTOR_SIZE]
-        return bytes(image)
-
-    @staticmethod
-    def _put(image: bytearray, page: int, data: bytes) -> None:
-        image[page * PAGE_SIZE : page * PAGE_SIZE + len(data)] = data
+        return self._files[path].crash_image(choose, torn_sectors, keep_order)
 
     def restart(self, path: str | None = None, image: bytes | None = None) -> None:
         """Reboot after a crash: ``image`` becomes the disk and the page cache of ``path``.
@@ -351,7 +245,7 @@ class SimStorage:
         for name in sorted(names):
             f = names[name]
             if id(f) not in images:
-                images[id(f)] = self._image_of(f, choose, torn_sectors, keep_order)
+                images[id(f)] = f.crash_image(choose, torn_sectors, keep_order)
         self._files = dict(names)
         self._durable_names = dict(names)
         self._name_log = []
@@ -359,9 +253,9 @@ class SimStorage:
 
     def _reboot(self, images: dict[str, bytes]) -> None:
         self._boot += 1
-        fresh: dict[int, _File] = {}
+        fresh: dict[int, PagedFile] = {}
 
-        def renew(name: str, f: _File) -> _File:
+        def renew(name: str, f: PagedFile) -> PagedFile:
             if id(f) not in fresh:
                 fresh[id(f)] = f.reborn(images.get(name))
             return fresh[id(f)]
@@ -377,7 +271,7 @@ class SimStorage:
         old = self._files.get(path)
         if old is not None:
             old.dead = True
-        f = _File(cache=bytearray(image), durable=bytearray(image))
+        f = PagedFile(cache=bytearray(image), durable=bytearray(image))
         for names in (self._files, self._durable_names, *self._name_log):
             if names is self._files or names.get(path) is old:
                 names[path] = f
@@ -391,7 +285,7 @@ class SimStorage:
             self._crashes += 1
             raise SimulatedCrash(f"simulated crash before {op.value} #{event.index}")
 
-    def _event(self, f: _File, op: Op, offset: int, length: int) -> int | None:
+    def _event(self, f: PagedFile, op: Op, offset: int, length: int) -> int | None:
         if f.temporary:
             region = "temporary"
         elif offset >= f.journal_offset > 0:
@@ -407,197 +301,36 @@ class SimStorage:
             self._crashes += 1
         return crash
 
-    def _write(self, f: _File, offset: int, data: bytes | bytearray) -> None:
+    # --- for the handles (``_handles``) ---------------------------------------------------------
+
+    @property
+    def boot(self) -> int:
+        """Reboots so far: a handle opened before the last one belongs to a dead process."""
+        return self._boot
+
+    @property
+    def crashes(self) -> int:
+        """Crashes so far, each raised as :class:`SimulatedCrash` out of a store operation."""
+        return self._crashes
+
+    def file_named(self, name: str) -> PagedFile | None:
+        """The file a name now stands for, if any."""
+        return self._files.get(name)
+
+    def write_pages(self, f: PagedFile, offset: int, data: bytes | bytearray) -> None:
+        """A write to ``f`` through the page cache: an event, and a crash if one is due."""
         crash = self._event(f, Op.WRITE, offset, len(data))
         if crash is not None:
             data = data[: max(0, min(crash, len(data)))]
         stamp = len(self.events) - 1
-        if data:
-            first = offset // PAGE_SIZE
-            last = (offset + len(data) - 1) // PAGE_SIZE
-            for page in range(first, last + 1):
-                if page not in f.history:
-                    start = page * PAGE_SIZE
-                    f.history[page] = [bytes(f.durable[start : start + PAGE_SIZE])]
-                    f.stamps[page] = []
-            f.cache[offset : offset + len(data)] = data
-            for page in range(first, last + 1):
-                start = page * PAGE_SIZE
-                f.history[page].append(bytes(f.cache[start : start + PAGE_SIZE]))
-                f.stamps[page].append(stamp)
+        f.write(offset, data, stamp)
         if crash is not None:
             raise SimulatedCrash(f"simulated crash during write #{stamp}")
 
-    def _sync(self, f: _File, offset: int, length: int) -> None:
+    def sync_pages(self, f: PagedFile, offset: int, length: int) -> None:
+        """An msync of a range of ``f``: an event, a crash if one is due, or a failure."""
         if self._event(f, Op.SYNC, offset, length) is not None:
             raise SimulatedCrash(f"simulated crash before sync #{len(self.events) - 1}")
         if self.fail_syncs:
             raise OSError(errno.EIO, "Input/output error (simulated)")
-        first = offset // PAGE_SIZE
-        last = (offset + max(length, 1) - 1) // PAGE_SIZE
-        for page in range(first, last + 1):
-            if page in f.history:
-                start = page * PAGE_SIZE
-                f.durable[start : start + PAGE_SIZE] = f.cache[start : start + PAGE_SIZE]
-                del f.history[page]
-                del f.stamps[page]
-
-
-class _SimStoreFile:
-    def __init__(self, disk: SimStorage, path: str, f: _File, writable: bool) -> None:
-        self._disk = disk
-        self._path = path
-        self._file = f
-        self._boot = disk._boot
-        self._writable = writable
-        self._locked = False
-
-    def _live(self) -> _File:
-        if self._file.dead or self._boot != self._disk._boot:
-            raise SimulatedCrash("this handle belongs to a process that crashed")
-        return self._file
-
-    def replaced(self) -> bool:
-        """Whether the path names another file now."""
-        return self._disk._files.get(self._path) is not self._file
-
-    @property
-    def size(self) -> int:
-        return len(self._live().cache)
-
-    def read(self, offset: int, length: int) -> bytes:
-        return bytes(self._live().cache[offset : offset + length])
-
-    def lock(self, timeout: float) -> None:
-        f = self._live()
-        if f.locked:
-            raise StoreLocked(self._path)
-        f.locked = True
-        self._locked = True
-
-    def allocate(self, size: int) -> None:
-        self._live()  # simulated files have no holes
-
-    def map(self, offset: int, length: int, *, writable: bool) -> Region:
-        f = self._live()
-        if offset % PAGE_SIZE:
-            raise UnsafePath(self._path, "unaligned mapping")
-        if f.slots_offset == 0:
-            f.slots_offset = offset
-        elif f.journal_offset == 0 and offset > f.slots_offset:
-            f.journal_offset = offset
-        return _SimRegion(self, offset, length, writable)
-
-    def close(self) -> None:
-        if self._locked and not self._file.dead and self._boot == self._disk._boot:
-            self._file.locked = False
-        self._locked = False
-
-
-class _SimTemporary:
-    """A temporary file on the simulated disk; its lock is held until close()."""
-
-    def __init__(self, disk: SimStorage, name: str, f: _File) -> None:
-        self._disk = disk
-        self._name = name
-        self._file = f
-        self._crashes = disk._crashes
-        self._moved = False
-        self._closed = False
-
-    @property
-    def name(self) -> str:
-        return self._name
-
-    def replace(self, path: str) -> None:
-        self._disk.rename(self._name, path)
-        self._moved = True
-        self._file.temporary = False
-        self._disk.sync_directory()
-
-    def close(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
-        if self._disk._crashes != self._crashes or self._file.dead:
-            return  # the process died: nothing runs after that
-        if not self._moved and self._disk._files.get(self._name) is self._file:
-            self._disk.unlink(self._name)
-        self._file.locked = False
-
-
-class _SimRegion:
-    def __init__(self, owner: _SimStoreFile, base: int, length: int, writable: bool) -> None:
-        self._owner = owner
-        self._base = base
-        self._length = length
-        self._writable = writable
-
-    @property
-    def buffer(self) -> Buffer:
-        f = self._owner._live()
-        return bytes(f.cache[self._base : self._base + self._length])
-
-    def write(self, offset: int, data: bytes | bytearray) -> None:
-        assert self._writable, "write to a read-only mapping"
-        assert offset >= 0
-        assert offset + len(data) <= self._length
-        self._owner._disk._write(self._owner._live(), self._base + offset, data)
-
-    def sync(self, offset: int, length: int) -> None:
-        self._owner._disk._sync(self._owner._live(), self._base + offset, length)
-
-    def close(self) -> None:
-        pass
-
-
-# --- named crash points --------------------------------------------------------------------------
-
-CRASH_POINTS: dict[str, tuple[Op, str, bool]] = {
-    # name: (operation, region, crash after it rather than at it)
-    "journal-write-torn": (Op.WRITE, "journal", False),
-    "journal-written": (Op.WRITE, "journal", True),
-    "journal-synced": (Op.SYNC, "journal", True),
-    "slot-write-torn": (Op.WRITE, "slots", False),
-    "slot-written": (Op.WRITE, "slots", True),
-    "slot-synced": (Op.SYNC, "slots", True),
-}
-"""Crash points, each the instant around the first matching disk event after arming.
-
-``journal-write-torn``: during the copy of a record (or end marker) into the journal, after
-``cut`` bytes. ``journal-written``: the copy is complete, its msync has not started (in a
-commit: after the record is written and before the commit point). ``journal-synced``: right
-after the journal msync (in a commit: right after the commit point). ``slot-write-torn``,
-``slot-written``, ``slot-synced``: the same for the slot a checkpoint writes.
-"""
-
-
-def crash_point(disk: SimStorage, name: str, *, cut: int = 0, skip: int = 0) -> CrashHook:
-    """A hook for ``disk.crash_at`` that crashes at the named point.
-
-    Args:
-        disk: the simulated disk (its event count marks where arming happened).
-        name: a key of :data:`CRASH_POINTS`.
-        cut: for ``*-torn`` points, how many bytes of the write reach the page cache.
-        skip: ignore this many matching events first.
-    """
-    op, region, after = CRASH_POINTS[name]
-    start = len(disk.events)
-    state = {"seen": 0, "fire_next": False}
-
-    def hook(event: Event) -> int | None:
-        if event.index < start:
-            return None
-        if state["fire_next"]:
-            return 0
-        if event.op is op and event.region == region:
-            if state["seen"] < skip:
-                state["seen"] += 1
-                return None
-            if after:
-                state["fire_next"] = True
-                return None
-            return cut
-        return None
-
-    return hook
+        f.sync(offset, length)

@@ -21,7 +21,8 @@ import journalstate as js
 from journalstate._format import END_MARKER_SIZE
 from journalstate._journal import max_payload
 from journalstate._schema import compile_schema
-from journalstate.testing._disk import Event, Op, SimStorage, SimulatedCrash
+from journalstate.testing._disk import SimStorage
+from journalstate.testing._events import Event, Op, SimulatedCrash
 
 PATH = "crash-test.jst"
 _MODES = ("commit", "interval", "process")
