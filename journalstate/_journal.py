@@ -145,8 +145,13 @@ def iter_patches(payload: bytes, state_size: int) -> Iterator[tuple[int, bytes]]
         at = stop
 
 
-def find_all(buf: Buffer | bytes, needles: tuple[bytes, ...], lo: int, hi: int) -> Iterator[int]:
-    """Every index in ``buf[lo:hi]`` where one of ``needles`` starts, chunk by chunk.
+def find_all(
+    buf: Buffer | bytes, needles: tuple[bytes, ...], lo: int, hi: int
+) -> Iterator[tuple[int, bytes]]:
+    """Every ``(index, needle)`` where one of ``needles`` starts in ``buf[lo:hi]``, chunk by chunk.
+
+    The needle is yielded with its index because ``buf`` may be a mapping a live writer is
+    writing: the bytes at the index may already be others when the caller looks again.
 
     All needles are searched in a chunk while its pages are in memory, so the scan reads
     ``buf`` once. For a mapping, the pages of each chunk are released (``MADV_DONTNEED``, which
@@ -161,7 +166,7 @@ def find_all(buf: Buffer | bytes, needles: tuple[bytes, ...], lo: int, hi: int) 
         for needle in needles:
             found = buf.find(needle, at, min(hi, stop + overlap))
             while 0 <= found < stop:
-                yield found
+                yield found, needle
                 found = buf.find(needle, found + 1, min(hi, stop + overlap))
         release_pages(buf, at, stop)
         at = stop
@@ -202,11 +207,11 @@ def scan_records(
     anchors = {record_anchor(epoch): epoch for epoch in wanted}
     max_length = max_payload(journal_size, state_size)
     seen: set[int] = set()
-    for buf, at, shift in _anchor_hits(ring, journal_size, start, span, tuple(anchors)):
+    for at, shift, needle in _anchor_hits(ring, journal_size, start, span, tuple(anchors)):
         phys = (at + shift - RECORD_ANCHOR_OFFSET) % journal_size
         position = start + (phys - start % journal_size) % journal_size
         if start < position < end and position not in seen:
-            epoch = anchors[bytes(buf[at : at + RECORD_ANCHOR_SIZE])]
+            epoch = anchors[needle]  # not read again: a live writer may have overwritten it
             head = _valid_header_at(ring, journal_size, position, epoch, max_length)
             if head is not None and head.seq > wanted[epoch]:
                 seen.add(position)
@@ -218,8 +223,8 @@ def scan_records(
 
 def _anchor_hits(
     ring: Buffer, journal_size: int, start: int, span: int, needles: tuple[bytes, ...]
-) -> Iterator[tuple[Buffer, int, int]]:
-    """``(buffer, index, shift)`` of every anchor in the logical window of ``span`` bytes.
+) -> Iterator[tuple[int, int, bytes]]:
+    """``(index, shift, anchor)`` of every anchor in the logical window of ``span`` bytes.
 
     The physical byte ranges holding the window are searched, then a 16-byte copy of the seam
     across the ring's end (``shift`` turns an index in it into a ring offset).
@@ -232,8 +237,8 @@ def _anchor_hits(
     seam = bytes(ring[journal_size - 8 : journal_size]) + bytes(ring[0:8])
     segments.append((seam, 0, 16, journal_size - 8))
     for buf, lo, hi, shift in segments:
-        for at in find_all(buf, needles, lo, hi):
-            yield buf, at, shift
+        for at, needle in find_all(buf, needles, lo, hi):
+            yield at, shift, needle
 
 
 def _valid_header_at(
@@ -270,7 +275,7 @@ def max_epoch_in_ring(ring: Buffer, journal_size: int, state_size: int | None = 
     assert journal_size % RECORD_ALIGN == 0
     max_length = max_payload(journal_size, state_size)
     best = 0
-    for at in find_all(ring, (_KIND_ANCHOR,), 0, journal_size):
+    for at, _ in find_all(ring, (_KIND_ANCHOR,), 0, journal_size):
         start = at - 12  # the kind field sits at offset 12 of a header
         if start % RECORD_ALIGN:
             continue

@@ -433,8 +433,13 @@ def test_scans_find_anchors_across_chunk_boundaries(monkeypatch: pytest.MonkeyPa
     """Chunked scans find a needle that spans two chunks exactly once."""
     monkeypatch.setattr(_journal, "SCAN_CHUNK", 16)
     data = bytes(30) + b"NEEDLE" + bytes(20) + b"NEEDLE" + bytes(3)
-    assert list(find_all(data, (b"NEEDLE",), 0, len(data))) == [30, 56]
-    assert list(find_all(data, (b"NEEDLE", b"EDLE"), 0, len(data))) == [30, 32, 56, 58]
+    assert [at for at, _ in find_all(data, (b"NEEDLE",), 0, len(data))] == [30, 56]
+    assert list(find_all(data, (b"NEEDLE", b"EDLE"), 0, len(data))) == [
+        (30, b"NEEDLE"),
+        (32, b"EDLE"),
+        (56, b"NEEDLE"),
+        (58, b"EDLE"),
+    ]
     ring = bytearray(4096)
     write_record(ring, 4096 * 3 + 4096 - 16, epoch=9)
     assert max_epoch_in_ring(ring, 4096) == 9

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import mmap
+from typing import Any
 
 import pytest
 from hypothesis import assume, example, given
@@ -22,6 +23,7 @@ from journalstate._journal import (
     max_payload,
     ring_read,
     scan_later_records,
+    scan_records,
 )
 from journalstate._reader import ChainStop, next_record, next_record_fast, read_record
 from journalstate._reason import Reason
@@ -589,3 +591,27 @@ def test_fast_path_defers_on_every_damaged_byte(end: str) -> None:
                 ring, JS, position, epoch=1, seq=1, limit=position + JS, state_size=128
             )
             assert fast is None, f"byte {at} ^ {mask:#x} ({reason}): the fast path accepted it"
+
+
+class OverwrittenAfterFind(bytearray):
+    """A ring that a live writer overwrites right after each search finds something in it."""
+
+    def find(self, sub: Any, *args: Any) -> int:
+        """Find ``sub``, then scribble over what was found, as a concurrent append would."""
+        found = super().find(sub, *args)
+        if found >= 0:
+            self[found : found + len(sub)] = b":" * len(sub)
+        return found
+
+
+def test_scan_does_not_read_a_found_anchor_again() -> None:
+    """A later-record scan beside a live writer never trips over bytes changed since the find.
+
+    The anchor found is the one searched for; reading it back from a ring a writer is writing
+    could give other bytes (a read-only open beside a live writer raised KeyError).
+    """
+    js_ = 4096
+    ring = OverwrittenAfterFind(js_)
+    write_record(ring, 512, epoch=7, seq=3)
+    found = scan_records(ring, js_, 0, js_, {7: 0, 8: 0})
+    assert found == {7: [], 8: []}  # the overwritten record no longer checks out
