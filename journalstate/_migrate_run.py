@@ -52,7 +52,8 @@ from journalstate._io import (
 )
 from journalstate._layout import ArrayNode, Node, StructNode
 from journalstate._migrate import Change, FieldChange, Plan, plan_migration
-from journalstate._opening import open_readonly
+from journalstate._opening import open_readonly, recover_locked
+from journalstate._recovery import Recovered
 from journalstate._schema import Schema, compile_schema
 from journalstate._store import Store
 
@@ -252,41 +253,28 @@ def migrate(
     descriptor = _peek_descriptor(disk, path)
     plan = _plan(path, descriptor, new, drop, convert is not None)
     if dry_run:
-        reader: Store[Any]
-        with open_readonly(path, disk) as reader:
-            if convert is not None:
-                _converted(new, convert, reader.state)
-            return _report(path, plan, reader, size, migrated=False, dry_run=True)
+        return _dry_run(path, disk, new, plan, convert, size)
     # The writer lock on the old file, held until the new file has replaced it. The old file
     # itself is only read: whatever happens to this migration, it stays as it was.
     lock = open_store_file(disk, path, readonly=False, lock_timeout=lock_timeout)
     temporary: TemporaryFile | None = None
     try:
-        old: Store[Any] = open_readonly(path, disk)
-        with old:
-            if file_replaced(lock):  # only a writer holding our lock could rename over path
-                raise StoreFileError(path, "replaced by another file during the migration")
-            if old.header.schema != descriptor:  # replaced between the peek and the lock
-                plan = _plan(path, old.header.schema, new, drop, convert is not None)
-            disk.clean_temporaries(path)
-            journal = old.header.journal_size if size is None else size
-            if plan.identical and convert is None and journal == old.header.journal_size:
-                return _report(path, plan, old, size, migrated=False)
-            if convert is not None:
-                image: bytes | bytearray = _converted(new, convert, old.state)
-            else:
-                image = plan.apply(old.state_image())
-                if _has_hooks(new.root):
-                    new.decode(image)  # the class's own validators see the migrated state
-            header, chunks = new_store_chunks(
-                new, image, journal, seq=old.seq, generation=old.generation, epoch=old.epoch
-            )
-            report = _report(path, plan, old, journal, migrated=True)
-        del image
+        header, old, recovered = recover_locked(path, disk)
+        if file_replaced(lock):  # only a writer holding our lock could rename over path
+            raise StoreFileError(path, "replaced by another file during the migration")
+        if header.schema != descriptor:  # replaced between the peek and the lock
+            plan = _plan(path, header.schema, new, drop, convert is not None)
+        disk.clean_temporaries(path)
+        journal = header.journal_size if size is None else size
+        report = _report(path, plan, recovered.report.seq, header, journal, migrated=True)
+        if plan.identical and convert is None and journal == header.journal_size:
+            return attrs.evolve(report, migrated=False)
+        new_header, chunks = _new_file(new, plan, convert, old, recovered, journal)
+        del recovered  # the old state's bytes: only the new image is needed from here
         # Crash window: the temporary file is created, then written, then synced. A crash
         # before the rename leaves the old store at `path`, untouched, and a stray temporary
         # file whose lock nobody holds: the next migration removes it.
-        temporary = disk.create_temporary(path, header.file_size, chunks)
+        temporary = disk.create_temporary(path, new_header.file_size, chunks)
         del chunks
         # Crash window: see TemporaryFile.replace. Before the directory sync an OS crash may
         # undo the rename (the old store at `path`, the new file a stray temporary); after a
@@ -297,6 +285,48 @@ def migrate(
         lock.close()  # releases the old file's lock: a writer waiting on it reopens the path
         if temporary is not None:
             temporary.close()  # releases the new file's lock
+
+
+def _dry_run(
+    path: str,
+    disk: Storage,
+    new: Schema,
+    plan: Plan,
+    convert: Callable[[Any], Any] | None,
+    size: int | None,
+) -> MigrationReport:
+    """What the migration would do, read without a lock (``convert`` runs and is checked)."""
+    reader: Store[Any]
+    with open_readonly(path, disk) as reader:
+        if convert is not None:
+            _converted(new, convert, reader.state)
+        journal = reader.header.journal_size if size is None else size
+        return _report(path, plan, reader.seq, reader.header, journal, migrated=False, dry_run=True)
+
+
+def _new_file(
+    new: Schema,
+    plan: Plan,
+    convert: Callable[[Any], Any] | None,
+    old: Schema,
+    recovered: Recovered,
+    journal: int,
+) -> tuple[Header, list[tuple[int, bytes | bytearray]]]:
+    """The new store's header and bytes, from the state ``recovered`` from the old one.
+
+    Without ``convert`` the old state is never decoded: the plan builds the new image from the
+    old bytes, and only a class with validators or hooks decodes the result.
+    """
+    if convert is not None:
+        image: bytes | bytearray = _converted(new, convert, old.decode(recovered.image))
+    else:
+        image = plan.apply(recovered.image)
+        if _has_hooks(new.root):
+            new.decode(image)  # the class's own validators see the migrated state
+    base = recovered.report
+    return new_store_chunks(
+        new, image, journal, seq=base.seq, generation=base.generation, epoch=base.epoch
+    )
 
 
 def _has_hooks(node: Node) -> bool:
@@ -320,8 +350,9 @@ def _has_hooks(node: Node) -> bool:
 def _report(
     path: str,
     plan: Plan,
-    old: Store[Any],
-    size: int | None,
+    seq: int,
+    old: Header,
+    journal_size: int,
     *,
     migrated: bool,
     dry_run: bool = False,
@@ -329,9 +360,9 @@ def _report(
     return MigrationReport(
         path=path,
         changes=plan.changes,
-        seq=old.seq,
-        old_journal_size=old.header.journal_size,
-        journal_size=old.header.journal_size if size is None else size,
+        seq=seq,
+        old_journal_size=old.journal_size,
+        journal_size=journal_size,
         migrated=migrated,
         dry_run=dry_run,
     )

@@ -32,7 +32,7 @@ from journalstate._journal import max_epoch_in_ring, max_payload, ring_read, sca
 from journalstate._reader import ChainReader, ChainStop, apply_patches
 from journalstate._reason import Reason
 from journalstate._report import Damage, Recovered, RecoveryMode, RecoveryReport, apply_mode
-from journalstate._slots import SlotStatus, choose_slot, read_slots
+from journalstate._slots import SlotStatus, choose_slot, read_base_slot, read_slots
 
 __all__ = ["Damage", "Recovered", "RecoveryMode", "RecoveryReport", "Validate", "recover"]
 
@@ -64,6 +64,7 @@ def recover(
     mode: RecoveryMode = RecoveryMode.TOLERATE_TAIL,
     previous_generation: bool = False,
     validate: Validate,
+    stable: bool = False,
 ) -> Recovered:
     """Find the last consistent state of a store.
 
@@ -76,13 +77,19 @@ def recover(
         previous_generation: start from the older slot and replay nothing: roll back one
             generation.
         validate: checks that state bytes decode with the schema.
+        stable: the caller holds the writer lock, so no slot changes while it is read: only
+            the slot recovery starts from is copied and decoded (see ``read_base_slot``).
+            Not with ``previous_generation``.
 
     Raises:
         Unrecoverable: no slot is valid.
         NoPreviousGeneration: ``previous_generation`` asked for but only one slot is valid.
         StoreCorrupt: damage beyond what ``mode`` accepts (the report is attached).
     """
-    statuses, images = _read_slots(header, slots, validate)
+    if stable and not previous_generation:
+        statuses, images = read_base_slot(slots, header, validate)
+    else:
+        statuses, images = _read_slots(header, slots, validate)
     index = _choose_base(path, header, statuses, previous_generation)
     base, start = statuses[index].head, images[index]
     assert base is not None
