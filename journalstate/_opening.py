@@ -55,7 +55,7 @@ def _recover(
     *,
     mode: RecoveryMode,
     previous_generation: bool,
-    validate: Callable[[bytes], None],
+    validate: Callable[[bytes | bytearray], None],
     concurrent_writer: bool,
 ) -> Recovered:
     """Run recovery; a reader (no lock) retries while a live writer moves the slots under it.
@@ -161,7 +161,7 @@ def recover_locked(path: str, storage: Storage) -> tuple[Header, Schema, Recover
         regions.append(file.map(header.slot0_offset, 2 * header.slot_size, writable=False))
         regions.append(file.map(header.journal_offset, header.journal_size, writable=False))
 
-        def validate(data: bytes) -> None:
+        def validate(data: bytes | bytearray) -> None:
             compiled.decode(data)
 
         recovered = recover(
@@ -238,7 +238,7 @@ def _open_file(options: Options) -> Store[Any]:
         ring = file.map(header.journal_offset, header.journal_size, writable=not readonly)
         regions.append(ring)
 
-        def validate(data: bytes) -> None:
+        def validate(data: bytes | bytearray) -> None:
             compiled.decode(data)
 
         recovered = _recover(

@@ -32,12 +32,12 @@ from journalstate._journal import max_epoch_in_ring, max_payload, ring_read, sca
 from journalstate._reader import ChainReader, ChainStop, apply_patches
 from journalstate._reason import Reason
 from journalstate._report import Damage, Recovered, RecoveryMode, RecoveryReport, apply_mode
-from journalstate._slots import SlotStatus, choose_slot, read_base_slot, read_slots
+from journalstate._slots import SlotStatus, choose_slot, read_base_slot, read_slots, slot_state
 
 __all__ = ["Damage", "Recovered", "RecoveryMode", "RecoveryReport", "Validate", "recover"]
 
 
-Validate = Callable[[bytes], None]
+Validate = Callable[[bytes | bytearray], None]
 """Raises ValueError when state bytes do not decode with the schema."""
 
 
@@ -94,7 +94,8 @@ def recover(
     base, start = statuses[index].head, images[index]
     assert base is not None
     assert start is not None
-    image = bytearray(start)
+    # read_base_slot's state is a bytearray of its own, replayed in place; any other is copied.
+    image = start if isinstance(start, bytearray) else bytearray(start)
     stop, end = ChainStop(base.position, base.seq, None), _NOTHING_REPLAYED
     if not previous_generation:
         stop, newer = _replay(header, ring, base, image)
@@ -117,6 +118,8 @@ def recover(
         slots=statuses,
     )
     if report.records_replayed:
+        if image is start:  # salvage replays again from the slot, which no writer changes
+            start = slot_state(slots, header, index)
         image, report = _check_decodes(path, header, ring, base, start, image, report, validate)
     apply_mode(path, report)
     valid_heads = [s.head for s in statuses if s.head is not None]
@@ -130,10 +133,10 @@ def recover(
 
 def _read_slots(
     header: Header, slots: Buffer, validate: Validate
-) -> tuple[tuple[SlotStatus, SlotStatus], list[bytes | None]]:
+) -> tuple[tuple[SlotStatus, SlotStatus], list[bytes | bytearray | None]]:
     """Both slots, a checksummed slot whose state does not decode counting as BAD_VALUE."""
     statuses: list[SlotStatus] = []
-    images: list[bytes | None] = []
+    images: list[bytes | bytearray | None] = []
     for status, image in read_slots(slots, header):
         if image is not None:
             try:
@@ -319,7 +322,7 @@ def _check_decodes(
     header: Header,
     ring: Buffer,
     base: SlotHead,
-    start: bytes,
+    start: bytes | bytearray,
     image: bytearray,
     report: RecoveryReport,
     validate: Validate,
@@ -363,7 +366,12 @@ def _check_decodes(
 
 
 def _last_decodable(
-    header: Header, ring: Buffer, base: SlotHead, start: bytes, count: int, validate: Validate
+    header: Header,
+    ring: Buffer,
+    base: SlotHead,
+    start: bytes | bytearray,
+    count: int,
+    validate: Validate,
 ) -> tuple[bytearray, int, int]:
     """The image after the last of the first ``count`` chain records after which it decodes.
 

@@ -127,8 +127,8 @@ def read_slots(
 
 
 def read_base_slot(
-    buf: Buffer, header: Header, validate: Callable[[bytes], None]
-) -> tuple[tuple[SlotStatus, SlotStatus], list[bytes | None]]:
+    buf: Buffer, header: Header, validate: Callable[[bytes | bytearray], None]
+) -> tuple[tuple[SlotStatus, SlotStatus], list[bytes | bytearray | None]]:
     """Both slots' statuses, and the state of the one recovery starts from only.
 
     For a caller that holds the store's writer lock, so that no writer rewrites a slot while it
@@ -146,10 +146,9 @@ def read_base_slot(
             statuses.append(SlotStatus(index, offset, False, checked, None))
         else:
             statuses.append(SlotStatus(index, offset, True, None, checked))
-    images: list[bytes | None] = [None, None]
+    images: list[bytes | bytearray | None] = [None, None]
     while (chosen := choose_slot((statuses[0], statuses[1]), previous=False)) is not None:
-        start = chosen * header.slot_size + SLOT_HEAD_SIZE
-        image = bytes(buf[start : start + header.state_size])
+        image = slot_state(buf, header, chosen)
         try:
             validate(image)
         except ValueError:
@@ -159,6 +158,13 @@ def read_base_slot(
         images[chosen] = image
         break
     return (statuses[0], statuses[1]), images
+
+
+def slot_state(buf: Buffer, header: Header, index: int) -> bytearray:
+    """A copy of the state bytes of slot ``index`` in ``buf``, unchecked."""
+    start = index * header.slot_size + SLOT_HEAD_SIZE
+    with memoryview(buf) as view, view[start : start + header.state_size] as state:
+        return bytearray(state)
 
 
 def choose_slot(statuses: tuple[SlotStatus, SlotStatus], *, previous: bool) -> int | None:
