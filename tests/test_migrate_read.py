@@ -44,7 +44,7 @@ def both(
 def same_outcome(plain: Recovered, stable: Recovered) -> None:
     """Both found the same state, from the same slot, with the same damage."""
     assert stable.image == plain.image
-    assert attrs.evolve(stable.report, slots=()) == attrs.evolve(plain.report, slots=())
+    assert attrs.evolve(stable.report, slots=plain.report.slots) == plain.report
     assert stable.max_generation == plain.max_generation
 
 
@@ -93,7 +93,7 @@ def test_stable_salvage_replays_again_from_the_slot_not_from_the_replayed_copy()
 def test_read_base_slot_decodes_only_the_slot_it_chooses() -> None:
     """validate sees the newer slot's state once; the older slot is checked by its crc only."""
     image, writer = history()
-    seen: list[bytes] = []
+    seen: list[bytes | bytearray] = []
     statuses, images = read_base_slot(bytes(image.slots), image.header, lambda s: seen.append(s))
     assert seen == [writer.written[5].state]
     assert images == [writer.written[5].state, None]
@@ -106,7 +106,7 @@ def test_read_base_slot_with_no_valid_slot_copies_nothing() -> None:
     image, _ = history()
     image.damage_slot(0)
     image.damage_slot(1)
-    seen: list[bytes] = []
+    seen: list[bytes | bytearray] = []
     statuses, images = read_base_slot(bytes(image.slots), image.header, lambda s: seen.append(s))
     assert (seen, images) == ([], [None, None])
     assert [s.reason for s in statuses] == [Reason.BAD_CHECKSUM] * 2
