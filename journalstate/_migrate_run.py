@@ -46,6 +46,7 @@ from journalstate._io import (
     OsStorage,
     ReplacingStorage,
     Storage,
+    StoreFile,
     TemporaryFile,
     file_replaced,
     open_store_file,
@@ -246,36 +247,52 @@ def migrate(
             untouched. InvalidValue: ``convert`` returned a value that does not fit. And what
             :func:`journalstate.open` raises for the old file (StoreLocked, StoreCorrupt...).
     """
-    path = os.fspath(path)
-    new = compile_schema(schema)
-    size = _journal_size(journal_size)
+    request = _Request(
+        os.fspath(path), compile_schema(schema), convert, drop, _journal_size(journal_size)
+    )
     disk = _replacing(storage)
-    descriptor = _peek_descriptor(disk, path)
-    plan = _plan(path, descriptor, new, drop, convert is not None)
+    descriptor = _peek_descriptor(disk, request.path)
+    plan = request.plan(descriptor)
     if dry_run:
-        return _dry_run(path, disk, new, plan, convert, size)
+        return _dry_run(request, disk, plan)
+    return _run(request, disk, descriptor, plan, lock_timeout)
+
+
+@attrs.frozen
+class _Request:
+    """What a caller of :func:`migrate` asked for, its arguments checked."""
+
+    path: str
+    new: Schema
+    convert: Callable[[Any], Any] | None
+    drop: Collection[str]
+    size: int | None
+    """The new journal size, None to keep the old one's."""
+
+    def plan(self, descriptor: bytes) -> Plan:
+        """The plan from the layout ``descriptor`` gives; raises when it is refused."""
+        return _plan(self.path, descriptor, self.new, self.drop, self.convert is not None)
+
+
+def _run(
+    request: _Request, disk: ReplacingStorage, descriptor: bytes, plan: Plan, lock_timeout: float
+) -> MigrationReport:
+    """Migrate under the old file's writer lock: read it, write the new file, rename it over."""
+    path = request.path
     # The writer lock on the old file, held until the new file has replaced it. The old file
     # itself is only read: whatever happens to this migration, it stays as it was.
     lock = open_store_file(disk, path, readonly=False, lock_timeout=lock_timeout)
     temporary: TemporaryFile | None = None
     try:
-        header, old, recovered = recover_locked(path, disk)
-        if file_replaced(lock):  # only a writer holding our lock could rename over path
-            raise StoreFileError(path, "replaced by another file during the migration")
-        if header.schema != descriptor:  # replaced between the peek and the lock
-            plan = _plan(path, header.schema, new, drop, convert is not None)
-        disk.clean_temporaries(path)
-        journal = header.journal_size if size is None else size
-        report = _report(path, plan, recovered.report.seq, header, journal, migrated=True)
-        if plan.identical and convert is None and journal == header.journal_size:
-            return attrs.evolve(report, migrated=False)
-        new_header, chunks = _new_file(new, plan, convert, old, recovered, journal)
-        del recovered  # the old state's bytes: only the new image is needed from here
+        built = _build(request, disk, lock, descriptor, plan)
+        if isinstance(built, MigrationReport):
+            return built
+        report, header, chunks = built
         # Crash window: the temporary file is created, then written, then synced. A crash
         # before the rename leaves the old store at `path`, untouched, and a stray temporary
         # file whose lock nobody holds: the next migration removes it.
-        temporary = disk.create_temporary(path, new_header.file_size, chunks)
-        del chunks
+        temporary = disk.create_temporary(path, header.file_size, chunks)
+        del chunks, built
         # Crash window: see TemporaryFile.replace. Before the directory sync an OS crash may
         # undo the rename (the old store at `path`, the new file a stray temporary); after a
         # process death, or once the sync returns, `path` holds the new store.
@@ -287,21 +304,38 @@ def migrate(
             temporary.close()  # releases the new file's lock
 
 
-def _dry_run(
-    path: str,
-    disk: Storage,
-    new: Schema,
-    plan: Plan,
-    convert: Callable[[Any], Any] | None,
-    size: int | None,
-) -> MigrationReport:
+def _build(
+    request: _Request, disk: ReplacingStorage, lock: StoreFile, descriptor: bytes, plan: Plan
+) -> MigrationReport | tuple[MigrationReport, Header, list[tuple[int, bytes | bytearray]]]:
+    """Read the old store (its writer lock held) and build the new file's header and bytes;
+    or the report alone when there is nothing to migrate. Writes nothing but stray temporaries'
+    removal."""
+    path = request.path
+    header, old, recovered = recover_locked(path, disk)
+    if file_replaced(lock):  # only a writer holding our lock could rename over path
+        raise StoreFileError(path, "replaced by another file during the migration")
+    if header.schema != descriptor:  # replaced between the peek and the lock
+        plan = request.plan(header.schema)
+    disk.clean_temporaries(path)
+    journal = header.journal_size if request.size is None else request.size
+    report = _report(path, plan, recovered.report.seq, header, journal, migrated=True)
+    if plan.identical and request.convert is None and journal == header.journal_size:
+        return attrs.evolve(report, migrated=False)
+    new_header, chunks = _new_file(request.new, plan, request.convert, old, recovered, journal)
+    return report, new_header, chunks
+
+
+def _dry_run(request: _Request, disk: Storage, plan: Plan) -> MigrationReport:
     """What the migration would do, read without a lock (``convert`` runs and is checked)."""
     reader: Store[Any]
-    with open_readonly(path, disk) as reader:
-        if convert is not None:
-            _converted(new, convert, reader.state)
-        journal = reader.header.journal_size if size is None else size
-        return _report(path, plan, reader.seq, reader.header, journal, migrated=False, dry_run=True)
+    with open_readonly(request.path, disk) as reader:
+        if request.convert is not None:
+            _converted(request.new, request.convert, reader.state)
+        header = reader.header
+        journal = header.journal_size if request.size is None else request.size
+        return _report(
+            request.path, plan, reader.seq, header, journal, migrated=False, dry_run=True
+        )
 
 
 def _new_file(
