@@ -9,7 +9,7 @@ forged slot still costs no copy.
 from __future__ import annotations
 
 import tracemalloc
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Annotated
 
@@ -17,11 +17,13 @@ import attrs
 import pytest
 
 import journalstate as js
-from journalstate._format import SLOT_CRC_OFFSET
+from journalstate._format import SLOT_CRC_OFFSET, SLOT_HEAD_SIZE, Header, SlotHead
 from journalstate._reason import Reason
 from journalstate._recovery import Recovered, RecoveryMode, recover
 from journalstate._schema import Schema
 from journalstate._slots import read_base_slot
+from tests import test_slots as slots
+from tests.damage import fix_slot_crc, flip_byte, zero
 from tests.test_recovery import PATH, SALVAGE, Image, Writer, accept, history, reject_when
 
 Validate = Callable[[bytes | bytearray], None]
@@ -121,6 +123,50 @@ def test_a_history_continued_after_stable_recovery_recovers_alike() -> None:
     writer.commit([(0, b"next")])
     plain, stable = both(image)
     same_outcome(plain, stable)
+
+
+def _slots_header() -> Header:
+    """A header for tests.test_slots' two-slot buffers."""
+    return Header(
+        header_size=512,
+        page_size=512,
+        file_id=bytes(16),
+        slot_size=slots.SLOT_SIZE,
+        slot0_offset=512,
+        slot1_offset=512 + slots.SLOT_SIZE,
+        journal_offset=512 + 2 * slots.SLOT_SIZE,
+        journal_size=4096,
+        state_size=slots.STATE_SIZE,
+        schema=b"",
+    )
+
+
+def _damaged_slot_buffers() -> Iterator[tuple[str, bytearray]]:
+    """Slot 1 of tests.test_slots' buffer, valid and damaged in each way read_slot tells."""
+    yield "valid", slots.slots_buffer()
+    buf = slots.slots_buffer()
+    zero(buf, slots.SLOT_SIZE, SLOT_HEAD_SIZE)
+    yield "zeroed", buf
+    other = SlotHead(7, 3, 42, 9000, slots.STATE_SIZE - 8)
+    yield "size", slots.slots_buffer(other, slots.STATE[:-8])
+    buf = slots.slots_buffer()
+    flip_byte(buf, slots.SLOT_SIZE + SLOT_HEAD_SIZE + 3)
+    yield "crc", buf
+    for name, at in (("tail", SLOT_HEAD_SIZE + slots.STATE_SIZE), ("flags", 12), ("reserved", 44)):
+        buf = slots.slots_buffer()
+        flip_byte(buf, slots.SLOT_SIZE + at)
+        fix_slot_crc(buf, slots.SLOT_SIZE, slots.STATE_SIZE)
+        yield name, buf
+
+
+def test_read_base_slot_judges_each_slot_as_read_slot_does() -> None:
+    """Zeroed, mis-sized, damaged, tail-mismatched and flagged slots get read_slot's reason."""
+    for name, buf in _damaged_slot_buffers():
+        statuses, images = read_base_slot(bytes(buf), _slots_header(), accept)
+        expected, state = slots.read(bytes(buf))
+        assert statuses[1] == expected, name
+        assert images[1] == state, name
+        assert (statuses[0].valid, statuses[0].reason) == (False, Reason.ZEROED), name
 
 
 # --- migrate -------------------------------------------------------------------------------------
