@@ -44,12 +44,14 @@ from journalstate._header import (
 from journalstate._io import OsStorage
 from journalstate._layout import ArrayNode, Node, StructNode
 from journalstate._migrate import Change, FieldChange, Plan, plan_migration
-from journalstate._opening import open_readonly
+from journalstate._opening import open_readonly, recover_locked
+from journalstate._recovery import Recovered
 from journalstate._schema import Schema, compile_schema
 from journalstate._storage import (
     PAGE_SIZE,
     ReplacingStorage,
     Storage,
+    StoreFile,
     TemporaryFile,
     file_replaced,
     open_store_file,
@@ -245,49 +247,52 @@ def migrate(
             untouched. InvalidValue: ``convert`` returned a value that does not fit. And what
             :func:`journalstate.open` raises for the old file (StoreLocked, StoreCorrupt...).
     """
-    path = os.fspath(path)
-    new = compile_schema(schema)
-    size = _journal_size(journal_size)
+    request = _Request(
+        os.fspath(path), compile_schema(schema), convert, drop, _journal_size(journal_size)
+    )
     disk = _replacing(storage)
-    descriptor = _peek_descriptor(disk, path)
-    plan = _plan(path, descriptor, new, drop, convert is not None)
+    descriptor = _peek_descriptor(disk, request.path)
+    plan = request.plan(descriptor)
     if dry_run:
-        reader: Store[Any]
-        with open_readonly(path, disk) as reader:
-            if convert is not None:
-                _converted(new, convert, reader.state)
-            return _report(path, plan, reader, size, migrated=False, dry_run=True)
+        return _dry_run(request, disk, plan)
+    return _run(request, disk, descriptor, plan, lock_timeout)
+
+
+@attrs.frozen
+class _Request:
+    """What a caller of :func:`migrate` asked for, its arguments checked."""
+
+    path: str
+    new: Schema
+    convert: Callable[[Any], Any] | None
+    drop: Collection[str]
+    size: int | None
+    """The new journal size, None to keep the old one's."""
+
+    def plan(self, descriptor: bytes) -> Plan:
+        """The plan from the layout ``descriptor`` gives; raises when it is refused."""
+        return _plan(self.path, descriptor, self.new, self.drop, self.convert is not None)
+
+
+def _run(
+    request: _Request, disk: ReplacingStorage, descriptor: bytes, plan: Plan, lock_timeout: float
+) -> MigrationReport:
+    """Migrate under the old file's writer lock: read it, write the new file, rename it over."""
+    path = request.path
     # The writer lock on the old file, held until the new file has replaced it. The old file
     # itself is only read: whatever happens to this migration, it stays as it was.
     lock = open_store_file(disk, path, readonly=False, lock_timeout=lock_timeout)
     temporary: TemporaryFile | None = None
     try:
-        old: Store[Any] = open_readonly(path, disk)
-        with old:
-            if file_replaced(lock):  # only a writer holding our lock could rename over path
-                raise StoreFileError(path, "replaced by another file during the migration")
-            if old.header.schema != descriptor:  # replaced between the peek and the lock
-                plan = _plan(path, old.header.schema, new, drop, convert is not None)
-            disk.clean_temporaries(path)
-            journal = old.header.journal_size if size is None else size
-            if plan.identical and convert is None and journal == old.header.journal_size:
-                return _report(path, plan, old, size, migrated=False)
-            if convert is not None:
-                image: bytes | bytearray = _converted(new, convert, old.state)
-            else:
-                image = plan.apply(old.state_image())
-                if _has_hooks(new.root):
-                    new.decode(image)  # the class's own validators see the migrated state
-            header, chunks = new_store_chunks(
-                new, image, journal, seq=old.seq, generation=old.generation, epoch=old.epoch
-            )
-            report = _report(path, plan, old, journal, migrated=True)
-        del image
+        built = _build(request, disk, lock, descriptor, plan)
+        if isinstance(built, MigrationReport):
+            return built
+        report, header, chunks = built
         # Crash window: the temporary file is created, then written, then synced. A crash
         # before the rename leaves the old store at `path`, untouched, and a stray temporary
         # file whose lock nobody holds: the next migration removes it.
         temporary = disk.create_temporary(path, header.file_size, chunks)
-        del chunks
+        del chunks, built
         # Crash window: see TemporaryFile.replace. Before the directory sync an OS crash may
         # undo the rename (the old store at `path`, the new file a stray temporary); after a
         # process death, or once the sync returns, `path` holds the new store.
@@ -297,6 +302,65 @@ def migrate(
         lock.close()  # releases the old file's lock: a writer waiting on it reopens the path
         if temporary is not None:
             temporary.close()  # releases the new file's lock
+
+
+def _build(
+    request: _Request, disk: ReplacingStorage, lock: StoreFile, descriptor: bytes, plan: Plan
+) -> MigrationReport | tuple[MigrationReport, Header, list[tuple[int, bytes | bytearray]]]:
+    """Read the old store (its writer lock held) and build the new file's header and bytes;
+    or the report alone when there is nothing to migrate. Writes nothing but stray temporaries'
+    removal."""
+    path = request.path
+    header, old, recovered = recover_locked(path, disk)
+    if file_replaced(lock):  # only a writer holding our lock could rename over path
+        raise StoreFileError(path, "replaced by another file during the migration")
+    if header.schema != descriptor:  # replaced between the peek and the lock
+        plan = request.plan(header.schema)
+    disk.clean_temporaries(path)
+    journal = header.journal_size if request.size is None else request.size
+    report = _report(path, plan, recovered.report.seq, header, journal, migrated=True)
+    if plan.identical and request.convert is None and journal == header.journal_size:
+        return attrs.evolve(report, migrated=False)
+    new_header, chunks = _new_file(request.new, plan, request.convert, old, recovered, journal)
+    return report, new_header, chunks
+
+
+def _dry_run(request: _Request, disk: Storage, plan: Plan) -> MigrationReport:
+    """What the migration would do, read without a lock (``convert`` runs and is checked)."""
+    reader: Store[Any]
+    with open_readonly(request.path, disk) as reader:
+        if request.convert is not None:
+            _converted(request.new, request.convert, reader.state)
+        header = reader.header
+        journal = header.journal_size if request.size is None else request.size
+        return _report(
+            request.path, plan, reader.seq, header, journal, migrated=False, dry_run=True
+        )
+
+
+def _new_file(
+    new: Schema,
+    plan: Plan,
+    convert: Callable[[Any], Any] | None,
+    old: Schema,
+    recovered: Recovered,
+    journal: int,
+) -> tuple[Header, list[tuple[int, bytes | bytearray]]]:
+    """The new store's header and bytes, from the state ``recovered`` from the old one.
+
+    Without ``convert`` the old state is never decoded: the plan builds the new image from the
+    old bytes, and only a class with validators or hooks decodes the result.
+    """
+    if convert is not None:
+        image: bytes | bytearray = _converted(new, convert, old.decode(recovered.image))
+    else:
+        image = plan.apply(recovered.image)
+        if _has_hooks(new.root):
+            new.decode(image)  # the class's own validators see the migrated state
+    base = recovered.report
+    return new_store_chunks(
+        new, image, journal, seq=base.seq, generation=base.generation, epoch=base.epoch
+    )
 
 
 def _has_hooks(node: Node) -> bool:
@@ -320,8 +384,9 @@ def _has_hooks(node: Node) -> bool:
 def _report(
     path: str,
     plan: Plan,
-    old: Store[Any],
-    size: int | None,
+    seq: int,
+    old: Header,
+    journal_size: int,
     *,
     migrated: bool,
     dry_run: bool = False,
@@ -329,9 +394,9 @@ def _report(
     return MigrationReport(
         path=path,
         changes=plan.changes,
-        seq=old.seq,
-        old_journal_size=old.header.journal_size,
-        journal_size=old.header.journal_size if size is None else size,
+        seq=seq,
+        old_journal_size=old.journal_size,
+        journal_size=journal_size,
         migrated=migrated,
         dry_run=dry_run,
     )

@@ -57,7 +57,7 @@ def _recover(
     *,
     mode: RecoveryMode,
     previous_generation: bool,
-    validate: Callable[[bytes], None],
+    validate: Callable[[bytes | bytearray], None],
     concurrent_writer: bool,
 ) -> Recovered:
     """Run recovery; a reader (no lock) retries while a live writer moves the slots under it.
@@ -147,6 +147,35 @@ def open_readonly(path: str, storage: Storage) -> Store[Any]:
     )
 
 
+def recover_locked(path: str, storage: Storage) -> tuple[Header, Schema, Recovered]:
+    """The header, stored schema and recovered state of the store at ``path``, for a caller
+    that holds its writer lock (a migration).
+
+    As a read-only open recovers (tolerating a torn tail), but no writer can rewrite a slot
+    meanwhile: only the slot recovery starts from is copied and decoded, and no
+    :class:`Store` is built, so the state is not decoded once more.
+    """
+    file = open_store_file(storage, path, readonly=True, lock_timeout=0.0)
+    regions: list[Region] = []
+    try:
+        header = _read_header(path, file)
+        compiled = _file_schema(path, None, header)
+        regions.append(file.map(header.slot0_offset, 2 * header.slot_size, writable=False))
+        regions.append(file.map(header.journal_offset, header.journal_size, writable=False))
+
+        def validate(data: bytes | bytearray) -> None:
+            compiled.decode(data)
+
+        recovered = recover(
+            path, header, regions[0].buffer, regions[1].buffer, validate=validate, stable=True
+        )
+        return header, compiled, recovered
+    finally:
+        for region in reversed(regions):
+            region.close()
+        file.close()
+
+
 def open_store(options: Options) -> Store[Any]:
     """The store ``options`` describe: created when missing, then opened and recovered."""
     if not options.storage.exists(options.path):
@@ -211,7 +240,7 @@ def _open_file(options: Options) -> Store[Any]:
         ring = file.map(header.journal_offset, header.journal_size, writable=not readonly)
         regions.append(ring)
 
-        def validate(data: bytes) -> None:
+        def validate(data: bytes | bytearray) -> None:
             compiled.decode(data)
 
         recovered = _recover(

@@ -39,12 +39,12 @@ from journalstate._report import (
     apply_mode,
     chain_report,
 )
-from journalstate._slots import SlotStatus, choose_slot, read_slots
+from journalstate._slots import SlotStatus, choose_slot, read_base_slot, read_slots, slot_state
 
 __all__ = ["Damage", "Recovered", "RecoveryMode", "RecoveryReport", "Validate", "recover"]
 
 
-Validate = Callable[[bytes], None]
+Validate = Callable[[bytes | bytearray], None]
 """Raises ValueError when state bytes do not decode with the schema."""
 
 
@@ -71,6 +71,7 @@ def recover(
     mode: RecoveryMode = RecoveryMode.TOLERATE_TAIL,
     previous_generation: bool = False,
     validate: Validate,
+    stable: bool = False,
 ) -> Recovered:
     """Find the last consistent state of a store.
 
@@ -83,18 +84,25 @@ def recover(
         previous_generation: start from the older slot and replay nothing: roll back one
             generation.
         validate: checks that state bytes decode with the schema.
+        stable: the caller holds the writer lock, so no slot changes while it is read: only
+            the slot recovery starts from is copied and decoded (see ``read_base_slot``).
+            Not with ``previous_generation``.
 
     Raises:
         Unrecoverable: no slot is valid.
         NoPreviousGeneration: ``previous_generation`` asked for but only one slot is valid.
         StoreCorrupt: damage beyond what ``mode`` accepts (the report is attached).
     """
-    statuses, images = _read_slots(header, slots, validate)
+    if stable and not previous_generation:
+        statuses, images = read_base_slot(slots, header, validate)
+    else:
+        statuses, images = _read_slots(header, slots, validate)
     index = _choose_base(path, header, statuses, previous_generation)
     base, start = statuses[index].head, images[index]
     assert base is not None
     assert start is not None
-    image = bytearray(start)
+    # read_base_slot's state is a bytearray of its own, replayed in place; any other is copied.
+    image = start if isinstance(start, bytearray) else bytearray(start)
     stop, end = ChainStop(base.position, base.seq, None), _NOTHING_REPLAYED
     if not previous_generation:
         stop, newer = _replay(header, ring, base, image)
@@ -111,6 +119,8 @@ def recover(
         corruption=end.corruption,
     )
     if report.records_replayed:
+        if image is start:  # salvage replays again from the slot, which no writer changes
+            start = slot_state(slots, header, index)
         image, report = _check_decodes(path, header, ring, base, start, image, report, validate)
     apply_mode(path, report)
     valid_heads = [s.head for s in statuses if s.head is not None]
@@ -124,10 +134,10 @@ def recover(
 
 def _read_slots(
     header: Header, slots: Buffer, validate: Validate
-) -> tuple[tuple[SlotStatus, SlotStatus], list[bytes | None]]:
+) -> tuple[tuple[SlotStatus, SlotStatus], list[bytes | bytearray | None]]:
     """Both slots, a checksummed slot whose state does not decode counting as BAD_VALUE."""
     statuses: list[SlotStatus] = []
-    images: list[bytes | None] = []
+    images: list[bytes | bytearray | None] = []
     for status, image in read_slots(slots, header):
         if image is not None:
             try:
@@ -313,7 +323,7 @@ def _check_decodes(
     header: Header,
     ring: Buffer,
     base: SlotHead,
-    start: bytes,
+    start: bytes | bytearray,
     image: bytearray,
     report: RecoveryReport,
     validate: Validate,
@@ -357,7 +367,12 @@ def _check_decodes(
 
 
 def _last_decodable(
-    header: Header, ring: Buffer, base: SlotHead, start: bytes, count: int, validate: Validate
+    header: Header,
+    ring: Buffer,
+    base: SlotHead,
+    start: bytes | bytearray,
+    count: int,
+    validate: Validate,
 ) -> tuple[bytearray, int, int]:
     """The image after the last of the first ``count`` chain records after which it decodes.
 

@@ -8,6 +8,7 @@ always writes the slot that recovery does *not* start from, so one slot is intac
 from __future__ import annotations
 
 import struct
+from collections.abc import Callable
 
 import attrs
 
@@ -44,6 +45,36 @@ class SlotStatus:
         return None if self.head is None else self.head.generation
 
 
+def _checked_in_place(buf: Buffer, at: int, state_size: int) -> SlotHead | Reason:
+    """The head of the slot at ``at`` if its checksum, computed over ``buf`` itself, holds.
+
+    Nothing of the state is copied: a zeroed, mis-sized or forged slot (a sparse one included)
+    costs a chunk of memory, never the state's size. The head returned comes from a read
+    separate from the checksummed one, so only a caller that holds the writer lock may trust
+    the pair without checking a copy again.
+    """
+    head_bytes = bytes(buf[at : at + SLOT_HEAD_SIZE])
+    if head_bytes.count(0) == SLOT_HEAD_SIZE:
+        return Reason.ZEROED
+    generation, epoch, flags, seq, position, size, stored_crc, reserved = struct.unpack_from(
+        SLOT_HEAD_FMT, head_bytes
+    )
+    if size != state_size:
+        return Reason.BAD_SIZE
+    end = at + SLOT_HEAD_SIZE + state_size + SLOT_TAIL_SIZE
+    in_place = crc_region(
+        buf, at + SLOT_CRC_OFFSET + 4, end, crc_region(buf, at, at + SLOT_CRC_OFFSET)
+    )
+    if mask(in_place) != stored_crc:
+        return Reason.BAD_CHECKSUM
+    (tail_generation,) = struct.unpack_from("<Q", buf, end - SLOT_TAIL_SIZE)
+    if tail_generation != generation:
+        return Reason.GENERATION_MISMATCH
+    if flags != 0 or reserved != 0:
+        return Reason.BAD_KIND
+    return SlotHead(generation, epoch, seq, position, size)
+
+
 def read_slot(
     buf: Buffer, at: int, *, index: int, file_offset: int, state_size: int
 ) -> tuple[SlotStatus, bytes | None]:
@@ -52,23 +83,14 @@ def read_slot(
     def bad(reason: Reason) -> tuple[SlotStatus, None]:
         return SlotStatus(index, file_offset, False, reason, None), None
 
-    # The head alone first: a zeroed or mis-sized slot costs no copy of its state.
-    head_bytes = bytes(buf[at : at + SLOT_HEAD_SIZE])
-    if head_bytes.count(0) == SLOT_HEAD_SIZE:
-        return bad(Reason.ZEROED)
-    if struct.unpack_from(SLOT_HEAD_FMT, head_bytes)[5] != state_size:
-        return bad(Reason.BAD_SIZE)
-    end = at + SLOT_HEAD_SIZE + state_size + SLOT_TAIL_SIZE
-    # The checksum in place first, over the mapping in chunks: a slot that fails it (a forged
-    # or sparse one included) costs no copy of its state.
-    in_place = crc_region(
-        buf, at + SLOT_CRC_OFFSET + 4, end, crc_region(buf, at, at + SLOT_CRC_OFFSET)
-    )
-    if mask(in_place) != struct.unpack_from(SLOT_HEAD_FMT, head_bytes)[6]:
-        return bad(Reason.BAD_CHECKSUM)
+    # The checksum in place first: a slot that fails it costs no copy of its state.
+    checked = _checked_in_place(buf, at, state_size)
+    if isinstance(checked, Reason):
+        return bad(checked)
     # Then one copy of the whole slot (at most MAX_STATE_SIZE plus 56 bytes), checked again:
     # fields and checksummed bytes must come from the same read, as a live writer may be
     # rewriting the slot.
+    end = at + SLOT_HEAD_SIZE + state_size + SLOT_TAIL_SIZE
     whole = bytes(buf[at:end])
     generation, epoch, flags, seq, position, size, stored_crc, reserved = struct.unpack_from(
         SLOT_HEAD_FMT, whole
@@ -100,6 +122,47 @@ def read_slots(
         for index in (0, 1)
     )
     return first, second
+
+
+def read_base_slot(
+    buf: Buffer, header: Header, validate: Callable[[bytes | bytearray], None]
+) -> tuple[tuple[SlotStatus, SlotStatus], list[bytes | bytearray | None]]:
+    """Both slots' statuses, and the state of the one recovery starts from only.
+
+    For a caller that holds the store's writer lock, so that no writer rewrites a slot while it
+    is read: each slot's checksum is computed once, over ``buf`` in place, and only the slot
+    chosen is copied (once) and given to ``validate``. A chosen slot whose state does not
+    decode counts as BAD_VALUE and the other one is tried. The slot not chosen is valid when
+    its checksum holds; its state is neither copied nor decoded. Returns the statuses and the
+    state bytes (None but for the chosen slot), as :func:`read_slots` pairs them.
+    """
+    statuses: list[SlotStatus] = []
+    for index in (0, 1):
+        at, offset = index * header.slot_size, header.slot_offsets[index]
+        checked = _checked_in_place(buf, at, header.state_size)
+        if isinstance(checked, Reason):
+            statuses.append(SlotStatus(index, offset, False, checked, None))
+        else:
+            statuses.append(SlotStatus(index, offset, True, None, checked))
+    images: list[bytes | bytearray | None] = [None, None]
+    while (chosen := choose_slot((statuses[0], statuses[1]), previous=False)) is not None:
+        image = slot_state(buf, header, chosen)
+        try:
+            validate(image)
+        except ValueError:
+            status = statuses[chosen]
+            statuses[chosen] = SlotStatus(chosen, status.offset, False, Reason.BAD_VALUE, None)
+            continue
+        images[chosen] = image
+        break
+    return (statuses[0], statuses[1]), images
+
+
+def slot_state(buf: Buffer, header: Header, index: int) -> bytearray:
+    """A copy of the state bytes of slot ``index`` in ``buf``, unchecked."""
+    start = index * header.slot_size + SLOT_HEAD_SIZE
+    with memoryview(buf) as view, view[start : start + header.state_size] as state:
+        return bytearray(state)
 
 
 def choose_slot(statuses: tuple[SlotStatus, SlotStatus], *, previous: bool) -> int | None:

@@ -187,3 +187,70 @@ def test_schema_info_of_the_file() -> None:
         ("latest", 75, 7),
         ("readings", 82, 14),
     ]
+
+
+@attrs.frozen
+class GoldenWide:
+    """The golden schema made wider: larger ints, a longer Str and Array, and one new field."""
+
+    count: js.U64 = 0
+    small: js.U16 = 0
+    delta: js.I64 = 0
+    tiny: js.I8 = 0
+    ratio: js.F64 = 0.0
+    odd: js.F64 = 0.0
+    half: js.F32 = 0.0
+    flag: bool = False
+    name: Annotated[str, js.Str(40)] = ""
+    blob: Annotated[bytes, js.Bytes(8)] = b""
+    hist: Annotated[tuple[int, ...], js.Array(js.I16, 6)] = (0,) * 6
+    latest: Reading = Reading()
+    readings: Annotated[tuple[Reading, ...], js.Array(Reading, 2)] = (Reading(), Reading())
+    added: js.U32 = 77
+
+
+def check_wide(state: GoldenWide) -> None:
+    """Demand every value of EXPECTED in the wider class, and the added field's default."""
+    assert struct.pack("<d", state.odd) == struct.pack("<Q", NAN_BITS)
+    assert math.copysign(1.0, state.half) == -1.0
+    skip = ("hist", "odd")
+    kept = {f.name: getattr(state, f.name) for f in attrs.fields(Golden) if f.name not in skip}
+    assert state.hist == (*EXPECTED.hist, 0, 0)
+    assert Golden(**kept, hist=state.hist[:4], odd=0.0) == EXPECTED
+    assert state.added == 77
+
+
+def test_migrate_a_copy_to_a_wider_class(tmp_path: Path) -> None:
+    """A copy migrates to GoldenWide: every value kept exactly, seq 6 kept, and it opens clean."""
+    path = golden_copy(tmp_path)
+    report = js.migrate(path, GoldenWide)
+    assert report.migrated
+    assert report.seq == 6
+    assert set(report.by_change(js.Change.WIDENED)) == {"small", "delta", "name", "hist"}
+    assert report.by_change(js.Change.ADDED) == ["added"]
+    for readonly in (True, False):
+        with js.open(path, GoldenWide, readonly=readonly) as store:
+            check_wide(store.state)
+            assert store.seq == 6
+            assert store.recovery.clean
+            assert store.recovery.records_replayed == 0
+    with pytest.raises(js.SchemaMismatch):
+        js.open(path, Golden, readonly=True)
+
+
+def test_command_line_migrates_a_copy(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`journalstate migrate` of a copy to GoldenWide exits 0; check then reports it clean."""
+    path = golden_copy(tmp_path)
+    root = str(Path(__file__).resolve().parent.parent)
+    out = io.StringIO()
+    code = _cli.main(["migrate", str(path), "tests.test_golden:GoldenWide", "--path", root], out)
+    assert code == 0
+    assert "migrated to GoldenWide" in out.getvalue()
+    out = io.StringIO()
+    assert _cli.main(["check", "--json", str(path)], out) == 0
+    doc = json.loads(out.getvalue())
+    assert (doc["clean"], doc["seq"]) == (True, 6)
+    assert capsys.readouterr().err == ""
+    with js.open(path, GoldenWide, readonly=True) as store:
+        check_wide(store.state)
+        assert store.seq == 6

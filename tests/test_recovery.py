@@ -67,15 +67,15 @@ def make_header(journal_size: int = JS) -> Header:
     )
 
 
-def accept(image: bytes) -> None:
+def accept(image: bytes | bytearray) -> None:
     """A validate that accepts every state."""
 
 
-def reject_when(bad: Callable[[bytes], bool]) -> Callable[[bytes], None]:
+def reject_when(bad: Callable[[bytes], bool]) -> Callable[[bytes | bytearray], None]:
     """A validate that raises ValueError for the states ``bad`` picks."""
 
-    def validate(image: bytes) -> None:
-        if bad(image):
+    def validate(image: bytes | bytearray) -> None:
+        if bad(bytes(image)):
             raise ValueError("does not decode")
 
     return validate
@@ -126,7 +126,7 @@ class Image:
         mode: RecoveryMode = TOLERATE,
         *,
         previous: bool = False,
-        validate: Callable[[bytes], None] = accept,
+        validate: Callable[[bytes | bytearray], None] = accept,
     ) -> Recovered:
         """recover() over copies of the bytes, checking that it changed nothing."""
         slots, ring = bytes(self.slots), bytes(self.ring)
@@ -144,7 +144,10 @@ class Image:
         return result
 
     def corrupt(
-        self, mode: RecoveryMode = TOLERATE, *, validate: Callable[[bytes], None] = accept
+        self,
+        mode: RecoveryMode = TOLERATE,
+        *,
+        validate: Callable[[bytes | bytearray], None] = accept,
     ) -> StoreCorrupt:
         """The StoreCorrupt that recovery raises in ``mode``."""
         with pytest.raises(StoreCorrupt) as info:
