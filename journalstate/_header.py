@@ -65,6 +65,26 @@ def header_crc(fixed: bytes | memoryview, schema: bytes | memoryview) -> int:
     return mask(crc(schema, crc(fixed[:HEADER_CRC_OFFSET])))
 
 
+def layout_header(
+    descriptor: bytes, state_size: int, journal_size: int, page_size: int, file_id: bytes
+) -> Header:
+    """The header of a new store file: the header pages, both slots, then the journal ring."""
+    header_size = align(HEADER_FIXED_SIZE + len(descriptor), page_size)
+    slot_size = slot_size_for(state_size, page_size)
+    return Header(
+        header_size=header_size,
+        page_size=page_size,
+        file_id=file_id,
+        slot_size=slot_size,
+        slot0_offset=header_size,
+        slot1_offset=header_size + slot_size,
+        journal_offset=header_size + 2 * slot_size,
+        journal_size=journal_size,
+        state_size=state_size,
+        schema=descriptor,
+    )
+
+
 def encode_header(h: Header) -> bytes:
     """The header region's bytes, zero-padded to ``h.header_size``."""
     fixed = struct.pack(

@@ -31,7 +31,6 @@ from journalstate._format import (
     SLOT_HEAD_FMT,
     SLOT_HEAD_SIZE,
     SlotHead,
-    slot_size_for,
 )
 from journalstate._header import (
     HEADER_FIXED_SIZE,
@@ -40,6 +39,7 @@ from journalstate._header import (
     decode_header,
     encode_header,
     header_read_size,
+    layout_header,
 )
 from journalstate._io import OsStorage
 from journalstate._layout import ArrayNode, Node, StructNode
@@ -178,21 +178,7 @@ def new_store_chunks(
     Both slots are valid and hold the state: generations ``generation + 2`` and
     ``generation + 1`` (they continue the old file's), both at journal position 0.
     """
-    descriptor = schema.descriptor
-    header_size = align(HEADER_FIXED_SIZE + len(descriptor), PAGE_SIZE)
-    slot_size = slot_size_for(schema.size, PAGE_SIZE)
-    header = Header(
-        header_size=header_size,
-        page_size=PAGE_SIZE,
-        file_id=os.urandom(16),
-        slot_size=slot_size,
-        slot0_offset=header_size,
-        slot1_offset=header_size + slot_size,
-        journal_offset=header_size + 2 * slot_size,
-        journal_size=journal_size,
-        state_size=schema.size,
-        schema=descriptor,
-    )
+    header = layout_header(schema.descriptor, schema.size, journal_size, PAGE_SIZE, os.urandom(16))
     chunks: list[tuple[int, bytes | bytearray]] = [(0, encode_header(header))]
     for offset, generation_ in ((header.slot0_offset, 2), (header.slot1_offset, 1)):
         head = SlotHead(generation + generation_, epoch, seq, 0, schema.size)

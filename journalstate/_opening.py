@@ -12,7 +12,6 @@ import os
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from journalstate._checksums import align
 from journalstate._descriptor import compare_descriptors
 from journalstate._durability import Durability
 from journalstate._dynamic import class_from_descriptor
@@ -30,7 +29,6 @@ from journalstate._format import (
     SlotHead,
     check_counters,
     encode_slot,
-    slot_size_for,
 )
 from journalstate._header import (
     HEADER_FIXED_SIZE,
@@ -39,6 +37,7 @@ from journalstate._header import (
     decode_header,
     encode_header,
     header_read_size,
+    layout_header,
 )
 from journalstate._options import DEFAULT_JOURNAL_SIZE, Options
 from journalstate._recovery import Recovered, RecoveryMode, recover
@@ -102,20 +101,7 @@ def _new_file_chunks(
     descriptor = schema.descriptor
     if len(descriptor) > MAX_SCHEMA_LENGTH:
         raise JournalStateError("the schema descriptor is too large")
-    header_size = align(HEADER_FIXED_SIZE + len(descriptor), PAGE_SIZE)
-    slot_size = slot_size_for(schema.size, PAGE_SIZE)
-    header = Header(
-        header_size=header_size,
-        page_size=PAGE_SIZE,
-        file_id=os.urandom(16),
-        slot_size=slot_size,
-        slot0_offset=header_size,
-        slot1_offset=header_size + slot_size,
-        journal_offset=header_size + 2 * slot_size,
-        journal_size=journal_size,
-        state_size=schema.size,
-        schema=descriptor,
-    )
+    header = layout_header(descriptor, schema.size, journal_size, PAGE_SIZE, os.urandom(16))
     # Both slots valid from the start (generations 1 and 0, epoch 0, no records yet), so a
     # new store opens cleanly even in strict mode.
     chunks = [
