@@ -199,7 +199,8 @@ def _replay(
     generation = base.generation
     newer = False
     for record in reader:
-        apply_patches(image, record.patches)
+        for offset, data in record.patches:  # apply_patches, inline: once per record
+            image[offset : offset + len(data)] = data
         if record.generation > generation:
             newer = True
     assert reader.stop is not None
