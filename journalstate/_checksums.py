@@ -7,12 +7,47 @@ mask LevelDB applies to stored checksums, and rounding up to an alignment.
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Final, TypeAlias
-
-import crc32c as _crc32c
 
 if TYPE_CHECKING:  # only for the annotation: importing this module loads no I/O module
     import mmap
+
+
+def _load_crc32c() -> Callable[..., int]:
+    """The crc32c function of the ``crc32c`` package.
+
+    The package's ``__init__`` also loads its command-line module, which imports ``mmap``;
+    where that cannot be imported, the package's compiled extension is loaded on its own, so
+    that the pure modules (this one, the format, recovery) never depend on an I/O module.
+    """
+    try:
+        from crc32c import crc32c as function
+    except ImportError:
+        import importlib.machinery
+        import importlib.util
+        import pathlib
+
+        spec = importlib.util.find_spec("crc32c")
+        if spec is None or not spec.submodule_search_locations:
+            raise
+        for directory in spec.submodule_search_locations:
+            for suffix in importlib.machinery.EXTENSION_SUFFIXES:
+                path = pathlib.Path(directory, "_crc32c" + suffix)
+                if path.exists():
+                    loader = importlib.machinery.ExtensionFileLoader("crc32c._crc32c", str(path))
+                    module = importlib.util.module_from_spec(
+                        importlib.util.spec_from_loader(loader.name, loader)  # type: ignore[arg-type]
+                    )
+                    loader.exec_module(module)
+                    found: Callable[..., int] = module.crc32c
+                    return found
+        raise
+    return function
+
+
+crc32c: Final = _load_crc32c()
+"""crc32c (Castagnoli) of a buffer, continuing from an optional value: the one import of it."""
 
 Buffer: TypeAlias = "bytes | bytearray | mmap.mmap"
 """Read access to mapped bytes: slicing and ``find`` work the same on all three."""
@@ -22,7 +57,7 @@ _MASK_DELTA: Final = 0xA282EAD8
 
 def crc(data: bytes | bytearray | memoryview, value: int = 0) -> int:
     """Plain crc32c (Castagnoli) of ``data``, continuing from ``value``."""
-    return int(_crc32c.crc32c(data, value))
+    return int(crc32c(data, value))
 
 
 CRC_CHUNK: Final = 1 << 20  # bytes checksummed per step over a mapping: no region is copied
@@ -38,7 +73,7 @@ def crc_region(buf: Buffer | memoryview, start: int, end: int, value: int = 0) -
         for at in range(start, end, CRC_CHUNK):
             stop = min(end, at + CRC_CHUNK)
             with view[at:stop] as chunk:
-                value = int(_crc32c.crc32c(chunk, value))
+                value = int(crc32c(chunk, value))
             if stop - start > CRC_CHUNK:
                 release_pages(buf, at, stop)
     return value

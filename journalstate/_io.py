@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import mmap
 import os
 import stat
 import sys
@@ -41,6 +40,10 @@ from journalstate._tempfiles import (
 
 # Only Linux is supported, but importing must work anywhere: what is missing is reported by
 # OsStorage() as UnsupportedPlatform, when a store is opened on the real file system.
+try:
+    import mmap
+except ImportError:  # pragma: no cover - no mmap: OsStorage() reports it
+    mmap = None  # type: ignore[assignment]
 try:
     import fcntl
 except ImportError:  # pragma: no cover - not a POSIX system

@@ -19,9 +19,8 @@ from collections.abc import Iterator
 from typing import NamedTuple
 
 import attrs
-import crc32c
 
-from journalstate._checksums import Buffer, crc_region, mask
+from journalstate._checksums import Buffer, crc32c, crc_region, mask
 from journalstate._format import (
     KIND_COMMIT,
     PATCH_HEAD_FMT,
@@ -35,7 +34,6 @@ from journalstate._format import (
 from journalstate._journal import header_fault, max_payload, parse_patches, ring_read
 from journalstate._reason import Reason
 
-_crc32c = crc32c.crc32c
 _RECORD_HEADER = struct.Struct(RECORD_HEADER_FMT)
 _COPY_FIRST = 1 << 16  # records up to this size are copied, then checksummed
 _PATCH_HEAD = struct.Struct(PATCH_HEAD_FMT)
@@ -256,7 +254,7 @@ def _next_fast(
         return None
     record = bytes(ring[start : start + size])
     with memoryview(record) as view:
-        if mask(int(_crc32c(view[4:]))) != stored:
+        if mask(int(crc32c(view[4:]))) != stored:
             return None
     # The patches, parsed as parse_patches does (anything it would refuse sends the record to
     # the careful path, which says why), inline: a function call per record is a tenth of

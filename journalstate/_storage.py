@@ -9,16 +9,23 @@ tests run the real store over a disk that can lose unsynced pages. Nothing here 
 
 from __future__ import annotations
 
-import mmap
+import os
 from collections.abc import Iterable
-from typing import Protocol, TypeAlias
+from typing import Protocol
 
+from journalstate._checksums import Buffer as Buffer  # re-exported: the storage's view
 from journalstate._errors import StoreFileError
 
-Buffer: TypeAlias = "bytes | bytearray | mmap.mmap"
-"""Read access to mapped bytes: slicing and ``find`` work the same on all three."""
 
-PAGE_SIZE = mmap.ALLOCATIONGRANULARITY
+def _page_size() -> int:
+    try:
+        import mmap
+    except ImportError:  # no mmap here: the store cannot open anything (UnsupportedPlatform)
+        return os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+    return mmap.ALLOCATIONGRANULARITY
+
+
+PAGE_SIZE: int = _page_size()
 """The unit the operating system maps and syncs in."""
 
 

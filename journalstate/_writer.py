@@ -17,9 +17,7 @@ import struct
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Final, Protocol
 
-from crc32c import crc32c
-
-from journalstate._checksums import crc, mask
+from journalstate._checksums import crc, crc32c, mask
 from journalstate._format import (
     END_MARKER_SIZE,
     KIND_COMMIT,

@@ -248,3 +248,32 @@ def test_module_map_names_only_what_exists() -> None:
         for attribute in attributes:
             assert hasattr(value, attribute), name
             value = getattr(value, attribute)
+
+
+_BLOCKED_FIRST = """
+import sys
+for name in ("ctypes", "fcntl", "mmap"):
+    sys.modules[name] = None  # before anything else is imported: crc32c's own package too
+import journalstate._recovery
+import journalstate as js
+assert js._checksums.crc(b"123456789") == 0xE3069283  # the crc32c check value
+try:
+    js.open(sys.argv[1], None)
+except js.UnsupportedPlatform as e:
+    print("refused:", e)
+"""
+
+
+def test_package_imports_with_io_modules_blocked_from_the_start(tmp_path: Path) -> None:
+    """With ctypes, fcntl and mmap blocked before any import, journalstate imports, its crc32c
+    is right, and opening a store says what the platform lacks."""
+    child = subprocess.run(
+        [sys.executable, "-c", _BLOCKED_FIRST, str(tmp_path / "s.jst")],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=300,
+    )
+    assert child.returncode == 0, child.stderr
+    assert "refused:" in child.stdout
+    assert "mmap.MAP_SHARED" in child.stdout
