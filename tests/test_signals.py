@@ -430,7 +430,7 @@ def test_commit_from_a_handler_inside_a_commit_is_refused(
 
     worker = threading.Thread(target=main_commit, daemon=True)
     worker.start()
-    assert done.wait(60), "the commit hung"
+    assert done.wait(300), "the commit hung"  # a hang guard only
     assert outcome == ["refused"]
     assert store.state == S(step=2, label="two")
     check_consistent(store, store_path)
@@ -526,7 +526,7 @@ def test_other_threads_commit_while_one_is_inside(store_path: Path) -> None:
             target=lambda: results.append(store.commit(S(step=7), durability="process"))
         )
         worker.start()
-        worker.join(60)
+        worker.join(300)  # a hang guard only
 
     ring.hook = other
     store.commit(S(step=1))
@@ -744,7 +744,7 @@ def test_forked_child_cannot_write(store_path: Path, mode: str) -> None:
         [sys.executable, "-c", LOCK_PROBE, str(store_path)],
         capture_output=True,
         text=True,
-        timeout=60,
+        timeout=300,  # a hang guard only
     )
     assert probe.stdout.strip() == "locked", probe.stderr  # the parent still holds the lock
     store.commit(S(step=5, label="after"))
