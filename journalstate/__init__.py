@@ -8,6 +8,7 @@ every crash leaves a committed state.
 from journalstate._chain import StoreStats
 from journalstate._durability import Durability
 from journalstate._errors import (
+    ChangesUnavailable,
     CounterExhausted,
     ForkedStore,
     InvalidArgument,
@@ -31,6 +32,7 @@ from journalstate._errors import (
     StoreNotPicklable,
     StorePoisoned,
     StoreReplaced,
+    StoreRewound,
     TransactionError,
     TransactionTooLarge,
     TruncatedStore,
@@ -83,6 +85,7 @@ __all__ = [
     "Bool",
     "Bytes",
     "Change",
+    "ChangesUnavailable",
     "CounterExhausted",
     "Damage",
     "Draft",
@@ -119,6 +122,7 @@ __all__ = [
     "StoreNotPicklable",
     "StorePoisoned",
     "StoreReplaced",
+    "StoreRewound",
     "StoreStats",
     "Str",
     "TransactionError",

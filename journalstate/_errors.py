@@ -317,3 +317,34 @@ class StoreReplaced(StoreFileError):
     A migration (or anything else) renamed a new file over it. The open store still reads its
     own file, consistently; open the path again for the new one.
     """
+
+
+# --- readers that follow a live writer ---------------------------------------------------------
+
+
+class StoreRewound(StoreFileError):
+    """The store went back to an earlier state than one this reader already showed.
+
+    A writer opened it with ``previous_generation=True`` (a roll-back), or recovery after damage
+    dropped commits this reader had read. The reader keeps the state it showed; following on
+    would show sequence numbers going backwards, or a history that forks. Open the path again.
+    """
+
+
+class ChangesUnavailable(JournalStateError, LookupError):
+    """The commits asked for are no longer in the journal (a checkpoint released their space).
+
+    ``since_seq`` is what was asked for; ``oldest_seq`` is the oldest ``since_seq`` the journal
+    can still serve now. Start again from a snapshot (``store.state`` and ``store.seq``), then
+    follow the changes after its seq.
+    """
+
+    def __init__(self, path: str, since_seq: int, oldest_seq: int) -> None:
+        super().__init__(
+            f"{path}: the commits after seq {since_seq} are no longer in the journal; the oldest "
+            f"seq the change feed can start after is {oldest_seq}. Take a snapshot "
+            "(store.state, store.seq) and follow the changes after its seq"
+        )
+        self.path = path
+        self.since_seq = since_seq
+        self.oldest_seq = oldest_seq

@@ -10,6 +10,11 @@ Two paths read a record. :func:`read_record` is the careful one and names every 
 :func:`next_record_fast` is the replay loop's fast path over one record that does not straddle
 the ring's end, and accepts exactly what the careful path accepts (a differential test holds
 them equal) or defers to it.
+
+Beside a live writer (a reader that follows one, a read-only open), the ring changes while it
+is read. With ``copy_first`` every record is copied before anything of it is checked, and
+every check runs on the copy: a record that passes is exactly the bytes one commit wrote,
+never bytes of two laps or of a write in progress (their crc fails, as a torn write's does).
 """
 
 from __future__ import annotations
@@ -92,7 +97,9 @@ class ChainReader:
 
     Iterating yields each :class:`ChainRecord` that continues the chain and ends within
     ``end`` (a logical position); afterwards :attr:`stop` says where and why it stopped. A
-    caller that stops iterating early keeps its own count: :attr:`stop` stays None.
+    caller that stops iterating early keeps its own count: :attr:`stop` stays None. With
+    ``copy_first`` (a live writer may be writing the ring meanwhile) each record is copied
+    before it is checked, whatever its size (see the module's docstring).
     """
 
     def __init__(
@@ -105,19 +112,30 @@ class ChainReader:
         seq: int,
         end: int,
         state_size: int,
+        copy_first: bool = False,
     ) -> None:
         self.ring, self.journal_size, self.state_size = ring, journal_size, state_size
         self.epoch, self.position, self.seq, self.end = epoch, position, seq, end
+        self.copy_first = copy_first
         self.stop: ChainStop | None = None
 
     def __iter__(self) -> Iterator[ChainRecord]:
         ring, journal_size, epoch, end = self.ring, self.journal_size, self.epoch, self.end
         state_size = self.state_size
-        position, seq = self.position, self.seq
+        position, seq, copy_first = self.position, self.seq, self.copy_first
         max_length = max_payload(journal_size, state_size)
+        copy_above = 0 if copy_first else _COPY_FIRST
         while position + RECORD_HEADER_SIZE <= end:
             record = _next_fast(
-                ring, journal_size, position, epoch, seq + 1, end, state_size, max_length
+                ring,
+                journal_size,
+                position,
+                epoch,
+                seq + 1,
+                end,
+                state_size,
+                max_length,
+                copy_above,
             )
             if record is None:
                 found = next_record(
@@ -128,6 +146,7 @@ class ChainReader:
                     seq=seq,
                     end=end,
                     state_size=state_size,
+                    copy_first=copy_first,
                 )
                 if isinstance(found, ChainStop):
                     self.stop = found
@@ -148,10 +167,17 @@ def next_record(
     seq: int,
     end: int,
     state_size: int,
+    copy_first: bool = False,
 ) -> ChainRecord | ChainStop:
     """The careful path: the record after ``seq`` at ``position``, or why there is none."""
     record, reason, head = read_record(
-        ring, journal_size, position, epoch=epoch, seq=seq + 1, state_size=state_size
+        ring,
+        journal_size,
+        position,
+        epoch=epoch,
+        seq=seq + 1,
+        state_size=state_size,
+        copy_first=copy_first,
     )
     if record is None:
         assert reason is not None
@@ -175,6 +201,7 @@ def read_record(
     epoch: int,
     seq: int,
     state_size: int | None = None,
+    copy_first: bool = False,
 ) -> tuple[Record | None, Reason | None, RecordHeader | None]:
     """Read the record at ``position`` if it is the record ``seq`` of ``epoch``.
 
@@ -182,25 +209,62 @@ def read_record(
     ``header`` is the unpacked header when its checksum held (so the caller can tell stale data
     from a torn write). The checksum is computed over the ring in place (:func:`header_fault`);
     the payload is copied only once it held. With ``state_size``, a length beyond
-    ``max_payload(journal_size, state_size)`` is ``BAD_LENGTH``.
+    ``max_payload(journal_size, state_size)`` is ``BAD_LENGTH``. With ``copy_first`` the whole
+    record is copied first and checked, header included, on the copy.
     """
     raw = ring_read(ring, journal_size, position, RECORD_HEADER_SIZE)
     if raw.count(0) == RECORD_HEADER_SIZE:
         return None, Reason.ZEROED, None
     head = decode_record_header(raw)
-    fault = header_fault(ring, journal_size, position, head, max_payload(journal_size, state_size))
+    max_length = max_payload(journal_size, state_size)
+    if copy_first:
+        return _read_copied(ring, journal_size, position, head.length, max_length, epoch, seq)
+    fault = header_fault(ring, journal_size, position, head, max_length)
     if fault is not None:
         return None, fault, None
-    if head.epoch != epoch:
-        return None, Reason.STALE_EPOCH, head
-    if head.position != position:
-        return None, Reason.STALE_POSITION, head
-    if head.kind != KIND_COMMIT or head.reserved != 0:
-        return None, Reason.BAD_KIND, head
-    if head.seq != seq:
-        return None, Reason.SEQUENCE_GAP, head
+    reason = _misplaced(head, position, epoch, seq)
+    if reason is not None:
+        return None, reason, head
     payload = ring_read(ring, journal_size, position + RECORD_HEADER_SIZE, head.length)
     return Record(head, payload), None, head
+
+
+def _read_copied(
+    ring: Buffer,
+    journal_size: int,
+    position: int,
+    length: int,
+    max_length: int,
+    epoch: int,
+    seq: int,
+) -> tuple[Record | None, Reason | None, RecordHeader | None]:
+    """:func:`read_record`'s copy-first path: one copy of the record, every check on it."""
+    if length > max_length:
+        return None, Reason.BAD_LENGTH, None
+    data = ring_read(ring, journal_size, position, record_size(length))
+    head = decode_record_header(data[:RECORD_HEADER_SIZE])
+    if head.length != length:  # the header changed between the two reads: a write in progress
+        return None, Reason.BAD_CHECKSUM, None
+    with memoryview(data) as view:
+        if mask(int(crc32c(view[4:]))) != head.crc:
+            return None, Reason.BAD_CHECKSUM, None
+    reason = _misplaced(head, position, epoch, seq)
+    if reason is not None:
+        return None, reason, head
+    return Record(head, data[RECORD_HEADER_SIZE : RECORD_HEADER_SIZE + length]), None, head
+
+
+def _misplaced(head: RecordHeader, position: int, epoch: int, seq: int) -> Reason | None:
+    """Why a checksummed record is not record ``seq`` of ``epoch`` at ``position``, or None."""
+    if head.epoch != epoch:
+        return Reason.STALE_EPOCH
+    if head.position != position:
+        return Reason.STALE_POSITION
+    if head.kind != KIND_COMMIT or head.reserved != 0:
+        return Reason.BAD_KIND
+    if head.seq != seq:
+        return Reason.SEQUENCE_GAP
+    return None
 
 
 def next_record_fast(
@@ -232,11 +296,14 @@ def _next_fast(
     limit: int,
     state_size: int,
     max_length: int,
+    copy_above: int = _COPY_FIRST,
 ) -> ChainRecord | None:
     """:func:`next_record_fast` with positional arguments and the length bound worked out.
 
     The same checks as :func:`read_record` and :func:`header_fault`, on one copy of the
-    record: the checksummed bytes and the fields come from the same read.
+    record: the checksummed bytes and the fields come from the same read. A record larger
+    than ``copy_above`` bytes has its crc checked in place before it is copied (so a hostile
+    length costs no copy); 0 copies every record first (a live writer may be writing it).
     """
     start = position % journal_size
     if start + RECORD_HEADER_SIZE > journal_size:
@@ -250,9 +317,15 @@ def _next_fast(
     if position + size > limit or start + size > journal_size or length > max_length:
         return None
     # A large record: its crc in place first, so no hostile copy.
-    if size > _COPY_FIRST and mask(crc_region(ring, start + 4, start + size)) != stored:
+    if (
+        copy_above
+        and size > copy_above
+        and mask(crc_region(ring, start + 4, start + size)) != stored
+    ):
         return None
     record = bytes(ring[start : start + size])
+    # The fields above were unpacked before the copy; the crc below covers them (bytes 4 to 48)
+    # in the copy, so a header that changed in between fails it, as a torn write does.
     with memoryview(record) as view:
         if mask(int(crc32c(view[4:]))) != stored:
             return None
