@@ -39,6 +39,8 @@ _LAST_POLL = 0.0005
 """The longest sleep between two probes: a commit wakes a waiter within about this long."""
 _REPLACED_EVERY = 0.1
 """Seconds between two checks, while waiting, that the path still names the open file."""
+_END_MARKER_START = bytes(16)
+"""What a probe reads where the next record goes while it is still the end marker."""
 _BATCH = 256
 """Commits the change feed reads under the store's lock before it yields them."""
 
@@ -116,6 +118,10 @@ class Live(Chain[T]):
         follower = self._reader_follower()
         before = follower.cursor
         slots, ring = self._slots.buffer, self._ring.buffer
+        snapshot = probe(slots, ring, self._header, before.position)
+        if snapshot == follower.quiet:
+            return False
+        follower.quiet = None
         # Until the new state is published, the image may be ahead of the state shown, or
         # half-patched if an exception (a signal handler's) lands between two patches: the
         # mark and the forgotten follower make the next call start again from the state shown.
@@ -137,6 +143,8 @@ class Live(Chain[T]):
             raise
         self._follower = follower
         self._publish(follower, before)
+        if follower.cursor == before and snapshot.startswith(_END_MARKER_START):
+            follower.quiet = snapshot
         return follower.cursor.seq != before.seq
 
     def _publish(self, follower: Follower, before: Cursor) -> None:
