@@ -62,6 +62,8 @@ class Live(Chain[T]):
 
     _follower: Follower | None = None
     _image_dirty: bool = False
+    _feed_end: Follower | None = None
+    """Where the last change feed that ran to its end stopped: the next one may start there."""
 
     # --- refresh ---------------------------------------------------------------------------
 
@@ -292,6 +294,7 @@ class Live(Chain[T]):
             if batch:
                 continue
             if not follow:
+                self._feed_end = follower  # a feed asked for after its last seq starts here
                 return
             deadline = None if limit is None else time.monotonic() + limit
             if not self._wait_for_records(follower, deadline):
@@ -322,9 +325,15 @@ class Live(Chain[T]):
     def _feed_start(self, since: int) -> Follower:
         """A follower at ``since`` or before it, from which the commits after it can be read.
 
-        From this store's own state when ``since`` is not before it (the records up to
-        ``since`` are then skipped), else from the newest checkpoint at or before ``since``.
+        Where the last feed that ran to its end stopped, when that is ``since`` (a reader that
+        moved since can go on reading the feed where it left it); from this store's own state
+        when ``since`` is not before it (the records up to ``since`` are then skipped); else
+        from the newest checkpoint at or before ``since``.
         """
+        end = self._feed_end
+        if end is not None and end.cursor.seq == since:
+            self._feed_end = None  # the new feed owns it now
+            return end
         seq = self._shown_seq()  # settles a commit an exception interrupted (a writer's)
         state = self._head[STATE]
         if since >= seq:

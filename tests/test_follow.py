@@ -370,3 +370,22 @@ def test_field_index_names_every_field_a_patch_touches() -> None:
     assert index.changed([(7, b"\0\0")]) == ("a", "b")
     assert index.changed([(19, b"\0\0"), (0, b"\0")]) == ("a", "c.x", "c.y")
     assert index.changed([(23, b"\0")]) == ("c.y",)
+
+
+def test_a_reader_that_moves_can_read_the_feed_where_it_left_it(
+    writer: Store[S], path: Path
+) -> None:
+    """wait() moves the reader past seen; changes(seen) still goes on where the last feed ended."""
+    r = reader(path)
+    seen, got = 0, []
+    for i in range(1, 400):
+        writer.commit(nth(i))
+        if i % 7 == 0:
+            assert r.wait(0) or r.seq == i
+            for c in r.changes(seen):
+                got.append(c.seq)
+                seen = c.seq
+    assert writer.stats.checkpoints > 5  # so no slot is at or before seen
+    assert got == list(range(1, len(got) + 1))
+    assert got[-1] == 399 - 399 % 7
+    r.close()
