@@ -29,7 +29,7 @@ from journalstate._errors import (
 )
 from journalstate._follow import Cursor, FieldIndex, Follower, Gap, probe, valid_slots
 from journalstate._options import checked_flag, checked_seq, checked_wait
-from journalstate._storage import file_replaced
+from journalstate._storage import file_replaced, lock_holder
 
 T = TypeVar("T")
 
@@ -66,6 +66,19 @@ class Live(Chain[T]):
     """Where the last change feed that ran to its end stopped: the next one may start there."""
 
     # --- refresh ---------------------------------------------------------------------------
+
+    @property
+    def writer_pid(self) -> int | None:
+        """The pid of the process that has this store open for writing, or None.
+
+        None when no other process holds the writer lock: the writer closed the store or died
+        (a reader keeps the last state it read, and follows the next writer that opens the
+        path). Also None where the system does not tell (``/proc/locks`` is Linux's), and on
+        the writer's own store. Reading it costs a read of ``/proc/locks``: poll it after
+        ``wait()`` times out, not between commits.
+        """
+        self._check_open()
+        return lock_holder(self._file)
 
     def refresh(self) -> bool:
         """Move a read-only store to the newest committed state; True if it moved.

@@ -6,6 +6,9 @@ the writer's writes, are in test_follow_live.py and test_follow_model.py.
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -393,3 +396,35 @@ def test_a_reader_that_moves_can_read_the_feed_where_it_left_it(
     with pytest.raises(js.ChangesUnavailable):
         list(r.changes(9))  # no feed ended there, and no checkpoint is at or before it
     r.close()
+
+
+def test_writer_pid_says_whether_a_writer_has_the_store_open(path: Path) -> None:
+    """writer_pid names the writer's process while it has the store open, None after."""
+    code = (
+        "import sys, attrs, journalstate as js\n"
+        "from tests.test_follow import S\n"
+        "with js.open(sys.argv[1], S) as w:\n"
+        "    print('open', flush=True)\n"
+        "    sys.stdin.readline()\n"
+    )
+    js.open(path, S).close()
+    r = reader(path)
+    assert r.writer_pid is None
+    child = subprocess.Popen(
+        [sys.executable, "-c", code, str(path)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+    )
+    try:
+        assert child.stdout is not None
+        assert child.stdout.readline() == "open\n"
+        assert r.writer_pid == child.pid
+    finally:
+        child.communicate("\n", timeout=300)
+    assert child.returncode == 0
+    assert r.writer_pid is None
+    r.close()
+    with pytest.raises(js.StoreClosed):
+        _ = r.writer_pid
