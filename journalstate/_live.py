@@ -96,6 +96,7 @@ class Live(Chain[T]):
                 rolled it back); open the path again.
             StoreCorrupt: a whole, checksummed record or checkpoint that cannot be applied.
             StoreClosed: the store is closed.
+            ReentrantCall: called from a signal handler that interrupted a call of this store.
         """
         me = self._enter()
         try:
@@ -196,9 +197,11 @@ class Live(Chain[T]):
 
         Raises:
             InvalidArgument: ``timeout`` is not None or a number of seconds >= 0.
+            ReentrantCall: called from a signal handler that interrupted a call of this store.
             StoreReplaced, StoreRewound, StoreCorrupt, StoreClosed: as :meth:`refresh`.
         """
         limit = checked_wait("timeout", timeout)
+        self._enter()  # from a signal handler inside a call of this store: ReentrantCall
         deadline = None if limit is None else time.monotonic() + limit
         if self._readonly and self.refresh():
             return True
@@ -259,22 +262,29 @@ class Live(Chain[T]):
             StoreRewound: the store went back before a commit the feed delivered.
             InvalidArgument: ``since_seq`` is not an int >= 0, ``timeout`` not None or a
                 number of seconds >= 0, or ``follow`` not a bool.
+            ReentrantCall: called, or the feed read, from a signal handler that interrupted a
+                call of this store.
             StoreReplaced, StoreCorrupt, StoreClosed: as :meth:`refresh`.
         """
         since = checked_seq("since_seq", since_seq)
         follow = checked_flag("follow", follow)
         limit = checked_wait("timeout", timeout)
+        self._enter()
         self._check_open()
         return self._feed(since, follow, limit)
 
     def _feed(self, since: int, follow: bool, limit: float | None) -> Iterator[Commit]:
         fields = FieldIndex([(f.offset, f.size, f.path) for f in self._schema.fields()])
         decode = self._schema.decode
+        # Each step checks that this thread is not inside another call of this store (a
+        # signal handler's): the state image may be between two commits' patches there.
+        self._enter()
         with self._lock:
             follower = self._feed_start(since)
         while True:
             batch: list[Commit] = []
             error: BaseException | None = None
+            self._enter()
             with self._lock:
                 self._check_open()
                 if self._readonly and file_replaced(self._file):
