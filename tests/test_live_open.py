@@ -305,6 +305,29 @@ def test_slot_torn_at_both_reads_without_evidence_claims_no_loss(
     assert recovered.report.seq == 3
 
 
+def test_a_writer_moving_during_every_recovery_cannot_hang_an_open(
+    checkpointed: tuple[Image, Image, int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Slot heads that change during every recovery: a bounded number of recoveries, then the
+    last one that claimed no damage."""
+    before, after, _ = checkpointed
+    image = before.copy()
+    runs = count_recoveries(monkeypatch)
+
+    def scan(*args: Any, **kwargs: Any) -> Any:
+        # Each scan swaps the two moments: the heads never read the same twice in a row.
+        swap = after if image.slots == before.slots else before
+        image.slots[:] = swap.slots
+        image.ring[:] = swap.ring
+        return scan_records(*args, **kwargs)
+
+    monkeypatch.setattr(recovery, "scan_records", scan)
+    recovered = live_open(image)
+    assert len(runs) == opening._LIVE_ATTEMPTS
+    assert recovered.report.corruption == ()
+    assert COMPILED.decode(recovered.image) == pair(recovered.report.seq)
+
+
 # --- damage in a file no writer changes is reported as before ---------------------------------
 
 
