@@ -1,0 +1,238 @@
+"""The batch replay (ChainReader.replay) against the careful path, over random and damaged rings."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from journalstate._format import END_MARKER_SIZE, RECORD_HEADER_SIZE, record_size
+from journalstate._reader import (
+    REPLAY_CHUNK,
+    ChainReader,
+    ChainRecord,
+    ChainStop,
+    apply_patches,
+    next_record,
+)
+from journalstate._reason import Reason
+from journalstate._writer import encode_patches
+from tests.damage import fix_record_crc, flip_byte, set_record_field, torn_write
+from tests.test_journal import write_record
+
+JS = 4096  # journal size of the rings built here
+LAP = 5 * JS  # logical positions a few laps in, so that position != ring offset
+STATE = 64
+EPOCH = 3
+GENERATION = 7
+BASE_IMAGE = bytes(range(STATE))
+
+# At least 300 rings in every run (each costs about a millisecond); the soak profile's count
+# when it is larger (JOURNALSTATE_PROFILE=soak: 10,000).
+EXAMPLES = max(300, settings.default.max_examples)
+
+# A few spans, so that records often patch exactly the state bytes the one before patched.
+SPANS = [(0, 8), (8, 16), (0, 24), (40, 24), (60, 4), (63, 1), (64, 0), (60, 8), (65, 1)]
+
+
+@st.composite
+def payloads(draw: st.DrawFn) -> bytes:
+    """A record payload: one patch, several, none, or raw bytes (possibly not patches)."""
+    kind = draw(st.sampled_from(["one", "one", "one", "many", "empty", "raw"]))
+    if kind == "raw":
+        return draw(st.binary(min_size=1, max_size=24))
+    if kind == "empty":
+        return b""
+    count = 1 if kind == "one" else draw(st.integers(2, 3))
+    patches = []
+    for _ in range(count):
+        offset, n = draw(st.sampled_from(SPANS))
+        patches.append((offset, bytes([draw(st.integers(0, 255))]) * n))
+    return encode_patches(patches)
+
+
+def build_ring(
+    start: int, payloads: list[bytes], generations: list[bool], old_lap: list[bytes]
+) -> tuple[bytearray, list[int]]:
+    """A ring holding an older lap of records (``old_lap``), then the chain from ``start``.
+
+    The chain's records are seq 1, 2, ... of EPOCH; a True in ``generations`` gives the record
+    a newer generation. Returns the ring and the chain's record positions (and the end).
+    """
+    ring = bytearray(JS)
+    position = start - JS + 8
+    for i, payload in enumerate(old_lap):  # the lap before: stale records the scan may meet
+        if position + record_size(len(payload)) + END_MARKER_SIZE > start:
+            break
+        record = write_record(
+            ring, position, epoch=EPOCH, seq=100 + i, generation=GENERATION, payload=payload
+        )
+        position += len(record)
+    positions = []
+    position = start
+    for i, payload in enumerate(payloads):
+        if position + record_size(len(payload)) + END_MARKER_SIZE > start + JS:
+            break
+        positions.append(position)
+        record = write_record(
+            ring,
+            position,
+            epoch=EPOCH,
+            seq=i + 1,
+            generation=GENERATION + generations[i % len(generations)],
+            payload=payload,
+        )
+        position += len(record)
+    positions.append(position)
+    return ring, positions
+
+
+def careful(
+    ring: bytearray, start: int, end: int, copy_first: bool
+) -> tuple[bytearray, ChainStop, bool]:
+    """The image, stop and newer-generation flag of the chain read by the careful path alone."""
+    image = bytearray(BASE_IMAGE)
+    position, seq, newer = start, 0, False
+    while position + RECORD_HEADER_SIZE <= end:
+        found = next_record(
+            ring,
+            JS,
+            position,
+            epoch=EPOCH,
+            seq=seq,
+            end=end,
+            state_size=STATE,
+            copy_first=copy_first,
+        )
+        if isinstance(found, ChainStop):
+            return image, found, newer
+        assert isinstance(found, ChainRecord)
+        apply_patches(image, found.patches)
+        newer = newer or found.generation > GENERATION
+        position, seq = position + found.size, seq + 1
+    return image, ChainStop(position, seq, None), newer
+
+
+def batch(
+    ring: bytearray, start: int, end: int, copy_first: bool, chunk: int = REPLAY_CHUNK
+) -> tuple[bytearray, ChainStop, bool]:
+    """The same, read by ChainReader.replay."""
+    image = bytearray(BASE_IMAGE)
+    reader = ChainReader(
+        ring,
+        JS,
+        epoch=EPOCH,
+        position=start,
+        seq=0,
+        end=end,
+        state_size=STATE,
+        copy_first=copy_first,
+    )
+    newer = reader.replay(image, GENERATION, chunk=chunk)
+    assert reader.stop is not None
+    return image, reader.stop, newer
+
+
+FIELDS = ["seq", "epoch", "position", "kind", "reserved", "length", "generation"]
+
+
+@settings(max_examples=EXAMPLES)
+@given(
+    offset=st.integers(0, JS // 8 - 1),
+    records=st.lists(payloads(), max_size=40),
+    generations=st.lists(st.booleans(), min_size=1, max_size=4),
+    old_lap=st.lists(payloads(), max_size=40),
+    flips=st.lists(st.tuples(st.integers(0, 3000), st.integers(1, 255)), max_size=3),
+    forged=st.lists(st.tuples(st.integers(0, 39), st.sampled_from(FIELDS), st.integers(0, 9))),
+    torn=st.one_of(st.none(), st.tuples(st.integers(0, 39), st.integers(0, 200))),
+    shorter=st.integers(0, 400),
+    chunk=st.sampled_from([1, 56, 64, 100, 200, 512, 1024, JS, REPLAY_CHUNK]),
+    copy_first=st.booleans(),
+)
+def test_batch_replay_equals_the_careful_path(
+    offset: int,
+    records: list[bytes],
+    generations: list[bool],
+    old_lap: list[bytes],
+    flips: list[tuple[int, int]],
+    forged: list[tuple[int, str, int]],
+    torn: tuple[int, int] | None,
+    shorter: int,
+    chunk: int,
+    copy_first: bool,
+) -> None:
+    """Over random rings, damaged or not, replay gives the careful path's image, stop, flag."""
+    start = LAP + offset * 8
+    ring, positions = build_ring(start, records, generations, old_lap)
+    count = len(positions) - 1
+    for at, bits in flips:
+        flip_byte(ring, start + at, bits, JS)
+    for index, name, value in forged:  # a record that passes its crc but is not the next
+        if count:
+            victim = positions[index % count]
+            set_record_field(ring, victim, name, value, JS)
+            fix_record_crc(ring, victim, JS)
+    if torn is not None and count:
+        at = positions[torn[0] % count]  # the record and what follows, rewritten in part
+        size = min(JS, positions[torn[0] % count + 1] - at)
+        torn_write(ring, at, bytes(size), min(torn[1], size), JS)
+    end = start + JS - END_MARKER_SIZE - shorter
+    expected = careful(ring, start, end, copy_first)
+    assert batch(ring, start, end, copy_first, chunk) == expected
+    # The iteration (its own fast path) agrees too: the three paths accept the same records.
+    reader = ChainReader(ring, JS, epoch=EPOCH, position=start, seq=0, end=end, state_size=STATE)
+    image = bytearray(BASE_IMAGE)
+    for record in reader:
+        apply_patches(image, record.patches)
+    assert (image, reader.stop) == expected[:2]
+
+
+def chain_of(payloads: list[bytes], start: int = LAP + 16) -> tuple[bytearray, int]:
+    """A ring with a clean chain of ``payloads`` from ``start``; returns it and the window end."""
+    ring, _ = build_ring(start, payloads, [False], [])
+    return ring, start + JS - END_MARKER_SIZE
+
+
+def test_a_row_of_the_same_patch_keeps_the_last_and_the_order_of_overlaps() -> None:
+    """Records patching the same bytes, then overlapping ones, apply as written, in order."""
+    rows = [
+        [(0, b"\x01" * 8)],
+        [(0, b"\x02" * 8)],
+        [(4, b"\x03" * 8)],
+        [(0, b"\x04" * 8)],
+        [(0, b"\x05" * 8)],
+        [(2, b"\x06" * 2), (20, b"\x07")],
+        [(0, b"\x08" * 2)],
+    ]
+    ring, end = chain_of([encode_patches(p) for p in rows])
+    expected = bytearray(BASE_IMAGE)
+    for patches in rows:
+        apply_patches(expected, patches)
+    for copy_first in (False, True):
+        image, stop, newer = batch(ring, LAP + 16, end, copy_first)
+        assert image == expected
+        assert (stop.seq, stop.reason, newer) == (len(rows), Reason.ZEROED, False)
+
+
+def test_a_bad_patch_after_good_ones_leaves_the_image_before_that_record() -> None:
+    """A record whose second patch falls outside the state changes nothing of the image."""
+    good = encode_patches([(0, b"\x09" * 8)])
+    bad = encode_patches([(8, b"\x0a" * 8), (STATE, b"\x0b")])
+    ring, end = chain_of([good, good, bad])
+    image, stop, _ = batch(ring, LAP + 16, end, copy_first=False)
+    assert image == b"\x09" * 8 + BASE_IMAGE[8:]
+    assert (stop.seq, stop.reason) == (2, Reason.BAD_PATCH)
+    assert "outside the 64-byte state" in stop.detail
+
+
+@pytest.mark.parametrize("chunk", [1, 100, 300, REPLAY_CHUNK])
+def test_records_across_copies_and_the_ring_end_are_replayed(chunk: int) -> None:
+    """A chain that crosses the ring's end and several copies replays whole, any chunk size."""
+    payloads = [encode_patches([(i % 8 * 8, bytes([i]) * 8)]) for i in range(60)]
+    start = LAP + JS - 200  # the third record straddles the ring's end
+    ring, _ = build_ring(start, payloads, [False, False, True], [])
+    end = start + JS - END_MARKER_SIZE
+    image, stop, newer = batch(ring, start, end, copy_first=True, chunk=chunk)
+    assert (image, stop, newer) == careful(ring, start, end, copy_first=True)
+    assert stop.seq == 60
+    assert newer
