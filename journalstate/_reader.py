@@ -34,6 +34,7 @@ from journalstate._format import (
     KIND_COMMIT,
     PATCH_HEAD_FMT,
     PATCH_HEAD_SIZE,
+    RECORD_ALIGN,
     RECORD_HEADER_FMT,
     RECORD_HEADER_SIZE,
     RecordHeader,
@@ -52,11 +53,11 @@ _PATCH_HEAD = struct.Struct(PATCH_HEAD_FMT)
 _REPLAY_HEAD = struct.Struct("<IIQQQ8xQII")
 assert _REPLAY_HEAD.size == RECORD_HEADER_SIZE + PATCH_HEAD_SIZE
 REPLAY_CHUNK = 1 << 20
-"""Bytes of the ring a copy-first replay copies at a time (one copy for many records)."""
+"""Bytes of the ring the batch path copies at a time: one copy for many records."""
 _MASK_DELTA = 0xA282EAD8  # mask()'s constant, for the inline mask of the batch path
 assert all(
-    mask(c) == (((c >> 15 | c << 17) & 0xFFFFFFFF) + _MASK_DELTA) & 0xFFFFFFFF
-    for c in (0, 0x12345678, 0xFFFFFFFF)
+    mask(c) == ((c >> 15 | c << 17) + _MASK_DELTA) & 0xFFFFFFFF
+    for c in (0, 1, 0x12345678, 0x5D7D1527, 0xFFFFFFFF)
 )
 
 
@@ -179,11 +180,11 @@ class ChainReader:
         Exactly ``for r in self: apply_patches(image, r.patches)``, and afterwards
         :attr:`stop` is the same; returns whether a record of a generation newer than
         ``generation`` was applied. Runs of records go through the batch path
-        (:func:`_replay_run`); each record it does not take is read by the careful path
-        (:func:`next_record`), which either accepts it (a record across the ring's end, or
-        across the end of a copied chunk of ``chunk`` bytes) or says why the chain stops.
-        With ``copy_first`` every record is checked and applied from a copy, as the
-        iteration's are.
+        (:func:`_replay_run`), which reads a copy of up to ``chunk`` ring bytes at a time;
+        each record it does not take is read by the careful path (:func:`next_record`,
+        with ``copy_first``), which either accepts it (a record across the ring's end, or
+        across the end of a copy) or says why the chain stops. Either way every record is
+        checked and applied from a copy of its bytes, as ``copy_first`` asks.
         """
         ring, journal_size, epoch, end = self.ring, self.journal_size, self.epoch, self.end
         state_size, copy_first = self.state_size, self.copy_first
@@ -461,6 +462,8 @@ def _replay_run(
     unpack = _REPLAY_HEAD.unpack_from
     anchor = epoch | KIND_COMMIT << 32  # epoch, kind, reserved (0) as one little-endian u64
     header, patch_head, mask_delta = RECORD_HEADER_SIZE, PATCH_HEAD_SIZE, _MASK_DELTA
+    pad = header + RECORD_ALIGN - 1  # record_size(length) is (length + pad) & -RECORD_ALIGN
+    data = header + patch_head  # where a one-patch record's patch bytes start
     at, want, newer = 0, seq + 1, False
     # The one-patch record's patch is held back (state offset, length, index in buf) until a
     # record patches anything else: a patch of the same state bytes after it overwrites it
@@ -473,20 +476,21 @@ def _replay_run(
         stored, length, found, s, pos, gen, offset, n = unpack(buf, at)
         if found != anchor or s != want or pos - at != position or length > max_length:
             break
-        size = (length + header + 7) & -8  # record_size(length), inline
-        if at + size > limit:
+        after = at + ((length + pad) & -RECORD_ALIGN)
+        if after > limit:
             break
-        c = crc32c(buf[at + 4 : at + size])
-        if (((c >> 15 | c << 17) & 0xFFFFFFFF) + mask_delta) & 0xFFFFFFFF != stored:
+        c = crc32c(buf[at + 4 : after])
+        # mask(c), inline: the rotation's bits above 31 go with the final and.
+        if ((c >> 15 | c << 17) + mask_delta) & 0xFFFFFFFF != stored:
             break
         if n + patch_head == length:  # one patch, the whole payload
-            if offset + n > state_size:
-                break
-            if offset != held or n != held_n:
+            if offset != held or n != held_n:  # (the held patch's bounds were checked)
+                if offset + n > state_size:
+                    break
                 if held >= 0:
                     image[held : held + held_n] = buf[held_at : held_at + held_n]
                 held, held_n = offset, n
-            held_at = at + header + patch_head
+            held_at = at + data
         elif length:
             p = at + header
             spans = _patch_spans(buf, p, p + length, state_size)
@@ -499,7 +503,7 @@ def _replay_run(
                 image[offset : offset + n] = buf[p : p + n]
         if gen > generation:
             newer = True
-        at += size
+        at = after
         want += 1
     if held >= 0:
         image[held : held + held_n] = buf[held_at : held_at + held_n]
