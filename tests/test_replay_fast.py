@@ -1,12 +1,29 @@
-"""The batch replay (ChainReader.replay) against the careful path, over random and damaged rings."""
+"""Recovery's fast paths against their definitions, over random and damaged rings.
+
+The batch replay (ChainReader.replay) against the careful path; the evidence scan
+(scan_records) against a look at every position of its window.
+"""
 
 from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from journalstate._format import END_MARKER_SIZE, RECORD_HEADER_SIZE, record_size
+from journalstate import _journal as journal
+from journalstate._format import (
+    END_MARKER_SIZE,
+    KIND_COMMIT,
+    RECORD_ANCHOR_OFFSET,
+    RECORD_HEADER_SIZE,
+    RecordHeader,
+    decode_record_header,
+    record_size,
+)
+from journalstate._journal import header_fault, max_payload, ring_read, scan_records
 from journalstate._reader import (
     REPLAY_CHUNK,
     ChainReader,
@@ -251,3 +268,85 @@ def test_a_forged_field_with_a_good_crc_stops_both_paths_alike(name: str, copy_f
     assert (image, stop, newer) == careful(ring, start, end, copy_first)
     # A newer generation is no stop: the record is replayed, and the flag says so.
     assert (stop.seq, newer) == ((4, True) if name == "generation" else (2, False))
+
+
+# --- the evidence scan ---------------------------------------------------------------------------
+
+
+def scan_by_brute_force(
+    ring: bytearray, start: int, end: int, wanted: dict[int, int]
+) -> dict[int, list[RecordHeader]]:
+    """scan_records by its definition: every position of the window, looked at in turn.
+
+    A record counts when it starts after ``start`` and its anchor (bytes 8 to 16) lies before
+    ``end``: the window holds what the scan searches.
+    """
+    max_length = max_payload(JS, STATE)
+    found: dict[int, list[RecordHeader]] = {epoch: [] for epoch in wanted}
+    for position in range(start + 1, end - RECORD_ANCHOR_OFFSET - 8 + 1):
+        head = decode_record_header(ring_read(ring, JS, position, RECORD_HEADER_SIZE))
+        if (
+            head.epoch in wanted
+            and (head.kind, head.reserved, head.position) == (KIND_COMMIT, 0, position)
+            and header_fault(ring, JS, position, head, max_length) is None
+            and head.seq > wanted[head.epoch]
+        ):
+            found[head.epoch].append(head)
+    return found
+
+
+@given(
+    offset=st.integers(0, JS - 1),
+    records=st.lists(payloads(), max_size=30),
+    old_lap=st.lists(payloads(), max_size=30),
+    flips=st.lists(st.tuples(st.integers(0, JS - 1), st.integers(1, 255)), max_size=3),
+    strays=st.lists(st.tuples(st.integers(0, JS - 1), st.integers(3, 4), st.integers(0, 9))),
+    after=st.integers(0, 12),
+    span=st.integers(0, JS),
+    chunk=st.sampled_from([8, 24, 64, 1000, journal.SCAN_CHUNK]),
+)
+def test_the_evidence_scan_finds_what_looking_everywhere_finds(
+    offset: int,
+    records: list[bytes],
+    old_lap: list[bytes],
+    flips: list[tuple[int, int]],
+    strays: list[tuple[int, int, int]],
+    after: int,
+    span: int,
+    chunk: int,
+) -> None:
+    """scan_records, over rings of old laps, strays anywhere and damage, finds every record."""
+    start = LAP + offset
+    ring, _ = build_ring(start - start % 8, records, [False], old_lap)
+    for at, epoch, seq in strays:  # records of this epoch or the next at any position
+        write_record(ring, LAP + at, epoch=epoch, seq=seq, payload=b"")
+    for at, bits in flips:
+        flip_byte(ring, at, bits)
+    wanted = {EPOCH: after, EPOCH + 1: 0}
+    end = start + span
+    expected = scan_by_brute_force(ring, start, end, wanted)
+    with scan_chunk(chunk):  # anchors across the end of a searched chunk are found too
+        assert scan_records(ring, JS, start, end, wanted, state_size=STATE) == expected
+
+
+@contextlib.contextmanager
+def scan_chunk(size: int) -> Iterator[None]:
+    """Make the scans search ``size`` bytes at a time meanwhile."""
+    saved = journal.SCAN_CHUNK
+    journal.SCAN_CHUNK = size
+    try:
+        yield
+    finally:
+        journal.SCAN_CHUNK = saved
+
+
+def test_an_anchor_overlapping_another_is_found() -> None:
+    """In epoch 1 the anchor can overlap itself: a match 4 bytes after a false one counts."""
+    ring = bytearray(JS)
+    # Length 1: the record's bytes 4 to 16 read 01 00 00 00 01 00 00 00 01 00 00 00, so the
+    # anchor of epoch 1 matches at byte 4 (no record there) and again at byte 8.
+    write_record(ring, LAP + 64, epoch=1, seq=2, payload=b"x")
+    for chunk in (8, journal.SCAN_CHUNK):
+        with scan_chunk(chunk):
+            found = scan_records(ring, JS, LAP, LAP + 1000, {1: 0}, state_size=STATE)
+        assert [(h.position, h.seq) for h in found[1]] == [(LAP + 64, 2)]
