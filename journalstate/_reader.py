@@ -10,10 +10,10 @@ Two paths read a record. :func:`read_record` is the careful one and names every 
 :func:`next_record_fast` is the iterator's fast path over one record that does not straddle
 the ring's end, and accepts exactly what the careful path accepts (a differential test holds
 them equal) or defers to it. Recovery's replay (:meth:`ChainReader.replay`) has a third, the
-batch path (:func:`_replay_run`): one loop over many records that applies each record's
-patches into the state image straight from the ring (or from one copy of a stretch of it),
-with no generator, record tuple or patch list per record; it too accepts a subset of what the
-careful path accepts, with the same result, and hands it every record it does not.
+batch path (:func:`_replay_run`): one loop over the records in one copy of a stretch of the
+ring that applies each record's patches into the state image straight from the copy, with no
+generator, record tuple or patch list per record; it too accepts a subset of what the careful
+path accepts, with the same result, and hands it every record it does not.
 
 Beside a live writer (a reader that follows one, a read-only open), the ring changes while it
 is read. With ``copy_first`` every record is copied before anything of it is checked, and
@@ -181,10 +181,11 @@ class ChainReader:
         :attr:`stop` is the same; returns whether a record of a generation newer than
         ``generation`` was applied. Runs of records go through the batch path
         (:func:`_replay_run`), which reads a copy of up to ``chunk`` ring bytes at a time;
-        each record it does not take is read by the careful path (:func:`next_record`,
-        with ``copy_first``), which either accepts it (a record across the ring's end, or
-        across the end of a copy) or says why the chain stops. Either way every record is
-        checked and applied from a copy of its bytes, as ``copy_first`` asks.
+        each record it does not take is read by the careful path (:func:`next_record`),
+        which either accepts it (a record across the ring's end, or across the end of a
+        copy) or says why the chain stops. With ``copy_first`` every record is checked and
+        applied from a copy of its bytes, as the iteration's are (the batch path reads its
+        copies either way).
         """
         ring, journal_size, epoch, end = self.ring, self.journal_size, self.epoch, self.end
         state_size, copy_first = self.state_size, self.copy_first
