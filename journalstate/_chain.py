@@ -25,6 +25,7 @@ import threading
 import weakref
 from contextlib import suppress
 from threading import get_ident
+from time import perf_counter_ns
 from typing import Any, Final, Generic, NamedTuple, TypeVar
 
 import attrs
@@ -69,6 +70,8 @@ class StoreStats:
     """Commits that wrote a record."""
     journal_syncs: int = 0
     """msync calls on the journal (commit points and flushes)."""
+    journal_sync_ns: int = 0
+    """Nanoseconds spent in those msync calls (``time.perf_counter_ns``)."""
     slot_syncs: int = 0
     """msync calls on a slot (one per checkpoint)."""
     checkpoints: int = 0
@@ -359,8 +362,11 @@ class Chain(Guarded, Generic[T]):
         """msync the ring from logical ``start`` through the end marker after ``tail``."""
         if start >= tail:
             return
+        began = perf_counter_ns()
         _writer.sync(self._sync_ring, self._journal_size, start, tail)
-        self.stats.journal_syncs += 1
+        stats = self.stats
+        stats.journal_sync_ns += perf_counter_ns() - began
+        stats.journal_syncs += 1
 
     def _sync_marker(self, position: int) -> None:
         """msync the end marker at ``position`` (two ranges when it wraps the ring's end)."""

@@ -7,74 +7,33 @@ zeros before it opened, and one whose ring has lapped once, in alternating chunk
 commits. (b) The commits whose msync covers two pages, and the share the end marker alone
 pushes there. (c) A commit's time split into the msync and the rest, beside the mmap + msync
 floor. (d) Group commit: one thread against N, with the commits per msync and how much of the
-time an msync is in flight; ``--queued`` adds the commit point where every thread queues on
-the sync lock (the design before followers), for comparison, and ``--model-us`` replaces
-msync with a sleep of that many microseconds (the GIL released, as msync releases it) to take
-the disk's noise out.
+time an msync is in flight. Only the public API is used: msync time is
+``store.stats.journal_sync_ns``, a new store's journal position is its ``bytes_journaled``.
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
-import ctypes
 import mmap
 import os
 import shutil
 import statistics
 import sys
 import tempfile
+import threading
 import time
-from collections.abc import Callable, Iterator
-from typing import Any
+from array import array
 
 import journalstate as js
-from journalstate import _chain, _io
 from journalstate._tempfiles import write_pages
-from journalstate.bench.base import BLOBS, UPDATE, Small, small
-from journalstate.bench.compare import _threaded
+from journalstate.bench.base import BLOBS, UPDATE, Runner, Small, small
 
 PAGE = mmap.PAGESIZE
 MARKER = 48
+"""The end marker's bytes after each record (docs/format.md)."""
+RING = 1 << 20
+"""The journal of every store here: the default size, at the end of the file."""
 clock = time.perf_counter_ns
-
-
-class _Msyncs:
-    """Wraps the store's msync (``_io._MSYNC``) to time each call; restores it on exit."""
-
-    def __init__(self, model_us: int | None) -> None:
-        self.real = _io._MSYNC
-        self.last_ns = 0
-        self.last_pages = 0
-        self.busy_ns = 0
-        if model_us is not None:
-            libc = ctypes.CDLL(None)
-            usleep = libc.usleep
-            usleep.argtypes = [ctypes.c_uint]
-
-            def model(address: int, length: int, flags: int) -> int:
-                usleep(model_us)
-                return 0
-
-            self.real = model
-
-    def __call__(self, address: int, length: int, flags: int) -> int:
-        t0 = clock()
-        assert self.real is not None
-        result = self.real(address, length, flags)
-        self.last_ns = clock() - t0
-        self.busy_ns += self.last_ns
-        self.last_pages = (address % PAGE + length + PAGE - 1) // PAGE
-        return result
-
-    @contextlib.contextmanager
-    def installed(self) -> Iterator[_Msyncs]:
-        saved = _io._MSYNC
-        _io._MSYNC = self
-        try:
-            yield self
-        finally:
-            _io._MSYNC = saved
 
 
 def _p50_us(values: list[int]) -> float:
@@ -83,26 +42,24 @@ def _p50_us(values: list[int]) -> float:
 
 def _store(directory: str, name: str, *, zeroed: bool, lapped: bool) -> js.Store[Small]:
     path = os.path.join(directory, name)
-    js.open(path, Small, create=True).close()
+    js.open(path, Small, create=True, journal_size=RING).close()
     if zeroed:  # the journal's extents written (zeros, a page at a time) before it opens
         fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
         try:
             size = os.fstat(fd).st_size
-            start = size - (1 << 20)  # the default journal is the file's last MiB
-            write_pages(fd, bytes(1 << 20), start)
+            write_pages(fd, bytes(RING), size - RING)  # the journal is the file's end
             os.fsync(fd)
         finally:
             os.close(fd)
     store = js.open(path, Small, durability="commit")
-    if lapped:
-        first, i = store._head[0], 0
-        while store._head[0] - first < store._journal_size + PAGE:
-            store.commit(small(i))
-            i += 1
+    i = 0
+    while lapped and store.stats.bytes_journaled < RING + PAGE:
+        store.commit(small(i))
+        i += 1
     return store
 
 
-def first_lap(directory: str, rounds: int, msyncs: _Msyncs) -> list[str]:
+def first_lap(directory: str, rounds: int) -> list[str]:
     """(a), (b) and (c): fresh, zeroed and lapped stores and the floor, in alternating chunks."""
     lat: dict[str, list[int]] = {}
     sync: dict[str, list[int]] = {}
@@ -125,9 +82,9 @@ def first_lap(directory: str, rounds: int, msyncs: _Msyncs) -> list[str]:
                 "zeroed": _store(directory, f"z{rnd}.jst", zeroed=True, lapped=False),
                 "lapped": _store(directory, f"l{rnd}.jst", zeroed=False, lapped=True),
             }
-            fresh = stores["fallocate"]
-            start, ring, chunk = fresh._head[0], fresh._journal_size, 0
-            while fresh._head[0] - start < ring - 2 * PAGE:
+            fresh, chunk = stores["fallocate"], 0
+            # A new store's journal starts at position 0: its tail is the bytes journaled.
+            while fresh.stats.bytes_journaled < RING - 2 * PAGE:
                 names = [*stores, "floor", "process"]
                 medians: dict[str, float] = {}
                 for name in names if chunk % 2 == 0 else names[::-1]:
@@ -146,12 +103,13 @@ def first_lap(directory: str, rounds: int, msyncs: _Msyncs) -> list[str]:
                             got.append(clock() - t0)
                             continue
                         store = stores[name]
-                        before = store._head[0]
+                        stats = store.stats
+                        before, synced = stats.bytes_journaled, stats.journal_sync_ns
                         t0 = clock()
                         store.commit(small(i))
                         got.append(clock() - t0)
-                        syncs.append(msyncs.last_ns)
-                        a, b = before % ring, store._head[0] % ring
+                        syncs.append(stats.journal_sync_ns - synced)
+                        a, b = before % RING, stats.bytes_journaled % RING
                         if name != "lapped" and b > a:
                             record = (b - 1) // PAGE - a // PAGE + 1
                             whole = (b + MARKER - 1) // PAGE - a // PAGE + 1
@@ -201,57 +159,67 @@ def first_lap(directory: str, rounds: int, msyncs: _Msyncs) -> list[str]:
     floor_p50, lapped_p50 = _p50_us(lat["floor"]), _p50_us(lat["lapped"])
     out.append(f"  floor mmap + msync p50 {floor_p50:7.1f} us; commit {lapped_p50:7.1f} us")
     out.append(
-        f"  commit / floor throughput {floor_p50 / lapped_p50:.2f}x;"
+        f"  floor p50 / commit p50 {floor_p50 / lapped_p50:.2f}x;"
         f" process-mode commit p50 {_p50_us(lat['process']):.1f} us"
     )
     return out
 
 
-def _queued_commit_point(self: Any, seq: int) -> None:
-    """The commit point with every thread queued on the sync lock (for comparison only)."""
-    with self._sync_lock:
-        with self._lock:
-            synced = self._synced
-            if synced.seq >= seq:
-                return
-            self._check_open()
-            tail, last = self._head[0], self._head[1]
-            start = max(synced.position, self._base.position)
-        self._sync_range(start, tail)
-        with self._lock:
-            self._mark_synced(tail, last)
+def threaded(store: js.Store[Small], threads: int) -> Runner:
+    """``threads`` threads, each committing its own updates in transactions (as the bench)."""
+
+    def work(counts: list[int], first: int, barrier: threading.Barrier, end: int) -> None:
+        i = first
+        barrier.wait()
+        while clock() < end:
+            with store.transaction() as draft:
+                draft.n, draft.x, draft.blob = i, i * 0.5, BLOBS[i & 255]
+            i += 1
+        counts.append(i - first)
+
+    def run(seconds: float, first: int) -> tuple[int, int, array[int]]:
+        counts: list[int] = []
+        barrier = threading.Barrier(threads + 1)
+        start = clock()
+        end = start + int(seconds * 1e9)
+        workers = [
+            threading.Thread(target=work, args=(counts, first + (k << 32), barrier, end))
+            for k in range(threads)
+        ]
+        for t in workers:
+            t.start()
+        barrier.wait()
+        for t in workers:
+            t.join()
+        return sum(counts), clock() - start, array("q")
+
+    return run
 
 
-def group_commit(
-    directory: str, rounds: int, seconds: float, threads: int, queued: bool, msyncs: _Msyncs
-) -> list[str]:
-    """(d) One thread against ``threads``, in interleaved rounds (transactions, as the bench)."""
-    followers = _chain.Chain._commit_point
-    designs: dict[str, Callable[[Any, int], None]] = {"followers": followers}
-    if queued:
-        designs["queued"] = _queued_commit_point
+def group_commit(directory: str, rounds: int, seconds: float, threads: int) -> list[str]:
+    """(d) One thread against ``threads`` on one commit-mode store, in interleaved rounds."""
     store = js.open(os.path.join(directory, "threads.jst"), Small, durability="commit")
-    cases = [(d, n) for d in designs for n in (1, threads)]
-    found: dict[tuple[str, int], list[tuple[float, float, float]]] = {c: [] for c in cases}
+    cases = (1, threads)
+    found: dict[int, list[tuple[float, float, float]]] = {n: [] for n in cases}
     try:
         for rnd in range(rounds):
-            for design, n in cases if rnd % 2 == 0 else cases[::-1]:
-                _chain.Chain._commit_point = designs[design]  # type: ignore[method-assign, assignment]
-                syncs, msyncs.busy_ns = store.stats.journal_syncs, 0
-                count, ns, _ = _threaded(store, n)(seconds, (rnd + 1) << 40)
-                syncs = max(1, store.stats.journal_syncs - syncs)
-                found[(design, n)].append((count / ns * 1e9, count / syncs, msyncs.busy_ns / ns))
+            for n in cases if rnd % 2 == 0 else cases[::-1]:
+                stats = store.stats
+                syncs, busy = stats.journal_syncs, stats.journal_sync_ns
+                count, ns, _ = threaded(store, n)(seconds, (rnd + 1) << 40)
+                syncs = max(1, stats.journal_syncs - syncs)
+                busy = stats.journal_sync_ns - busy
+                found[n].append((count / ns * 1e9, count / syncs, busy / ns))
     finally:
-        _chain.Chain._commit_point = followers  # type: ignore[method-assign]
         store.close()
+    one = statistics.median(r[0] for r in found[1])
     out = [f"(d) group commit: 1 thread against {threads}, {rounds} rounds of {seconds} s"]
-    out.append("  design     threads  commits/s  vs 1 thr  c/msync  msync in flight")
-    for design, n in cases:
-        rows = found[(design, n)]
+    out.append("  threads  commits/s  vs 1 thr  c/msync  msync in flight")
+    for n in cases:
+        rows = found[n]
         rate = statistics.median(r[0] for r in rows)
-        one = statistics.median(r[0] for r in found[(design, 1)])
         out.append(
-            f"  {design:10s} {n:7d} {rate:10,.0f} {rate / one:8.2f}x"
+            f"  {n:7d} {rate:10,.0f} {rate / one:8.2f}x"
             f" {statistics.median(r[1] for r in rows):8.2f}"
             f" {statistics.median(r[2] for r in rows) * 100:15.0f}%"
         )
@@ -265,38 +233,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=3, help="stores per first-lap test")
     parser.add_argument("--seconds", type=float, default=1.0, help="per group-commit run")
     parser.add_argument("--threads", type=int, default=8)
-    parser.add_argument("--queued", action="store_true", help="also the queued design")
-    parser.add_argument("--model-us", type=int, default=None, help="sleep instead of msync")
     parser.add_argument("--only", choices=("lap", "group"), default=None)
     args = parser.parse_args(argv)
     if not os.path.isdir(args.dir):
         print(f"{args.dir}: no such directory")
         return 2
-    if _io._MSYNC is None:
-        print("no msync through ctypes here: nothing to measure")
-        return 2
     work = tempfile.mkdtemp(prefix="journalstate-commitmode-", dir=args.dir)
     try:
         with open("/proc/loadavg", encoding="ascii") as f:
             print("load", " ".join(f.read().split()[:3]))
-        msyncs = _Msyncs(None)
         if args.only != "group":
-            with msyncs.installed():
-                print("\n".join(first_lap(work, max(1, args.rounds), msyncs)))
+            print("\n".join(first_lap(work, max(1, args.rounds))))
         if args.only != "lap":
-            model = _Msyncs(args.model_us)
-            with model.installed():
-                lines = group_commit(
-                    work,
-                    2 * max(1, args.rounds),
-                    args.seconds,
-                    max(2, args.threads),
-                    args.queued,
-                    model,
-                )
-            if args.model_us is not None:
-                lines[0] += f" (msync modelled: {args.model_us} us sleep)"
-            print("\n".join(lines))
+            rounds = 2 * max(1, args.rounds)
+            print("\n".join(group_commit(work, rounds, args.seconds, max(2, args.threads))))
         with open("/proc/loadavg", encoding="ascii") as f:
             print("load at the end", " ".join(f.read().split()[:3]))
     finally:
