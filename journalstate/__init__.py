@@ -42,6 +42,7 @@ from journalstate._errors import (
     UnsupportedVersion,
 )
 from journalstate._introspect import FieldKind, FieldLayout, SchemaInfo, schema_info
+from journalstate._live import Commit
 from journalstate._markers import (
     F32,
     F64,
@@ -86,6 +87,7 @@ __all__ = [
     "Bytes",
     "Change",
     "ChangesUnavailable",
+    "Commit",
     "CounterExhausted",
     "Damage",
     "Draft",
