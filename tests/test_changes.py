@@ -291,13 +291,14 @@ def test_follower_keeps_up_with_a_writer_process(tmp_path: Path) -> None:
 # --- journalstate log --follow -----------------------------------------------------------------
 
 
-def line_reader(stream: IO[str]) -> queue.Queue[str]:
-    """Lines of ``stream`` as they come, through a queue (a daemon thread reads)."""
-    lines: queue.Queue[str] = queue.Queue()
+def line_reader(stream: IO[str]) -> queue.Queue[str | None]:
+    """Lines of ``stream`` as they come, through a queue (a thread reads); None at its end."""
+    lines: queue.Queue[str | None] = queue.Queue()
 
     def pump() -> None:
         for line in stream:
             lines.put(line)
+        lines.put(None)
 
     threading.Thread(target=pump, daemon=True).start()
     return lines
@@ -327,6 +328,7 @@ def test_log_follow_prints_commits_as_they_happen(tmp_path: Path, as_json: bool)
         def read_until(seq: int) -> None:
             while not seen or seen[-1] < seq:
                 line = lines.get(timeout=HANG_GUARD)
+                assert line is not None, f"log --follow ended: {proc.communicate()[1]}"
                 if as_json:
                     obj = json.loads(line)  # one JSON object per line
                     assert isinstance(obj, dict)
