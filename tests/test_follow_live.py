@@ -131,8 +131,8 @@ class Followers:
         self.tally.ops[op] += 1
         try:
             if op == "open":
-                r.close()
                 self.readers[i] = self._open()
+                r.close()
             elif op == "refresh":
                 r.refresh()
             elif op == "wait":
