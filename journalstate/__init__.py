@@ -45,6 +45,7 @@ from journalstate._errors import (
     UnsupportedVersion,
 )
 from journalstate._introspect import FieldKind, FieldLayout, SchemaInfo, schema_info
+from journalstate._live import Commit
 from journalstate._markers import (
     F32,
     F64,
@@ -91,6 +92,7 @@ __all__ = [
     "Bytes",
     "Change",
     "ChangesUnavailable",
+    "Commit",
     "CounterExhausted",
     "Damage",
     "DestinationExists",

@@ -85,6 +85,16 @@ def _count(text: str) -> int:
     return value
 
 
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
+    if not value >= 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text}")
+    return value
+
+
 class _Parser(argparse.ArgumentParser):
     """An ArgumentParser whose usage errors are one line on stderr, like every other error."""
 
@@ -137,6 +147,17 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("log", "transactions in the journal, oldest first", "journalstate log s.jst", cmd_log)
     p.add_argument("path")
     p.add_argument("--limit", type=_count, help="only the last N transactions")
+    p.add_argument(
+        "--follow",
+        action="store_true",
+        help="then print each new commit as it happens (with --json: one object per line)",
+    )
+    p.add_argument(
+        "--timeout",
+        type=_seconds,
+        metavar="SECONDS",
+        help="with --follow: stop after SECONDS without a new commit (default: never)",
+    )
     p = add(
         "migrate",
         "change the store's schema to a new class, or resize its journal, crash-safely",

@@ -15,7 +15,7 @@ import argparse
 import json
 import os
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, TextIO
 
@@ -255,36 +255,101 @@ def _print_tree(out: TextIO, value: Any, prefix: str) -> None:
 
 
 def cmd_log(args: argparse.Namespace, out: TextIO) -> int:
+    if args.timeout is not None and not args.follow:
+        raise CommandFailed(EXIT_USAGE, "--timeout goes with --follow")
     with _open(args.path, readonly=True, recovery="salvage") as store:
         entries = _inspect.history(store)
         report = store.recovery
-    if args.limit is not None:
-        entries = entries[-args.limit :] if args.limit > 0 else []
-    data = {
-        "path": args.path,
-        "transactions": [
-            {
-                "seq": e.seq,
-                "generation": e.generation,
-                "epoch": e.epoch,
-                "offset": e.offset,
-                "size": e.size,
-                "changes": [{"field": c.field, "old": c.old, "new": c.new} for c in e.changes],
-            }
-            for e in entries
-        ],
-    }
+        if args.limit is not None:
+            entries = entries[-args.limit :] if args.limit > 0 else []
+        if args.follow:
+            return _follow_log(args, out, store, entries, report)
+    data = {"path": args.path, "transactions": [_entry_dict(e) for e in entries]}
 
     def human() -> None:
         if not entries:
             out.write("no transactions in the journal\n")
         for e in entries:
-            out.write(f"seq {e.seq}  generation {e.generation}  offset {e.offset}\n")
-            for c in e.changes:
-                out.write(f"    {c.field}: {_show(c.old, 30)} -> {_show(c.new, 30)}\n")
+            _say_entry(out, e.seq, f"  generation {e.generation}  offset {e.offset}", e.changes)
 
     emit(out, args, data, human)
     return _report_code(report)
+
+
+def _entry_dict(e: _inspect.LogEntry) -> dict[str, Any]:
+    return {
+        "seq": e.seq,
+        "generation": e.generation,
+        "epoch": e.epoch,
+        "offset": e.offset,
+        "size": e.size,
+        "changes": [{"field": c.field, "old": c.old, "new": c.new} for c in e.changes],
+    }
+
+
+def _say_entry(out: TextIO, seq: int, where: str, changes: Sequence[_inspect.Change]) -> None:
+    out.write(f"seq {seq}{where}\n")
+    for c in changes:
+        out.write(f"    {c.field}: {_show(c.old, 30)} -> {_show(c.new, 30)}\n")
+
+
+def _follow_log(
+    args: argparse.Namespace,
+    out: TextIO,
+    store: js.Store[Any],
+    entries: list[_inspect.LogEntry],
+    report: RecoveryReport,
+) -> int:
+    """``log --follow``: the journal's transactions, then each new commit as it happens.
+
+    With --json, one object per line (a transaction of the journal, then each commit). Ends
+    after --timeout seconds without a commit, or on Ctrl-C (exit code 130). A reader slower
+    than the writer may find the commits it has not printed gone from the journal: it says so
+    on stderr, with the seqs skipped, and goes on from the newest state.
+    """
+
+    def line(data: dict[str, Any]) -> None:
+        json.dump(_inspect.jsonable(data), out, sort_keys=False)
+        out.write("\n")
+        out.flush()
+
+    for e in entries:
+        if args.json:
+            line(_entry_dict(e))
+        else:
+            _say_entry(out, e.seq, f"  generation {e.generation}  offset {e.offset}", e.changes)
+    out.flush()
+    since = store.seq
+    before = _inspect.state_dict(store.state)
+    while True:
+        try:
+            for commit in store.changes(since, follow=True, timeout=args.timeout):
+                after = _inspect.state_dict(commit.state)
+                changes = [
+                    _inspect.Change(f, _inspect.leaf(before, f), _inspect.leaf(after, f))
+                    for f in commit.changed
+                ]
+                if args.json:
+                    line(
+                        {
+                            "seq": commit.seq,
+                            "changes": [
+                                {"field": c.field, "old": c.old, "new": c.new} for c in changes
+                            ],
+                        }
+                    )
+                else:
+                    _say_entry(out, commit.seq, "", changes)
+                    out.flush()
+                since, before = commit.seq, after
+            return _report_code(report)
+        except js.ChangesUnavailable:
+            store.refresh()
+            sys.stderr.write(
+                f"journalstate: commits {since + 1} to {store.seq} were released from the "
+                "journal before they could be printed; going on from the newest state\n"
+            )
+            since, before = store.seq, _inspect.state_dict(store.state)
 
 
 def cmd_recover(args: argparse.Namespace, out: TextIO) -> int:

@@ -207,3 +207,23 @@ def _number(name: str, value: object, fits: Callable[[float], bool], wanted: str
         number = math.inf
     if math.isnan(number) or not fits(number):
         raise InvalidArgument(name, f"expected {wanted}, got {_short(value)}")
+
+
+def checked_wait(name: str, value: object) -> float | None:
+    """Refuse a timeout unless it is None (no limit) or a number of seconds >= 0."""
+    if value is None:
+        return None
+    _number(name, value, lambda x: x >= 0.0, "None or a number of seconds >= 0")
+    assert isinstance(value, int | float)
+    return float(value)
+
+
+def checked_seq(name: str, value: object) -> int:
+    """Refuse ``value`` unless it is a sequence number: an int >= 0 (not a bool)."""
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise InvalidArgumentType(
+            name, f"expected a sequence number (an int >= 0), got {_short(value)}"
+        )
+    if value < 0:
+        raise InvalidArgument(name, f"expected a sequence number (an int >= 0), got {value}")
+    return value

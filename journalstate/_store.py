@@ -22,10 +22,11 @@ from threading import get_ident
 from typing import Any, TypeVar
 
 from journalstate import _writer
-from journalstate._chain import SEQ, STATE, TAIL, Chain
+from journalstate._chain import SEQ, STATE, TAIL
 from journalstate._durability import Durability, durability_of
 from journalstate._errors import ReentrantCall, StoreReplaced
 from journalstate._header import Header
+from journalstate._live import Live
 from journalstate._recovery import RecoveryReport
 from journalstate._schema import Schema
 from journalstate._storage import Buffer, file_replaced
@@ -37,7 +38,7 @@ DEFAULT_CHECKPOINT_THRESHOLD = 0.5
 """A commit that leaves the journal fuller than this fraction is followed by a checkpoint."""
 
 
-class Store(Chain[T]):
+class Store(Live[T]):
     """An open store. Use :func:`journalstate.open` to get one; it is a context manager.
 
     All methods are thread-safe. Transactions of different threads run one after another.
@@ -162,6 +163,9 @@ class Store(Chain[T]):
         """The encoded bytes of ``state``, for reading only (for a migration of this store)."""
         if self._pending is not None:
             self._settle_idle()
+        if self._image_dirty:
+            with self._lock:
+                self._reader_follower()  # rebuilds the image an interrupted refresh left
         return self._image
 
     @property
@@ -405,6 +409,7 @@ Store._operations = frozenset(
         Store.checkpoint,
         Store.close,
         Store._settle_idle,
+        Store.refresh,
     )
 )
 """The code of every store operation that marks its thread in ``_inside``."""
