@@ -368,3 +368,29 @@ def test_command_codes_follow_what_recovery_found(
     assert (code, out) == (5, "")
     assert "no room" in err
     assert names(tmp_path) == {"live.jst", "crashed.jst", "b1.jst", "sub"}
+
+
+def test_recover_output_of_a_store_a_writer_holds_open(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """recover --output beside an open writer: its last commit in a new store; the source intact."""
+    path = tmp_path / "s.jst"
+    with js.open(path, Progress, durability="process") as writer:
+        for step in range(1, 30):
+            writer.commit(at_step(step))
+        before = path.read_bytes()
+        code, out, err = run(capsys, "recover", path, "--output", tmp_path / "new.jst")
+        assert (code, err) == (0, "")
+        assert "wrote a fresh store holding the state at seq 29 " in out
+        assert path.read_bytes() == before
+        code, out, _ = run(
+            capsys, "recover", path, "--previous-generation", "--output", tmp_path / "old.jst"
+        )
+        assert code == 0
+        assert "the previous generation's state at seq 0 " in out
+        assert path.read_bytes() == before
+        writer.commit(at_step(30))
+    state, seq, recovery, _ = opened(tmp_path / "new.jst")
+    assert (state, seq, recovery.clean) == (at_step(29), 29, True)
+    state, seq, recovery, _ = opened(tmp_path / "old.jst")
+    assert (state, seq, recovery.clean) == (Progress(), 0, True)
