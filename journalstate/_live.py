@@ -335,12 +335,13 @@ class Live(Chain[T]):
                 bytearray(image),
             )
             try:
-                for record in follower.records(slots, ring):
-                    if record.seq >= since:
-                        break
+                if head.seq < since:  # records up to since: read, not delivered
+                    for record in follower.records(slots, ring):
+                        if record.seq >= since:
+                            break
             except (Gap, StoreRewound, StoreCorrupt):
                 continue
-            if follower.cursor.seq >= since:
+            if follower.cursor.seq == since:
                 return follower
         raise ChangesUnavailable(self._path, since, self._oldest_available())
 
