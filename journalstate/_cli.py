@@ -63,6 +63,7 @@ EXIT_CODES = """exit codes:
 EXAMPLES = """examples:
   journalstate check state.jst
   journalstate recover state.jst --output repaired.jst --mode salvage
+  journalstate backup state.jst state-copy.jst
   journalstate dump state.jst --json"""
 
 
