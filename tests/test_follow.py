@@ -6,6 +6,9 @@ the writer's writes, are in test_follow_live.py and test_follow_model.py.
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -370,3 +373,58 @@ def test_field_index_names_every_field_a_patch_touches() -> None:
     assert index.changed([(7, b"\0\0")]) == ("a", "b")
     assert index.changed([(19, b"\0\0"), (0, b"\0")]) == ("a", "c.x", "c.y")
     assert index.changed([(23, b"\0")]) == ("c.y",)
+
+
+def test_a_reader_that_moves_can_read_the_feed_where_it_left_it(
+    writer: Store[S], path: Path
+) -> None:
+    """wait() moves the reader past seen; changes(seen) still goes on where the last feed ended,
+    although both checkpoints are after seen."""
+    commit_range(writer, 1, 10)
+    r = reader(path)
+    assert [c.seq for c in r.changes(0)] == list(range(1, 11))
+    commit_range(writer, 11, 12)
+    writer.checkpoint()
+    commit_range(writer, 13, 13)
+    writer.checkpoint()
+    commit_range(writer, 14, 14)
+    assert r.wait(0)
+    assert r.seq == 14
+    got = list(r.changes(10))
+    assert [c.seq for c in got] == [11, 12, 13, 14]
+    assert [c.state for c in got] == [nth(i) for i in range(11, 15)]
+    with pytest.raises(js.ChangesUnavailable):
+        list(r.changes(9))  # no feed ended there, and no checkpoint is at or before it
+    r.close()
+
+
+def test_writer_pid_says_whether_a_writer_has_the_store_open(path: Path) -> None:
+    """writer_pid names the writer's process while it has the store open, None after."""
+    code = (
+        "import sys, attrs, journalstate as js\n"
+        "from tests.test_follow import S\n"
+        "with js.open(sys.argv[1], S) as w:\n"
+        "    print('open', flush=True)\n"
+        "    sys.stdin.readline()\n"
+    )
+    js.open(path, S).close()
+    r = reader(path)
+    assert r.writer_pid is None
+    child = subprocess.Popen(
+        [sys.executable, "-c", code, str(path)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+    )
+    try:
+        assert child.stdout is not None
+        assert child.stdout.readline() == "open\n"
+        assert r.writer_pid == child.pid
+    finally:
+        child.communicate("\n", timeout=300)
+    assert child.returncode == 0
+    assert r.writer_pid is None
+    r.close()
+    with pytest.raises(js.StoreClosed):
+        _ = r.writer_pid
