@@ -1,4 +1,4 @@
-"""The `journalstate` command line: recover, check, dump, info, log, migrate, demo, bench.
+"""The `journalstate` command line: recover, backup, check, dump, info, log, migrate, demo, bench.
 
 The only place that prints or exits. What belongs here: the argument parser, ``main`` (parse,
 run the command, map every failure to one line on stderr and a documented exit code, never a
@@ -22,6 +22,7 @@ from journalstate._commands import (
     EXIT_UNRECOVERABLE,
     EXIT_USAGE,
     CommandFailed,
+    cmd_backup,
     cmd_bench,
     cmd_check,
     cmd_demo,
@@ -62,6 +63,7 @@ EXIT_CODES = """exit codes:
 EXAMPLES = """examples:
   journalstate check state.jst
   journalstate recover state.jst --output repaired.jst --mode salvage
+  journalstate backup state.jst state-copy.jst
   journalstate dump state.jst --json"""
 
 
@@ -81,6 +83,16 @@ def _count(text: str) -> int:
         raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
     if value < 0:
         raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
+    return value
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
+    if not value >= 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text}")
     return value
 
 
@@ -117,6 +129,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     modes = [m.value for m in js.RecoveryMode]
     _add_recover_command(add, modes)
+    p = add(
+        "backup",
+        "write a consistent copy of a store, live or not, into a new file",
+        "journalstate backup state.jst /backups/state-1.jst",
+        cmd_backup,
+    )
+    p.add_argument("source", metavar="SRC", help="the store (a live writer may hold it)")
+    p.add_argument("dest", metavar="DEST", help="the new file; nothing may exist there")
     p = add("check", "read-only integrity check", "journalstate check state.jst", cmd_check)
     p.add_argument("path")
     p = add("dump", "print the recovered state", "journalstate dump state.jst --json", cmd_dump)
@@ -128,6 +148,17 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("log", "transactions in the journal, oldest first", "journalstate log s.jst", cmd_log)
     p.add_argument("path")
     p.add_argument("--limit", type=_count, help="only the last N transactions")
+    p.add_argument(
+        "--follow",
+        action="store_true",
+        help="then print each new commit as it happens (with --json: one object per line)",
+    )
+    p.add_argument(
+        "--timeout",
+        type=_seconds,
+        metavar="SECONDS",
+        help="with --follow: stop after SECONDS without a new commit (default: never)",
+    )
     p = add(
         "migrate",
         "change the store's schema to a new class, or resize its journal, crash-safely",
@@ -150,7 +181,9 @@ def _add_recover_command(add: Callable[..., argparse.ArgumentParser], modes: lis
         cmd_recover,
     )
     p.add_argument("path")
-    p.add_argument("--output", metavar="NEW", help="write the repaired store here instead")
+    p.add_argument(
+        "--output", metavar="NEW", help="write the recovered state into a new store here instead"
+    )
     p.add_argument("--mode", choices=modes, default="tolerate-tail")
     p.add_argument("--previous-generation", action="store_true", help="roll back to the older slot")
     p.add_argument("--dry-run", action="store_true", help="say what would be done, change nothing")

@@ -141,6 +141,11 @@ class Follower:
         self.image = image
         self._invalid: frozenset[bytes] = frozenset()
         """Slot head bytes found invalid: not copied and checked again until they change."""
+        self.quiet: bytes | None = None
+        """A :func:`probe` taken before a reading that found nothing newer, where the next
+        record goes was an end marker: while the probe reads the same, nothing is newer (the
+        next record's length is not zero, and a checkpoint rewrites a slot head). Set and
+        cleared by the caller."""
 
     def records(self, slots: Buffer, ring: Buffer) -> Iterator[ChainRecord]:
         """Apply and yield each commit after the cursor, in order, until there is no newer one.

@@ -149,7 +149,7 @@ def slot_states(store: Store[Any]) -> Iterator[tuple[SlotStatus, bytes | None]]:
     yield from read_slots(store.slot_buffer(), store.header)
 
 
-def _leaf(tree: dict[str, Any], path: str) -> Any:
+def leaf(tree: dict[str, Any], path: str) -> Any:
     value: Any = tree
     for part in path.split("."):
         value = value[part]
@@ -235,5 +235,5 @@ def _entry(store: Store[Any], epoch: int, record: ChainRecord, before: Any, afte
         offset=header.journal_offset + record.position % header.journal_size,
         size=record.size,
         durable_seq=record.durable_seq,
-        changes=tuple(Change(f.path, _leaf(before, f.path), _leaf(after, f.path)) for f in touched),
+        changes=tuple(Change(f.path, leaf(before, f.path), leaf(after, f.path)) for f in touched),
     )

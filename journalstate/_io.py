@@ -173,6 +173,10 @@ class OsFile:
     def map(self, offset: int, length: int, *, writable: bool) -> Region:
         return MmapRegion(self._fd, offset, length, writable)
 
+    def lock_holder(self) -> int | None:
+        """The pid of another process holding this file's writer lock, if /proc/locks tells."""
+        return _flock_holder(self._fd)
+
     def replaced(self) -> bool:
         """Whether the path now names another file than the one open here (or nothing)."""
         try:

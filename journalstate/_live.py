@@ -29,7 +29,7 @@ from journalstate._errors import (
 )
 from journalstate._follow import Cursor, FieldIndex, Follower, Gap, probe, valid_slots
 from journalstate._options import checked_flag, checked_seq, checked_wait
-from journalstate._storage import file_replaced
+from journalstate._storage import file_replaced, lock_holder
 
 T = TypeVar("T")
 
@@ -39,6 +39,8 @@ _LAST_POLL = 0.0005
 """The longest sleep between two probes: a commit wakes a waiter within about this long."""
 _REPLACED_EVERY = 0.1
 """Seconds between two checks, while waiting, that the path still names the open file."""
+_END_MARKER_START = bytes(16)
+"""What a probe reads where the next record goes while it is still the end marker."""
 _BATCH = 256
 """Commits the change feed reads under the store's lock before it yields them."""
 
@@ -60,8 +62,23 @@ class Live(Chain[T]):
 
     _follower: Follower | None = None
     _image_dirty: bool = False
+    _feed_end: Follower | None = None
+    """Where the last change feed that ran to its end stopped: the next one may start there."""
 
     # --- refresh ---------------------------------------------------------------------------
+
+    @property
+    def writer_pid(self) -> int | None:
+        """The pid of the process that has this store open for writing, or None.
+
+        None when no other process holds the writer lock: the writer closed the store or died
+        (a reader keeps the last state it read, and follows the next writer that opens the
+        path). Also None where the system does not tell (``/proc/locks`` is Linux's), and on
+        the writer's own store. Reading it costs a read of ``/proc/locks``: poll it after
+        ``wait()`` times out, not between commits.
+        """
+        self._check_open()
+        return lock_holder(self._file)
 
     def refresh(self) -> bool:
         """Move a read-only store to the newest committed state; True if it moved.
@@ -79,6 +96,7 @@ class Live(Chain[T]):
                 rolled it back); open the path again.
             StoreCorrupt: a whole, checksummed record or checkpoint that cannot be applied.
             StoreClosed: the store is closed.
+            ReentrantCall: called from a signal handler that interrupted a call of this store.
         """
         me = self._enter()
         try:
@@ -116,6 +134,10 @@ class Live(Chain[T]):
         follower = self._reader_follower()
         before = follower.cursor
         slots, ring = self._slots.buffer, self._ring.buffer
+        snapshot = probe(slots, ring, self._header, before.position)
+        if snapshot == follower.quiet:
+            return False
+        follower.quiet = None
         # Until the new state is published, the image may be ahead of the state shown, or
         # half-patched if an exception (a signal handler's) lands between two patches: the
         # mark and the forgotten follower make the next call start again from the state shown.
@@ -137,6 +159,8 @@ class Live(Chain[T]):
             raise
         self._follower = follower
         self._publish(follower, before)
+        if follower.cursor == before and snapshot.startswith(_END_MARKER_START):
+            follower.quiet = snapshot
         return follower.cursor.seq != before.seq
 
     def _publish(self, follower: Follower, before: Cursor) -> None:
@@ -173,9 +197,11 @@ class Live(Chain[T]):
 
         Raises:
             InvalidArgument: ``timeout`` is not None or a number of seconds >= 0.
+            ReentrantCall: called from a signal handler that interrupted a call of this store.
             StoreReplaced, StoreRewound, StoreCorrupt, StoreClosed: as :meth:`refresh`.
         """
         limit = checked_wait("timeout", timeout)
+        self._enter()  # from a signal handler inside a call of this store: ReentrantCall
         deadline = None if limit is None else time.monotonic() + limit
         if self._readonly and self.refresh():
             return True
@@ -236,22 +262,29 @@ class Live(Chain[T]):
             StoreRewound: the store went back before a commit the feed delivered.
             InvalidArgument: ``since_seq`` is not an int >= 0, ``timeout`` not None or a
                 number of seconds >= 0, or ``follow`` not a bool.
+            ReentrantCall: called, or the feed read, from a signal handler that interrupted a
+                call of this store.
             StoreReplaced, StoreCorrupt, StoreClosed: as :meth:`refresh`.
         """
         since = checked_seq("since_seq", since_seq)
         follow = checked_flag("follow", follow)
         limit = checked_wait("timeout", timeout)
+        self._enter()
         self._check_open()
         return self._feed(since, follow, limit)
 
     def _feed(self, since: int, follow: bool, limit: float | None) -> Iterator[Commit]:
         fields = FieldIndex([(f.offset, f.size, f.path) for f in self._schema.fields()])
         decode = self._schema.decode
+        # Each step checks that this thread is not inside another call of this store (a
+        # signal handler's): the state image may be between two commits' patches there.
+        self._enter()
         with self._lock:
             follower = self._feed_start(since)
         while True:
             batch: list[Commit] = []
             error: BaseException | None = None
+            self._enter()
             with self._lock:
                 self._check_open()
                 if self._readonly and file_replaced(self._file):
@@ -284,6 +317,7 @@ class Live(Chain[T]):
             if batch:
                 continue
             if not follow:
+                self._feed_end = follower  # a feed asked for after its last seq starts here
                 return
             deadline = None if limit is None else time.monotonic() + limit
             if not self._wait_for_records(follower, deadline):
@@ -314,9 +348,15 @@ class Live(Chain[T]):
     def _feed_start(self, since: int) -> Follower:
         """A follower at ``since`` or before it, from which the commits after it can be read.
 
-        From this store's own state when ``since`` is not before it (the records up to
-        ``since`` are then skipped), else from the newest checkpoint at or before ``since``.
+        Where the last feed that ran to its end stopped, when that is ``since`` (a reader that
+        moved since can go on reading the feed where it left it); from this store's own state
+        when ``since`` is not before it (the records up to ``since`` are then skipped); else
+        from the newest checkpoint at or before ``since``.
         """
+        end = self._feed_end
+        if end is not None and end.cursor.seq == since:
+            self._feed_end = None  # the new feed owns it now
+            return end
         seq = self._shown_seq()  # settles a commit an exception interrupted (a writer's)
         state = self._head[STATE]
         if since >= seq:
@@ -335,12 +375,13 @@ class Live(Chain[T]):
                 bytearray(image),
             )
             try:
-                for record in follower.records(slots, ring):
-                    if record.seq >= since:
-                        break
+                if head.seq < since:  # records up to since: read, not delivered
+                    for record in follower.records(slots, ring):
+                        if record.seq >= since:
+                            break
             except (Gap, StoreRewound, StoreCorrupt):
                 continue
-            if follower.cursor.seq >= since:
+            if follower.cursor.seq == since:
                 return follower
         raise ChangesUnavailable(self._path, since, self._oldest_available())
 

@@ -18,6 +18,7 @@ from journalstate._dynamic import class_from_descriptor
 from journalstate._errors import (
     InvalidValue,
     JournalStateError,
+    NoPreviousGeneration,
     SchemaMismatch,
     StoreCorrupt,
     StoreFileError,
@@ -40,12 +41,20 @@ from journalstate._header import (
     layout_header,
 )
 from journalstate._options import DEFAULT_JOURNAL_SIZE, Options
-from journalstate._recovery import Recovered, RecoveryMode, recover
+from journalstate._recovery import Recovered, RecoveryMode, RecoveryReport, recover
+from journalstate._report import claims
 from journalstate._schema import Schema, compile_schema
 from journalstate._storage import PAGE_SIZE, Region, Storage, StoreFile, open_store_file
 from journalstate._store import DEFAULT_CHECKPOINT_THRESHOLD, Store
 
 T = TypeVar("T")
+
+
+_LIVE_ATTEMPTS = 100
+"""Recoveries a read-only open runs at most before it takes what it has (see ``_recover``)."""
+
+Outcome = Recovered | JournalStateError
+"""What one recovery ended with: its result, or the error it raised."""
 
 
 def _recover(
@@ -59,23 +68,31 @@ def _recover(
     validate: Callable[[bytes | bytearray], None],
     concurrent_writer: bool,
 ) -> Recovered:
-    """Run recovery; a reader (no lock) retries while a live writer moves the slots under it.
+    """Run recovery; a reader (no lock) reads again until what it found holds still.
 
-    A writer can only reuse journal space after a checkpoint, and a checkpoint rewrites a slot
-    head. So when both slot heads read the same before and after recovery, the journal bytes
-    recovery read were appended to at most (a torn tail), never overwritten.
+    Beside a live writer, bytes recovery reads may be a write in progress: a record being
+    appended, a slot being checkpointed into. Damage counts only when the evidence for it was
+    seen *before* the damaged bytes were read. A writer writes record n whole before record n+1
+    (whose ``durable_seq`` vouches for n), and writes a slot whole, and syncs it, before any
+    record carries its generation; so evidence seen by one recovery proves the bytes it points
+    at were complete by then, and the next recovery reads those bytes again:
+
+    - a recovery that claims no damage (a torn tail is none) is the answer;
+    - a recovery that claims damage is the answer only when the one before it claimed the same
+      damage (same places, same reasons): the damaged bytes were read again after the
+      evidence was there;
+    - both only while both slot heads read the same before and after: a writer reuses journal
+      space or rewrites a slot only after a checkpoint, and a checkpoint rewrites a slot head.
+      A recovery during which the heads changed counts for nothing (its state is still a
+      committed one, kept in case the writer never lets a recovery finish undisturbed).
+
+    A file no writer is changing gives the same answer twice: damage there is reported as
+    before, after one recovery more.
     """
 
-    def heads() -> bytes:
-        buf = slots.buffer
-        second = header.slot_size
-        return bytes(buf[0:SLOT_HEAD_SIZE]) + bytes(buf[second : second + SLOT_HEAD_SIZE])
-
-    attempts = 50 if concurrent_writer else 1
-    for attempt in range(attempts):
-        before = heads() if concurrent_writer else b""
+    def run() -> Outcome:
         try:
-            recovered = recover(
+            return recover(
                 path,
                 header,
                 slots.buffer,
@@ -83,14 +100,56 @@ def _recover(
                 mode=mode,
                 previous_generation=previous_generation,
                 validate=validate,
+                live=concurrent_writer,
             )
-        except StoreCorrupt:
-            if not concurrent_writer or heads() == before or attempt == attempts - 1:
+        except (StoreCorrupt, NoPreviousGeneration) as e:
+            if not concurrent_writer:
                 raise
+            return e
+
+    if not concurrent_writer:
+        return _result(run())
+
+    def heads() -> bytes:
+        buf = slots.buffer
+        second = header.slot_size
+        return bytes(buf[0:SLOT_HEAD_SIZE]) + bytes(buf[second : second + SLOT_HEAD_SIZE])
+
+    undisturbed: Recovered | None = None  # the last result with no claim, heads moving or not
+    previous: tuple[bytes, frozenset[object]] | None = None  # heads and claims of the last run
+    for _ in range(_LIVE_ATTEMPTS):
+        before = heads()
+        outcome = run()
+        found = _claims(outcome)
+        if heads() != before:
+            previous = None
+            if not found:
+                assert isinstance(outcome, Recovered)
+                undisturbed = outcome
             continue
-        if not concurrent_writer or heads() == before:
-            return recovered
-    return recovered
+        if not found or previous == (before, found):
+            return _result(outcome)
+        previous = (before, found)
+    return undisturbed if undisturbed is not None else _result(outcome)
+
+
+def _claims(outcome: Outcome) -> frozenset[object]:
+    """The damage an outcome claims (see :func:`claims`); an error always claims something."""
+    if isinstance(outcome, Recovered):
+        return frozenset(claims(outcome.report))
+    report = getattr(outcome, "report", None)
+    found: set[object] = set(claims(report)) if isinstance(report, RecoveryReport) else set()
+    found.add(
+        (type(outcome).__name__, getattr(outcome, "offset", None), getattr(outcome, "reason", None))
+    )
+    return frozenset(found)
+
+
+def _result(outcome: Outcome) -> Recovered:
+    """The recovery's result, or its error raised."""
+    if isinstance(outcome, Recovered):
+        return outcome
+    raise outcome
 
 
 def _new_file_chunks(

@@ -72,6 +72,7 @@ def recover(
     previous_generation: bool = False,
     validate: Validate,
     stable: bool = False,
+    live: bool = False,
 ) -> Recovered:
     """Find the last consistent state of a store.
 
@@ -87,6 +88,11 @@ def recover(
         stable: the caller holds the writer lock, so no slot changes while it is read: only
             the slot recovery starts from is copied and decoded (see ``read_base_slot``).
             Not with ``previous_generation``.
+        live: a writer may be writing the ring and the slots meanwhile (a read-only open):
+            every record is copied before it is checked (``ChainReader(copy_first=True)``),
+            so a replayed record is exactly the bytes one commit wrote. Whether the damage
+            found is a write in progress is the caller's question: it reads again (see
+            ``_opening._recover``).
 
     Raises:
         Unrecoverable: no slot is valid.
@@ -105,7 +111,7 @@ def recover(
     image = start if isinstance(start, bytearray) else bytearray(start)
     stop, end = ChainStop(base.position, base.seq, None), _NOTHING_REPLAYED
     if not previous_generation:
-        stop, newer = _replay(header, ring, base, image)
+        stop, newer = _replay(header, ring, base, image, live)
         end = _judge_end(header, ring, base, statuses[1 - index], stop, newer)
     report = chain_report(
         mode,
@@ -121,7 +127,9 @@ def recover(
     if report.records_replayed:
         if image is start:  # salvage replays again from the slot, which no writer changes
             start = slot_state(slots, header, index)
-        image, report = _check_decodes(path, header, ring, base, start, image, report, validate)
+        image, report = _check_decodes(
+            path, header, ring, base, start, image, report, validate, live
+        )
     apply_mode(path, report)
     valid_heads = [s.head for s in statuses if s.head is not None]
     return Recovered(
@@ -177,8 +185,9 @@ def _file_offset(header: Header, position: int) -> int:
     return header.journal_offset + position % header.journal_size
 
 
-def _chain(header: Header, ring: Buffer, base: SlotHead) -> ChainReader:
-    """The reader of the chain that continues the slot ``base``."""
+def _chain(header: Header, ring: Buffer, base: SlotHead, live: bool) -> ChainReader:
+    """The reader of the chain that continues the slot ``base`` (copying each record first
+    when ``live``: a writer may be writing the ring)."""
     return ChainReader(
         ring,
         header.journal_size,
@@ -187,15 +196,16 @@ def _chain(header: Header, ring: Buffer, base: SlotHead) -> ChainReader:
         seq=base.seq,
         end=_window_end(header, base),
         state_size=header.state_size,
+        copy_first=live,
     )
 
 
 def _replay(
-    header: Header, ring: Buffer, base: SlotHead, image: bytearray
+    header: Header, ring: Buffer, base: SlotHead, image: bytearray, live: bool
 ) -> tuple[ChainStop, bool]:
     """Apply the chain after ``base`` to ``image``: where it stopped, and whether a record of
     a generation newer than the base's was replayed."""
-    reader = _chain(header, ring, base)
+    reader = _chain(header, ring, base, live)
     generation = base.generation
     newer = False
     for record in reader:
@@ -328,6 +338,7 @@ def _check_decodes(
     image: bytearray,
     report: RecoveryReport,
     validate: Validate,
+    live: bool,
 ) -> tuple[bytearray, RecoveryReport]:
     """The replayed image and report if the image decodes; else raise, or salvage.
 
@@ -347,7 +358,7 @@ def _check_decodes(
             report=report,
         )
     kept_image, kept, kept_bytes = _last_decodable(
-        header, ring, base, start, report.records_replayed, validate
+        header, ring, base, start, report.records_replayed, validate, live
     )
     at = base.position + kept_bytes
     damage = Damage(
@@ -374,6 +385,7 @@ def _last_decodable(
     start: bytes | bytearray,
     count: int,
     validate: Validate,
+    live: bool,
 ) -> tuple[bytearray, int, int]:
     """The image after the last of the first ``count`` chain records after which it decodes.
 
@@ -383,7 +395,7 @@ def _last_decodable(
     image = bytearray(start)
     good = (bytes(image), 0, 0)
     size_sum = 0
-    records = itertools.islice(_chain(header, ring, base), count)
+    records = itertools.islice(_chain(header, ring, base, live), count)
     for index, record in enumerate(records, 1):
         apply_patches(image, record.patches)
         size_sum += record.size

@@ -128,6 +128,24 @@ class Recovered:
     anywhere in the ring; the next writing session uses one more."""
 
 
+Claim = tuple[str, int, Reason | None]
+"""One piece of damage a recovery claims: region ("slot0", "slot1", "journal"), file offset,
+reason."""
+
+
+def claims(report: RecoveryReport) -> frozenset[Claim]:
+    """The damage ``report`` claims: each corruption entry and each invalid slot, by where it is
+    and why, never by the bytes dropped (which grow while a writer appends after the damage).
+
+    A torn tail is no claim: it is what a journal looks like while a record is being appended.
+    A read-only open beside a live writer accepts a report with claims only when the recovery
+    after it, reading the damaged bytes again, makes the same claims (``_opening._recover``).
+    """
+    found: set[Claim] = {(d.region, d.offset, d.reason) for d in report.corruption}
+    found.update((f"slot{s.index}", s.offset, s.reason) for s in report.slots if not s.valid)
+    return frozenset(found)
+
+
 def apply_mode(path: str, report: RecoveryReport) -> None:
     """Raise StoreCorrupt when the report holds more damage than its mode accepts."""
     if report.mode is RecoveryMode.SALVAGE:

@@ -165,6 +165,19 @@ def file_replaced(file: StoreFile) -> bool:
     return bool(check()) if callable(check) else False
 
 
+def lock_holder(file: StoreFile) -> int | None:
+    """The pid of another process holding ``file``'s writer lock, or None.
+
+    None also when no other process holds it, or when the system or the file type cannot
+    tell (``/proc/locks`` is Linux's).
+    """
+    holder = getattr(file, "lock_holder", None)
+    if not callable(holder):
+        return None
+    pid = holder()
+    return pid if isinstance(pid, int) else None
+
+
 _REOPEN_ATTEMPTS = 100
 
 

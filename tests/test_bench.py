@@ -93,6 +93,20 @@ def test_journalstate_rows_have_ratios_and_sync_counts(result: dict[str, Any]) -
 
 
 @pytest.mark.slow
+def test_followers_section(result: dict[str, Any]) -> None:
+    """Refresh and wait latency, the writer's rate beside a waiter and a waiter's CPU share."""
+    f = result["followers"]
+    assert f["refresh_new_p50_us"] > 0
+    assert f["refresh_idle_p50_us"] > 0
+    assert 0 < f["wakes"] <= f["commits"]  # two commits between two probes make one wake
+    assert f["wake_p50_us"] > 0
+    assert f["commits_per_s_alone"] > 0
+    assert f["commits_per_s_waited"] > 0
+    assert 0 <= f["idle_wait_cpu_share"] < 1.5
+    assert "Readers that follow" in "\n".join(report.SECTIONS["followers"](f))
+
+
+@pytest.mark.slow
 def test_large_state_checkpoint_and_recovery_sections(result: dict[str, Any]) -> None:
     """The state-size comparison, checkpoint cost and recovery throughput are all reported."""
     large = result["large_state"]

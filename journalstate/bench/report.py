@@ -263,6 +263,28 @@ def _probe_lines(p: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _follower_lines(f: dict[str, Any]) -> list[str]:
+    def us(key: str) -> str:
+        return f"{_n(f[key]):>8} us"
+
+    return [
+        "",
+        "Readers that follow a writer (read-only stores):",
+        f"  refresh(), one new commit   p50 {us('refresh_new_p50_us')}  "
+        f"p99 {us('refresh_new_p99_us')}",
+        f"  refresh(), none             p50 {us('refresh_idle_p50_us')}  "
+        f"p99 {us('refresh_idle_p99_us')}",
+        f"  wait() woken by a commit    p50 {us('wake_p50_us')}  p99 {us('wake_p99_us')}  "
+        f"max {us('wake_max_us')}",
+        f"    ({_n(f['wakes'])} wakes for {_n(f['commits'])} commits of a writer in another "
+        "process)",
+        f"  writer beside a following reader: {_x(f['waited_vs_alone'])} its rate alone, "
+        f"{_n(f['cost_per_commit_us'])} us a commit",
+        "    (the machine's share: the commit path has no code for readers)",
+        f"  a reader waiting on a quiet store: {_n(100 * f['idle_wait_cpu_share'])}% of a core",
+    ]
+
+
 def _target_lines(targets: list[dict[str, Any]]) -> list[str]:
     lines = ["", f"{'Performance targets':<44}{'measured':>28}{'met':>8}"]
     for t in targets:
@@ -286,6 +308,7 @@ SECTIONS: dict[str, Callable[[Any], list[str]]] = {
     "recovery": _recovery_lines,
     "writeback": _writeback_lines,
     "probes": _probe_lines,
+    "followers": _follower_lines,
     "targets": _target_lines,
 }
 """How each section of the result is shown, by its key."""

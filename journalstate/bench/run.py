@@ -19,6 +19,7 @@ import attrs
 
 from journalstate.bench.base import Config, loop, percentiles
 from journalstate.bench.compare import measure_rows
+from journalstate.bench.follow import measure_followers
 from journalstate.bench.report import (
     SECTIONS,
     footer_lines,
@@ -80,6 +81,7 @@ def run(args: argparse.Namespace, out: TextIO) -> int:
             ("recovery", measure_recovery),
             ("writeback", measure_writeback),
             ("probes", run_probes),
+            ("followers", measure_followers),
         ):
             result[section] = measure(cfg)
             say(SECTIONS[section](result[section]))
