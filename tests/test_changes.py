@@ -194,6 +194,63 @@ def test_follow_yields_commits_made_while_it_waits(tmp_path: Path) -> None:
         reader.close()
 
 
+@pytest.mark.parametrize("at", range(12))
+def test_follow_wakes_for_a_commit_between_any_two_reads(at: int) -> None:
+    """A commit landing between any two reads of a follow=True feed is delivered at once
+    (no lost wake-up: the feed would otherwise sleep until the next commit)."""
+    disk = SimStorage()
+    writer = js.open("k.jst", Deep, storage=disk)
+    reader = js.open("k.jst", Deep, storage=disk, readonly=True)
+    writer.commit(Deep(count=1))
+    reads = 0
+
+    def hook(kind: str) -> None:
+        nonlocal reads
+        reads += 1
+        if reads - 1 == at:
+            writer.commit(Deep(count=2))
+
+    disk.during_read = hook
+    try:
+        # A minute bounds the failure (a lost wake-up sleeps until then); a feed that works
+        # returns at once.
+        first = next(iter(reader.changes(1, follow=True, timeout=60.0)), None)
+    finally:
+        disk.during_read = None
+    assert writer.seq == 2
+    assert first is not None, f"the commit made at read {at} was never delivered"
+    assert first.seq == 2
+    reader.close()
+    writer.close()
+
+
+@pytest.mark.parametrize("at", range(12))
+def test_wait_wakes_for_a_commit_between_any_two_reads(at: int) -> None:
+    """A commit landing between any two reads of wait() ends the wait at that commit."""
+    disk = SimStorage()
+    writer = js.open("k.jst", Deep, storage=disk)
+    reader = js.open("k.jst", Deep, storage=disk, readonly=True)
+    writer.commit(Deep(count=1))
+    assert reader.refresh()
+    reads = 0
+
+    def hook(kind: str) -> None:
+        nonlocal reads
+        reads += 1
+        if reads - 1 == at:
+            writer.commit(Deep(count=2))
+
+    disk.during_read = hook
+    try:
+        assert reader.wait(timeout=60.0)  # bounds a lost wake-up; a working wait returns at once
+    finally:
+        disk.during_read = None
+    assert reader.seq == 2
+    assert reader.state == Deep(count=2)
+    reader.close()
+    writer.close()
+
+
 @pytest.mark.parametrize("on_writer", [False, True], ids=["reader", "writer"])
 def test_follower_that_fell_behind_gets_changes_unavailable(on_writer: bool) -> None:
     """After the writer laps a small journal, changes(old) raises with the right oldest_seq."""
