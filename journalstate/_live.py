@@ -14,7 +14,7 @@ state the store still shows, which the patches had not yet replaced.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
 import attrs
@@ -216,24 +216,20 @@ class Live(Chain[T]):
     def _wait_past(self, seq: int, deadline: float | None) -> bool:
         """Sleep until the store shows a commit after ``seq`` (True) or ``deadline`` passes."""
         last = self._probe()
-        interval = _FIRST_POLL
         replaced_check = time.monotonic() + _REPLACED_EVERY
-        while True:
-            now = time.monotonic()
-            if deadline is not None and now >= deadline:
-                return False
-            wake = now + interval if deadline is None else min(now + interval, deadline)
-            time.sleep(max(wake - now, 0.0))
-            interval = min(interval * 2, _LAST_POLL)
+
+        def moved() -> bool:
+            nonlocal last, replaced_check
             current = self._probe()
-            if current != last or (self._readonly and time.monotonic() >= replaced_check):
-                replaced_check = time.monotonic() + _REPLACED_EVERY
-                last = current
-                if self._readonly:
-                    self.refresh()
-                if self._shown_seq() > seq:
-                    return True
-                interval = _FIRST_POLL
+            if current == last and not (self._readonly and time.monotonic() >= replaced_check):
+                return False
+            replaced_check = time.monotonic() + _REPLACED_EVERY
+            last = current
+            if self._readonly:
+                self.refresh()
+            return self._shown_seq() > seq
+
+        return _poll(moved, deadline)
 
     def _probe(self) -> bytes:
         """Bytes that change when the writer commits or checkpoints (see ``_follow.probe``)."""
@@ -334,16 +330,7 @@ class Live(Chain[T]):
                 )
 
         last = current()
-        interval = _FIRST_POLL
-        while True:
-            now = time.monotonic()
-            if deadline is not None and now >= deadline:
-                return False
-            wake = now + interval if deadline is None else min(now + interval, deadline)
-            time.sleep(max(wake - now, 0.0))
-            interval = min(interval * 2, _LAST_POLL)
-            if current() != last:
-                return True
+        return _poll(lambda: current() != last, deadline)
 
     def _feed_start(self, since: int) -> Follower:
         """A follower at ``since`` (or before it, when the writer has not reached it yet), from
@@ -405,3 +392,21 @@ class Live(Chain[T]):
             if follower.cursor.seq >= newest:
                 return head.seq
         return newest
+
+
+def _poll(done: Callable[[], bool], deadline: float | None) -> bool:
+    """Call ``done`` between sleeps until it says True (True), or ``deadline`` passes (False).
+
+    The sleeps start at ``_FIRST_POLL`` and double up to ``_LAST_POLL``; they start again from
+    the first after each call of ``done`` that saw something change but not yet enough.
+    """
+    interval = _FIRST_POLL
+    while True:
+        now = time.monotonic()
+        if deadline is not None and now >= deadline:
+            return False
+        wake = now + interval if deadline is None else min(now + interval, deadline)
+        time.sleep(max(wake - now, 0.0))
+        interval = min(interval * 2, _LAST_POLL)
+        if done():
+            return True
