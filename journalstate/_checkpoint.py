@@ -16,12 +16,7 @@ import struct
 from collections.abc import Iterable, Sequence
 
 from journalstate._checksums import crc32c, crc_region
-from journalstate._format import (
-    SLOT_CRC_OFFSET,
-    SLOT_HEAD_FMT,
-    SLOT_HEAD_SIZE,
-    SlotHead,
-)
+from journalstate._format import SLOT_CRC_OFFSET, SLOT_HEAD_SIZE, SlotHead, encode_slot_head
 from journalstate._slotcrc import SlotCrc
 from journalstate._storage import Region
 
@@ -112,19 +107,7 @@ def write_changes(
             int(crc32c(tail)),
         )
     )
-    packed = bytearray(
-        struct.pack(
-            SLOT_HEAD_FMT,
-            head.generation,
-            head.epoch,
-            0,
-            head.seq,
-            head.position,
-            state_size,
-            0,
-            0,
-        )
-    )
+    packed = bytearray(encode_slot_head(head))
     old_head = crc_region(buf, slot_offset, slot_offset + SLOT_CRC_OFFSET)
     changes.append((0, SLOT_CRC_OFFSET, old_head, int(crc32c(bytes(packed[:SLOT_CRC_OFFSET])))))
     (stored,) = struct.unpack_from("<I", buf, slot_offset + SLOT_CRC_OFFSET)

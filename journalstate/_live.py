@@ -14,7 +14,7 @@ state the store still shows, which the patches had not yet replaced.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
 import attrs
@@ -216,24 +216,20 @@ class Live(Chain[T]):
     def _wait_past(self, seq: int, deadline: float | None) -> bool:
         """Sleep until the store shows a commit after ``seq`` (True) or ``deadline`` passes."""
         last = self._probe()
-        interval = _FIRST_POLL
         replaced_check = time.monotonic() + _REPLACED_EVERY
-        while True:
-            now = time.monotonic()
-            if deadline is not None and now >= deadline:
-                return False
-            wake = now + interval if deadline is None else min(now + interval, deadline)
-            time.sleep(max(wake - now, 0.0))
-            interval = min(interval * 2, _LAST_POLL)
+
+        def moved() -> bool:
+            nonlocal last, replaced_check
             current = self._probe()
-            if current != last or (self._readonly and time.monotonic() >= replaced_check):
-                replaced_check = time.monotonic() + _REPLACED_EVERY
-                last = current
-                if self._readonly:
-                    self.refresh()
-                if self._shown_seq() > seq:
-                    return True
-                interval = _FIRST_POLL
+            if current == last and not (self._readonly and time.monotonic() >= replaced_check):
+                return False
+            replaced_check = time.monotonic() + _REPLACED_EVERY
+            last = current
+            if self._readonly:
+                self.refresh()
+            return self._shown_seq() > seq
+
+        return _poll(moved, deadline)
 
     def _probe(self) -> bytes:
         """Bytes that change when the writer commits or checkpoints (see ``_follow.probe``)."""
@@ -307,7 +303,7 @@ class Live(Chain[T]):
                             break
                 except Gap:
                     error = ChangesUnavailable(
-                        self._path, follower.cursor.seq, self._oldest_available()
+                        self._path, max(since, follower.cursor.seq), self._oldest_available()
                     )
                 except (StoreRewound, StoreCorrupt) as e:
                     error = e
@@ -334,61 +330,48 @@ class Live(Chain[T]):
                 )
 
         last = current()
-        interval = _FIRST_POLL
-        while True:
-            now = time.monotonic()
-            if deadline is not None and now >= deadline:
-                return False
-            wake = now + interval if deadline is None else min(now + interval, deadline)
-            time.sleep(max(wake - now, 0.0))
-            interval = min(interval * 2, _LAST_POLL)
-            if current() != last:
-                return True
+        return _poll(lambda: current() != last, deadline)
 
     def _feed_start(self, since: int) -> Follower:
-        """A follower at ``since`` or before it, from which the commits after it can be read.
+        """A follower at ``since`` (or before it, when the writer has not reached it yet), from
+        which the commits after ``since`` can be read.
 
         Where the last feed that ran to its end stopped, when that is ``since`` (a reader that
-        moved since can go on reading the feed where it left it); from this store's own state
-        when ``since`` is not before it (the records up to ``since`` are then skipped); else
-        from the newest checkpoint at or before ``since``.
+        moved on can go on reading the feed where it left it). Else from the closest state at
+        or before ``since`` whose records reach it: this store's own state, or a checkpoint;
+        the records up to ``since`` are read, not delivered.
         """
         end = self._feed_end
         if end is not None and end.cursor.seq == since:
             self._feed_end = None  # the new feed owns it now
             return end
         seq = self._shown_seq()  # settles a commit an exception interrupted (a writer's)
-        state = self._head[STATE]
-        if since >= seq:
-            image = self._schema.encode(state) if self._image_dirty else self._image
-            base = self._base
-            cursor = Cursor(base.epoch, seq, self._head[TAIL], base.generation)
-            return Follower(self._path, self._header, cursor, bytearray(image))
         slots, ring = self._slots.buffer, self._ring.buffer
-        valid, _ = valid_slots(slots, self._header)
-        candidates = [s for s in valid if s[0].seq <= since]
-        for head, image in sorted(candidates, key=lambda s: -s[0].seq):
-            follower = Follower(
-                self._path,
-                self._header,
-                Cursor(head.epoch, head.seq, head.position, head.generation),
-                bytearray(image),
-            )
+        starts: list[tuple[Cursor, bytes | bytearray]] = []
+        if seq <= since:
+            image = self._schema.encode(self._head[STATE]) if self._image_dirty else self._image
+            base = self._base
+            starts.append((Cursor(base.epoch, seq, self._head[TAIL], base.generation), image))
+        for head, state in valid_slots(slots, self._header):
+            if head.seq <= since:
+                starts.append((Cursor(head.epoch, head.seq, head.position, head.generation), state))
+        starts.sort(key=lambda start: -start[0].seq)  # the closest first; stable: own state
+        for cursor, image in starts:
+            follower = Follower(self._path, self._header, cursor, bytearray(image))
             try:
-                if head.seq < since:  # records up to since: read, not delivered
+                if cursor.seq < since:
                     for record in follower.records(slots, ring):
                         if record.seq >= since:
                             break
             except (Gap, StoreRewound, StoreCorrupt):
                 continue
-            if follower.cursor.seq == since:
-                return follower
+            return follower
         raise ChangesUnavailable(self._path, since, self._oldest_available())
 
     def _oldest_available(self) -> int:
         """The lowest ``since_seq`` whose commits the journal can still deliver, right now."""
         slots, ring = self._slots.buffer, self._ring.buffer
-        found, _ = valid_slots(slots, self._header)
+        found = valid_slots(slots, self._header)
         valid = sorted(found, key=lambda s: s[0].seq)
         if not valid:
             return self._head[SEQ]
@@ -409,3 +392,21 @@ class Live(Chain[T]):
             if follower.cursor.seq >= newest:
                 return head.seq
         return newest
+
+
+def _poll(done: Callable[[], bool], deadline: float | None) -> bool:
+    """Call ``done`` between sleeps until it says True (True), or ``deadline`` passes (False).
+
+    The sleeps start at ``_FIRST_POLL`` and double up to ``_LAST_POLL``; they start again from
+    the first after each call of ``done`` that saw something change but not yet enough.
+    """
+    interval = _FIRST_POLL
+    while True:
+        now = time.monotonic()
+        if deadline is not None and now >= deadline:
+            return False
+        wake = now + interval if deadline is None else min(now + interval, deadline)
+        time.sleep(max(wake - now, 0.0))
+        interval = min(interval * 2, _LAST_POLL)
+        if done():
+            return True

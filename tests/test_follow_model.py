@@ -87,7 +87,7 @@ def next_states(old: Followed) -> st.SearchStrategy[Followed]:
         st.none() | st.integers(-(2**31), 2**31 - 1),
         st.none() | st.integers(-(2**31), 2**31 - 1),
         st.none() | st.tuples(*[st.integers(0, 2**16 - 1)] * 6),
-        st.none() | st.text(max_size=5),
+        st.none() | st.text(max_size=4),  # at most 4 bytes of UTF-8 each: within 16
         st.none()
         | st.binary(max_size=40)
         | st.integers(0, 1200).map(lambda k: bytes([k % 251]) * k),
