@@ -22,7 +22,7 @@ from typing import Annotated, Any, TypeVar
 import attrs
 from hypothesis import Phase, event, note, settings
 from hypothesis import strategies as st
-from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
+from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
 import journalstate as js
 from journalstate._schema import compile_schema
@@ -297,6 +297,27 @@ class FollowMachine(RuleBasedStateMachine):
     def reader_between_writes(self, data: st.DataObject) -> None:
         """A reader operation while the writer is idle."""
         self.reader_op(data, "idle")
+
+    @precondition(lambda self: not self.writer.closed)
+    @rule(data=st.data(), at=st.integers(0, 12))
+    def commit_inside_a_read(self, data: st.DataObject, at: int) -> None:
+        """A reader operation with a writer's commit landing between two of its reads."""
+        new = data.draw(next_states(self.writer.state), label="state committed inside")
+        reads = 0
+
+        def hook(kind: str) -> None:
+            nonlocal reads
+            reads += 1
+            if reads - 1 == at:
+                event(f"commit inside a reader's read of the {kind}")
+                if self.writer.commit(new) != self.newest:
+                    self.committed[self.writer.seq] = new
+
+        self.disk.during_read = hook
+        try:
+            self.reader_op(data, f"commit at read {at}")
+        finally:
+            self.disk.during_read = None
 
     @rule(i=st.integers(0, READERS - 1))
     def refresh_when_idle(self, i: int) -> None:

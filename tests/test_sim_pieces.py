@@ -178,3 +178,26 @@ def test_pieces_are_versions_an_os_crash_may_keep() -> None:
     disk.restart(PATH, image)
     with js.open(PATH, S, storage=disk) as reopened:
         assert reopened.state in (S(), state(1))
+
+
+def test_read_hook_runs_before_each_buffer_is_taken() -> None:
+    """``during_read`` runs before a mapping's snapshot, so what it writes is in that snapshot."""
+    disk = SimStorage()
+    writer = js.open(PATH, S, storage=disk, journal_size=16384)
+    reader = js.open(PATH, S, storage=disk, readonly=True)
+    kinds: list[str] = []
+
+    def hook(kind: str) -> None:
+        kinds.append(kind)
+        if len(kinds) == 1:
+            writer.commit(state(1))  # its own reads run no nested hook
+
+    disk.during_read = hook
+    assert reader.refresh()
+    disk.during_read = None
+    assert reader.seq == 1
+    assert reader.state == state(1)
+    assert set(kinds) <= {"slots", "journal"}
+    assert "journal" in kinds
+    reader.close()
+    writer.close()

@@ -30,7 +30,7 @@ from __future__ import annotations
 import errno
 import os
 import random
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from journalstate._errors import NoSpace, StoreNotFound
 from journalstate._storage import StoreFile, TemporaryFile
@@ -66,6 +66,10 @@ class SimStorage:
             runs is applied whole. A write that ``crash_at`` cuts short is not split.
         pieces: the prefix lengths a write is cut at (default :func:`sector_pieces`; see
             also :func:`byte_pieces`).
+        during_read: when set, called with the region's kind ("slots" or "journal") each
+            time a mapping's buffer is taken, before the snapshot: what the hook writes (a
+            writer's commit) lands right between two of a reader's reads. A buffer taken
+            while the hook runs calls no nested hook.
     """
 
     def __init__(self, *, capacity: int | None = None) -> None:
@@ -81,6 +85,8 @@ class SimStorage:
         self.during_write: PieceHook | None = None
         self.pieces: Pieces = sector_pieces
         self._in_piece_hook = False
+        self.during_read: Callable[[str], None] | None = None
+        self._in_read_hook = False
 
     # --- Storage -----------------------------------------------------------------------------
 
@@ -365,6 +371,17 @@ class SimStorage:
                 hook(event, len(data))
         finally:
             self._in_piece_hook = False
+
+    def reading(self, f: PagedFile, offset: int) -> None:
+        """A mapping's buffer is about to be taken: run ``during_read``, unless it is running."""
+        hook = self.during_read
+        if hook is None or self._in_read_hook:
+            return
+        self._in_read_hook = True
+        try:
+            hook("journal" if offset >= f.journal_offset > 0 else "slots")
+        finally:
+            self._in_read_hook = False
 
     def sync_pages(self, f: PagedFile, offset: int, length: int) -> None:
         """An msync of a range of ``f``: an event, a crash if one is due, or a failure."""
