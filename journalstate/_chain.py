@@ -31,6 +31,7 @@ from typing import Any, Final, Generic, NamedTuple, TypeVar
 import attrs
 
 from journalstate import _writer
+from journalstate._checkpoint import PatchLog, dirty_chunks, write_changes
 from journalstate._durability import Durability
 from journalstate._errors import (
     ForkedStore,
@@ -53,6 +54,7 @@ from journalstate._header import Header
 from journalstate._journal import max_payload
 from journalstate._recovery import RecoveryReport
 from journalstate._schema import Schema
+from journalstate._slotcrc import SlotCrc
 from journalstate._storage import Region, StoreFile
 from journalstate._writer import build_record
 
@@ -167,6 +169,12 @@ class Chain(Guarded, Generic[T]):
         # The head of a commit between the start of its ring write and the end of its
         # bookkeeping: once `_head is _pending`, the commit happened (see _settle).
         self._pending: _Head | None = None
+        # The patches of the commits since the older slot was last written, and for each slot
+        # the log's count when it was (None: its bytes are unknown; the next checkpoint into
+        # it writes it whole). See _checkpoint.
+        self._patch_log = PatchLog(0, [])
+        self._slot_marks: tuple[int | None, int | None] = (None, None)
+        self._slot_crc = SlotCrc(header.state_size)
         self._flusher: threading.Thread | None = None
         self._stop_flusher = threading.Event()
         # Group commit (see _commit_point): leaders' rounds, and the followers waiting for one.
@@ -205,6 +213,9 @@ class Chain(Guarded, Generic[T]):
                 base.epoch, seq, tail, self._synced.seq, base.generation, patches
             )
         new: _Head = (tail + size, seq, state, tail, patches, record)
+        # Logged before the image changes: a checkpoint rewrites the chunks logged patches
+        # touch, and one logged for a commit that then does not happen rewrites equal bytes.
+        self._patch_log.entries.append(patches)
         # An exception from here to the clearing of _pending (a signal handler's, between
         # any two bytecodes) leaves a pending commit, which the next call settles: see _settle.
         self._pending = new
@@ -394,7 +405,6 @@ class Chain(Guarded, Generic[T]):
         generation = base.generation + 1
         epoch = base.epoch if new_epoch is None else new_epoch
         slot_head = SlotHead(generation, epoch, seq, tail, self._header.state_size)
-        data = encode_slot(slot_head, self._image)
         offset = target * self._header.slot_size
         if self._synced.position < tail:
             # The slot will say "the journal continues at the tail": make the zero end marker
@@ -402,11 +412,26 @@ class Chain(Guarded, Generic[T]):
             # synced it), so that after an OS crash the journal ends cleanly at the slot's
             # position instead of on whatever an earlier lap left there.
             self._sync_marker(tail)
+        log, marks = self._patch_log, self._slot_marks
+        mark = marks[target]
+        # Until the slot is written whole and right, nothing is known of its bytes: an
+        # exception from here on leaves the next checkpoint into it a full one.
+        self._slot_marks = (None, marks[1]) if target == 0 else (marks[0], None)
+        logged = log.end
         # Crash window: the target slot is partly written. Its crc fails (or it still holds
         # its older, valid contents), so recovery starts from the base slot and replays the
-        # journal, none of which has been released yet.
-        self._slots.write(offset, data)
-        self._guarded_sync(self._slots, offset, len(data))
+        # journal, none of which has been released yet. The same holds when only the chunks
+        # that changed since the slot was last written are rewritten (_checkpoint).
+        if mark is None:
+            data = encode_slot(slot_head, self._image)
+            self._slots.write(offset, data)
+            self._guarded_sync(self._slots, offset, len(data))
+        else:
+            chunks = dirty_chunks(log.since(mark), self._header.state_size)
+            start, length = write_changes(
+                self._slots, offset, slot_head, self._image, chunks, self._slot_crc
+            )
+            self._guarded_sync(self._slots, start, length)
         # The slot is durable: from here recovery starts from it. Only now may the journal
         # space before the tail be reused, and that happens in this one assignment. An
         # exception before it (a signal handler's) leaves the old base in memory: still a
@@ -414,6 +439,10 @@ class Chain(Guarded, Generic[T]):
         # next checkpoint writes the same target slot again.
         self._base = _Base(target, tail, seq, generation, epoch)
         self._mark_synced(tail, seq)
+        marks = self._slot_marks
+        self._slot_marks = (logged, marks[1]) if target == 0 else (marks[0], logged)
+        known = [m for m in self._slot_marks if m is not None]
+        self._patch_log = self._patch_log.trimmed(min(known))
         self.stats.slot_syncs += 1
         self.stats.checkpoints += 1
 

@@ -204,6 +204,38 @@ def fsync_dir(directory: str) -> None:
         os.close(fd)
 
 
+def remove_if_written(path: str, head: bytes | bytearray) -> bool:
+    """Remove the regular file at ``path`` if it starts with ``head``; never raises.
+
+    After a creation failed once its file was already linked at ``path`` (the directory sync
+    failed, or an interrupt came in between), this takes the file away again: ``head`` holds
+    the new file's random id, so only the file this process wrote matches it, never one that
+    someone else put at ``path``. A symbolic link is never followed.
+
+    Returns:
+        Whether a file was removed.
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        return False
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode) or os.pread(fd, len(head), 0) != head:
+            return False
+        now = os.lstat(path)
+        if (now.st_dev, now.st_ino) != (st.st_dev, st.st_ino):
+            return False
+        os.unlink(path)
+        with contextlib.suppress(OSError):
+            fsync_dir(os.path.dirname(os.path.abspath(path)))
+        return True
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
+
+
 def creation_error(path: str, directory: str, e: OSError) -> StoreFileError:
     """The typed error for an OSError while creating a store at ``path``."""
     code = e.errno
