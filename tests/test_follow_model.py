@@ -131,7 +131,6 @@ class FollowMachine(RuleBasedStateMachine):
         self.in_flight: tuple[int, Followed] | None = None
         self.readers: list[js.Store[Followed]] = [self._open_reader() for _ in range(READERS)]
         self.seen: list[int] = [r.seq for r in self.readers]
-        self.data: st.DataObject | None = None
         self.budget = 0  # reader operations left for the write under way
 
     # --- helpers -------------------------------------------------------------------------------
@@ -268,8 +267,11 @@ class FollowMachine(RuleBasedStateMachine):
             changes = new != self.writer.state
             self.in_flight = (self.newest + 1, new) if changes else None
             note(f"commit seq {self.newest + (1 if changes else 0)} durability={mode}")
+            before = self.writer.position
             seq = self.during_writes(data, partial(self.writer.commit, new, durability=mode))
             self.in_flight = None
+            if before % JOURNAL_SIZE + self.writer.position - before > JOURNAL_SIZE:
+                event("record across the ring's end")
             assert seq == self.newest + (1 if changes else 0)
             self.committed[self.writer.seq] = new
 
