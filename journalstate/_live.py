@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator
+from functools import partial
 from typing import Any, TypeVar
 
 import attrs
@@ -42,6 +43,8 @@ _REPLACED_EVERY = 0.1
 _END_MARKER_START = bytes(16)
 """What a probe reads where the next record goes while it is still the end marker."""
 _BATCH = 256
+_RESTARTS = 3
+"""Times a change feed that met a gap starts again from a checkpoint before it gives up."""
 """Commits the change feed reads under the store's lock before it yields them."""
 
 
@@ -203,9 +206,12 @@ class Live(Chain[T]):
         limit = checked_wait("timeout", timeout)
         self._enter()  # from a signal handler inside a call of this store: ReentrantCall
         deadline = None if limit is None else time.monotonic() + limit
+        # Taken before the reading: a commit landing after refresh() found nothing changes the
+        # bytes after this (refresh() that does not move leaves the position where it was).
+        last = self._probe()
         if self._readonly and self.refresh():
             return True
-        return self._wait_past(self._shown_seq(), deadline)
+        return self._wait_past(self._shown_seq(), deadline, last)
 
     def _shown_seq(self) -> int:
         """The seq of the state the store shows (settling an interrupted commit first)."""
@@ -213,9 +219,11 @@ class Live(Chain[T]):
             self._settle_idle()
         return self._head[SEQ]
 
-    def _wait_past(self, seq: int, deadline: float | None) -> bool:
-        """Sleep until the store shows a commit after ``seq`` (True) or ``deadline`` passes."""
-        last = self._probe()
+    def _wait_past(self, seq: int, deadline: float | None, last: bytes) -> bool:
+        """Sleep until the store shows a commit after ``seq`` (True) or ``deadline`` passes.
+
+        ``last`` is a probe taken before the store last looked for a commit.
+        """
         replaced_check = time.monotonic() + _REPLACED_EVERY
 
         def moved() -> bool:
@@ -277,9 +285,11 @@ class Live(Chain[T]):
         self._enter()
         with self._lock:
             follower = self._feed_start(since)
+        restarts = 0
         while True:
             batch: list[Commit] = []
             error: BaseException | None = None
+            continue_from_checkpoint = False
             self._enter()
             with self._lock:
                 self._check_open()
@@ -288,6 +298,9 @@ class Live(Chain[T]):
                         self._path,
                         "a new store file replaced the one open here; open the path again",
                     )
+                # Taken before the records are read: a commit that lands after the reading
+                # found nothing changes the bytes after this, so the wait below sees it.
+                before = self._feed_probe(follower)
                 try:
                     for record in follower.records(self._slots.buffer, self._ring.buffer):
                         if record.seq <= since:
@@ -302,35 +315,45 @@ class Live(Chain[T]):
                         if len(batch) >= _BATCH:
                             break
                 except Gap:
-                    error = ChangesUnavailable(
-                        self._path, max(since, follower.cursor.seq), self._oldest_available()
-                    )
+                    # A checkpoint may still lead to where the feed is (the gap was in the
+                    # chain it followed, not in what the journal holds): go on from there, a
+                    # few times at most before the feed has delivered anything more.
+                    reached = max(since, follower.cursor.seq)
+                    try:
+                        if restarts >= _RESTARTS:
+                            raise ChangesUnavailable(self._path, reached, self._oldest_available())
+                        follower = self._feed_start(reached)
+                        restarts += 1
+                        continue_from_checkpoint = True
+                    except ChangesUnavailable as unavailable:
+                        error = unavailable
                 except (StoreRewound, StoreCorrupt) as e:
                     error = e
+            if batch:
+                restarts = 0
             yield from batch
             if error is not None:
                 raise error
-            if batch:
+            if batch or continue_from_checkpoint:
                 continue
             if not follow:
                 self._feed_end = follower  # a feed asked for after its last seq starts here
                 return
             deadline = None if limit is None else time.monotonic() + limit
-            if not self._wait_for_records(follower, deadline):
+            if not _poll(partial(self._probe_changed, follower, before), deadline):
                 return
 
-    def _wait_for_records(self, follower: Follower, deadline: float | None) -> bool:
-        """Sleep until the bytes after the feed's cursor change (True) or ``deadline`` passes."""
+    def _probe_changed(self, follower: Follower, before: bytes) -> bool:
+        """Whether the bytes after the feed's cursor changed since the probe ``before``."""
+        return self._feed_probe(follower) != before
 
-        def current() -> bytes:
-            with self._lock:
-                self._check_open()
-                return probe(
-                    self._slots.buffer, self._ring.buffer, self._header, follower.cursor.position
-                )
-
-        last = current()
-        return _poll(lambda: current() != last, deadline)
+    def _feed_probe(self, follower: Follower) -> bytes:
+        """The probe of the bytes after the feed's cursor (see ``_follow.probe``)."""
+        with self._lock:
+            self._check_open()
+            return probe(
+                self._slots.buffer, self._ring.buffer, self._header, follower.cursor.position
+            )
 
     def _feed_start(self, since: int) -> Follower:
         """A follower at ``since`` (or before it, when the writer has not reached it yet), from
