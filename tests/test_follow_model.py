@@ -222,7 +222,9 @@ class FollowMachine(RuleBasedStateMachine):
             moved = r.refresh()
             assert moved == (r.seq != before)
             if moved:
-                event(f"{what}: refresh moved")
+                event(
+                    f"refresh moved ({what.split()[0]})"
+                )  # inside a write, idle, commit at a read
         elif op == "wait":
             before = r.seq
             moved = r.wait(timeout=0)
