@@ -25,6 +25,7 @@ import threading
 import weakref
 from contextlib import suppress
 from threading import get_ident
+from time import perf_counter_ns
 from typing import Any, Final, Generic, NamedTuple, TypeVar
 
 import attrs
@@ -59,6 +60,9 @@ from journalstate._writer import build_record
 
 T = TypeVar("T")
 
+_FOLLOWER_POLL: Final = 0.05
+"""Seconds a follower waits for a wake-up before it looks at the sync lock again."""
+
 
 @attrs.define
 class StoreStats:
@@ -68,6 +72,8 @@ class StoreStats:
     """Commits that wrote a record."""
     journal_syncs: int = 0
     """msync calls on the journal (commit points and flushes)."""
+    journal_sync_ns: int = 0
+    """Nanoseconds spent in those msync calls (``time.perf_counter_ns``)."""
     slot_syncs: int = 0
     """msync calls on a slot (one per checkpoint)."""
     checkpoints: int = 0
@@ -171,6 +177,10 @@ class Chain(Guarded, Generic[T]):
         self._slot_crc = SlotCrc(header.state_size)
         self._flusher: threading.Thread | None = None
         self._stop_flusher = threading.Event()
+        # Group commit (see _commit_point): leaders' rounds, and the followers waiting for one.
+        self._sync_cond = threading.Condition(threading.Lock())
+        self._sync_rounds = 0
+        self._sync_waiting = 0
 
     def _commit_locked(self, state: T, mode: Durability) -> int:
         if self._pending is not None:
@@ -284,26 +294,65 @@ class Chain(Guarded, Generic[T]):
     def _commit_point(self, seq: int) -> None:
         """Return once the record of commit ``seq`` is durable (msync'ed), syncing if needed.
 
-        One thread msyncs at a time, outside the store lock, everything written so far; the
-        threads whose records that msync covered return without one of their own.
+        Group commit: one thread (the leader) msyncs at a time, outside the store lock,
+        everything written so far. A thread that finds an msync in flight waits for it to end
+        without queueing on the sync lock (a follower): the followers that msync covered
+        return at once, and the first whose record it did not cover leads the next one. Queued
+        on the lock instead, the threads would pass it one by one after each msync, each
+        wake-up in turn, with no msync in flight meanwhile (a lock convoy).
 
         Raises:
             StorePoisoned: the msync failed (now or in another thread); the commit is in doubt.
+            StoreClosed: the store was closed before the record was made durable.
         """
-        with self._sync_lock:
-            with self._lock:
-                synced = self._synced
-                if synced.seq >= seq:
-                    return  # covered by another thread's msync, or by a checkpoint
-                self._check_open()
-                tail, last = self._head[TAIL], self._head[SEQ]
-                start = max(synced.position, self._base.position)
-            # The commit point: once this msync returns, the records up to `last` are
-            # durable. An exception after it returns (a signal handler's) leaves durable_seq
-            # behind: durability is only ever reported for a sync known to have completed.
-            self._sync_range(start, tail)
-            with self._lock:
-                self._mark_synced(tail, last)
+        sync_lock = self._sync_lock
+        while self._synced.seq < seq:
+            rounds = self._sync_rounds  # before the check: a leader after it counts one more
+            if sync_lock.locked():
+                self._sync_wait(rounds)
+                continue
+            with sync_lock:
+                with self._lock:
+                    synced = self._synced
+                    if synced.seq >= seq:
+                        return  # covered by another thread's msync, or by a checkpoint
+                    self._check_open()
+                    tail, last = self._head[TAIL], self._head[SEQ]
+                    start = max(synced.position, self._base.position)
+                # The commit point: once this msync returns, the records up to `last` are
+                # durable. An exception after it returns (a signal handler's) leaves
+                # durable_seq behind: durability is only ever reported for a sync known to
+                # have completed.
+                self._sync_range(start, tail)
+                with self._lock:
+                    self._mark_synced(tail, last)
+            self._sync_done()
+            return
+
+    def _sync_wait(self, rounds: int) -> None:
+        """Wait, as a follower, until the msync in flight when ``rounds`` was read has ended.
+
+        The leader wakes its followers (:meth:`_sync_done`) after it released the sync lock;
+        the timeout only bounds the wait when no wake-up comes (a leader interrupted before
+        it, or ``close()`` holding the lock): the lock found free ends the wait too.
+        """
+        done = self._sync_cond
+        sync_lock = self._sync_lock
+        with done:
+            self._sync_waiting += 1
+            try:
+                while self._sync_rounds == rounds and sync_lock.locked():
+                    done.wait(_FOLLOWER_POLL)
+            finally:
+                self._sync_waiting -= 1
+
+    def _sync_done(self) -> None:
+        """End a leader's round: count it and wake the followers (the sync lock is released)."""
+        self._sync_rounds += 1
+        if self._sync_waiting:
+            done = self._sync_cond
+            with done:
+                done.notify_all()
 
     def _mark_synced(self, position: int, seq: int) -> None:
         """Record that the journal through ``position`` and commits through ``seq`` are durable."""
@@ -324,8 +373,11 @@ class Chain(Guarded, Generic[T]):
         """msync the ring from logical ``start`` through the end marker after ``tail``."""
         if start >= tail:
             return
+        began = perf_counter_ns()
         _writer.sync(self._sync_ring, self._journal_size, start, tail)
-        self.stats.journal_syncs += 1
+        stats = self.stats
+        stats.journal_sync_ns += perf_counter_ns() - began
+        stats.journal_syncs += 1
 
     def _sync_marker(self, position: int) -> None:
         """msync the end marker at ``position`` (two ranges when it wraps the ring's end)."""
@@ -437,4 +489,6 @@ class Chain(Guarded, Generic[T]):
     def _forked_in_child(self) -> None:
         """In a child process after fork(): refuse writes, forget the parent's threads."""
         super()._forked_in_child()
+        self._sync_cond = threading.Condition(threading.Lock())  # another thread's, maybe held
+        self._sync_waiting = 0
         self._flusher = None  # the thread exists only in the parent
