@@ -7,6 +7,7 @@ fell behind gets ``ChangesUnavailable`` with the oldest seq it can start after, 
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import queue
@@ -221,6 +222,32 @@ def test_follow_wakes_for_a_commit_between_any_two_reads(at: int) -> None:
     assert first is not None, f"the commit made at read {at} was never delivered"
     assert first.seq == 2
     reader.close()
+    writer.close()
+
+
+def test_writer_feed_survives_a_commit_made_inside_its_read() -> None:
+    """A commit made inside the writer's own feed (as a signal handler's would be) is refused
+    with ReentrantCall or delivered; the writer's feed goes on delivering every commit."""
+    disk = SimStorage()
+    writer = js.open("h.jst", Deep, storage=disk)
+    reads = 0
+
+    def handler(kind: str) -> None:
+        nonlocal reads
+        reads += 1
+        if reads == 1:
+            with contextlib.suppress(js.ReentrantCall):
+                writer.commit(Deep(count=1))
+
+    disk.during_read = handler
+    try:
+        first = [c.seq for c in writer.changes(0)]
+    finally:
+        disk.during_read = None
+    assert first in ([], [1])
+    assert [c.seq for c in writer.changes(0)] == list(range(1, writer.seq + 1))
+    writer.commit(Deep(count=2))
+    assert [c.seq for c in writer.changes(0)] == list(range(1, writer.seq + 1))
     writer.close()
 
 

@@ -131,7 +131,6 @@ class FollowMachine(RuleBasedStateMachine):
         self.in_flight: tuple[int, Followed] | None = None
         self.readers: list[js.Store[Followed]] = [self._open_reader() for _ in range(READERS)]
         self.seen: list[int] = [r.seq for r in self.readers]
-        self.data: st.DataObject | None = None
         self.budget = 0  # reader operations left for the write under way
 
     # --- helpers -------------------------------------------------------------------------------
@@ -208,11 +207,14 @@ class FollowMachine(RuleBasedStateMachine):
                 )
             assert len(set(item.changed)) == len(item.changed), f"{what}: {item.changed}"
 
-    def reader_op(self, data: st.DataObject, what: str) -> None:
-        """One operation of a random reader (in the middle of a write: only committed pairs)."""
+    def reader_op(self, data: st.DataObject, what: str, *, writer_feed: bool = True) -> None:
+        """One operation of a random reader (in the middle of a write: only committed pairs),
+        or the writer's change feed when ``writer_feed``."""
         i = data.draw(st.integers(0, READERS - 1), label="reader")
         ops = ["refresh", "wait", "open", "changes"]
-        op = data.draw(st.sampled_from(ops if self.writer.closed else [*ops, "writer changes"]))
+        if writer_feed and not self.writer.closed:
+            ops.append("writer changes")
+        op = data.draw(st.sampled_from(ops))
         note(f"{what}: reader {i} {op}")
         r = self.readers[i]
         if op == "refresh":
@@ -220,7 +222,9 @@ class FollowMachine(RuleBasedStateMachine):
             moved = r.refresh()
             assert moved == (r.seq != before)
             if moved:
-                event(f"{what}: refresh moved")
+                event(
+                    f"refresh moved ({what.split()[0]})"
+                )  # inside a write, idle, commit at a read
         elif op == "wait":
             before = r.seq
             moved = r.wait(timeout=0)
@@ -268,8 +272,11 @@ class FollowMachine(RuleBasedStateMachine):
             changes = new != self.writer.state
             self.in_flight = (self.newest + 1, new) if changes else None
             note(f"commit seq {self.newest + (1 if changes else 0)} durability={mode}")
+            before = self.writer.position
             seq = self.during_writes(data, partial(self.writer.commit, new, durability=mode))
             self.in_flight = None
+            if before % JOURNAL_SIZE + self.writer.position - before > JOURNAL_SIZE:
+                event("record across the ring's end")
             assert seq == self.newest + (1 if changes else 0)
             self.committed[self.writer.seq] = new
 
@@ -301,7 +308,8 @@ class FollowMachine(RuleBasedStateMachine):
     @precondition(lambda self: not self.writer.closed)
     @rule(data=st.data(), at=st.integers(0, 12))
     def commit_inside_a_read(self, data: st.DataObject, at: int) -> None:
-        """A reader operation with a writer's commit landing between two of its reads."""
+        """A reader operation with a writer's commit landing between two of its reads (not the
+        writer's own feed: its read holds the store's lock, which a commit needs)."""
         new = data.draw(next_states(self.writer.state), label="state committed inside")
         reads = 0
 
@@ -315,7 +323,7 @@ class FollowMachine(RuleBasedStateMachine):
 
         self.disk.during_read = hook
         try:
-            self.reader_op(data, f"commit at read {at}")
+            self.reader_op(data, f"commit at read {at}", writer_feed=False)
         finally:
             self.disk.during_read = None
 
