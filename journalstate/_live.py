@@ -280,55 +280,66 @@ class Live(Chain[T]):
     def _feed(self, since: int, follow: bool, limit: float | None) -> Iterator[Commit]:
         fields = FieldIndex([(f.offset, f.size, f.path) for f in self._schema.fields()])
         decode = self._schema.decode
-        # Each step checks that this thread is not inside another call of this store (a
-        # signal handler's): the state image may be between two commits' patches there.
-        self._enter()
-        with self._lock:
-            follower = self._feed_start(since)
+        # Each step marks this thread inside a call of this store while it holds the lock, as
+        # every store call does: a signal handler's call of this store in between raises
+        # ReentrantCall, instead of committing while the feed reads the head and the image.
+        inside = self._inside
+        me = self._enter()
+        try:
+            inside.add(me)
+            with self._lock:
+                follower = self._feed_start(since)
+        finally:
+            inside.discard(me)
         restarts = 0
         while True:
             batch: list[Commit] = []
             error: BaseException | None = None
             continue_from_checkpoint = False
-            self._enter()
-            with self._lock:
-                self._check_open()
-                if self._readonly and file_replaced(self._file):
-                    raise StoreReplaced(
-                        self._path,
-                        "a new store file replaced the one open here; open the path again",
-                    )
-                # Taken before the records are read: a commit that lands after the reading
-                # found nothing changes the bytes after this, so the wait below sees it.
-                before = self._feed_probe(follower)
-                try:
-                    for record in follower.records(self._slots.buffer, self._ring.buffer):
-                        if record.seq <= since:
-                            continue
-                        try:
-                            state = decode(follower.image)
-                        except InvalidValue as e:
-                            raise StoreCorrupt(
-                                self._path, f"the state at seq {record.seq} does not decode ({e})"
-                            ) from e
-                        batch.append(Commit(record.seq, state, fields.changed(record.patches)))
-                        if len(batch) >= _BATCH:
-                            break
-                except Gap:
-                    # A checkpoint may still lead to where the feed is (the gap was in the
-                    # chain it followed, not in what the journal holds): go on from there, a
-                    # few times at most before the feed has delivered anything more.
-                    reached = max(since, follower.cursor.seq)
+            me = self._enter()
+            try:
+                inside.add(me)
+                with self._lock:
+                    self._check_open()
+                    if self._readonly and file_replaced(self._file):
+                        raise StoreReplaced(
+                            self._path,
+                            "a new store file replaced the one open here; open the path again",
+                        )
+                    # Taken before the records are read: a commit that lands after the reading
+                    # found nothing changes the bytes after this, so the wait below sees it.
+                    before = self._feed_probe(follower)
                     try:
-                        if restarts >= _RESTARTS:
-                            raise ChangesUnavailable(self._path, reached, self._oldest_available())
-                        follower = self._feed_start(reached)
-                        restarts += 1
-                        continue_from_checkpoint = True
-                    except ChangesUnavailable as unavailable:
-                        error = unavailable
-                except (StoreRewound, StoreCorrupt) as e:
-                    error = e
+                        for record in follower.records(self._slots.buffer, self._ring.buffer):
+                            if record.seq <= since:
+                                continue
+                            try:
+                                state = decode(follower.image)
+                            except InvalidValue as e:
+                                raise StoreCorrupt(
+                                    self._path,
+                                    f"the state at seq {record.seq} does not decode ({e})",
+                                ) from e
+                            batch.append(Commit(record.seq, state, fields.changed(record.patches)))
+                            if len(batch) >= _BATCH:
+                                break
+                    except Gap as gap:
+                        # A checkpoint may still lead to where the feed is (the gap was in the
+                        # chain it followed, not in what the journal holds): go on from there, a
+                        # few times at most before the feed has delivered anything more.
+                        reached = max(since, follower.cursor.seq)
+                        try:
+                            if restarts >= _RESTARTS:
+                                raise self._unavailable(reached, gap.head.seq)
+                            follower = self._feed_start(reached)
+                            restarts += 1
+                            continue_from_checkpoint = True
+                        except ChangesUnavailable as unavailable:
+                            error = unavailable
+                    except (StoreRewound, StoreCorrupt) as e:
+                        error = e
+            finally:
+                inside.discard(me)
             if batch:
                 restarts = 0
             yield from batch
@@ -368,13 +379,27 @@ class Live(Chain[T]):
         if end is not None and end.cursor.seq == since:
             self._feed_end = None  # the new feed owns it now
             return end
-        seq = self._shown_seq()  # settles a commit an exception interrupted (a writer's)
+        self._shown_seq()  # settles a commit an exception interrupted (a writer's)
+        for _ in range(_RESTARTS):
+            follower = self._try_starts(since)
+            if follower is not None:
+                return follower
+            oldest = self._oldest_available()
+            if oldest > since:
+                raise ChangesUnavailable(self._path, since, oldest)
+            # A checkpoint that reaches since landed after the starts were read: look again.
+        raise self._unavailable(since, since + 1)
+
+    def _try_starts(self, since: int) -> Follower | None:
+        """A follower at ``since`` from this store's own state or a checkpoint, or None."""
+        shown = self._head  # one read: its seq, tail and state belong together
+        seq = shown[SEQ]
         slots, ring = self._slots.buffer, self._ring.buffer
         starts: list[tuple[Cursor, bytes | bytearray]] = []
         if seq <= since:
-            image = self._schema.encode(self._head[STATE]) if self._image_dirty else self._image
+            image = self._schema.encode(shown[STATE]) if self._image_dirty else self._image
             base = self._base
-            starts.append((Cursor(base.epoch, seq, self._head[TAIL], base.generation), image))
+            starts.append((Cursor(base.epoch, seq, shown[TAIL], base.generation), image))
         for head, state in valid_slots(slots, self._header):
             if head.seq <= since:
                 starts.append((Cursor(head.epoch, head.seq, head.position, head.generation), state))
@@ -389,7 +414,14 @@ class Live(Chain[T]):
             except (Gap, StoreRewound, StoreCorrupt):
                 continue
             return follower
-        raise ChangesUnavailable(self._path, since, self._oldest_available())
+        return None
+
+    def _unavailable(self, since: int, past: int) -> ChangesUnavailable:
+        """The error for a feed that cannot go on after ``since``. ``past`` is a seq after
+        ``since`` the feed can start after, reported when the journal changes too fast for a
+        start at or before ``since`` to be found twice in a row."""
+        oldest = self._oldest_available()
+        return ChangesUnavailable(self._path, since, oldest if oldest > since else past)
 
     def _oldest_available(self) -> int:
         """The lowest ``since_seq`` whose commits the journal can still deliver, right now."""

@@ -410,6 +410,7 @@ Store._operations = frozenset(
         Store.close,
         Store._settle_idle,
         Store.refresh,
+        Store._feed,
     )
 )
 """The code of every store operation that marks its thread in ``_inside``."""
