@@ -410,7 +410,10 @@ Store._operations = frozenset(
         Store.close,
         Store._settle_idle,
         Store.refresh,
+        Store.wait,
+        Store.changes,
         Store._feed,
     )
 )
-"""The code of every store operation that marks its thread in ``_inside``."""
+"""The code of every store operation that marks its thread in ``_inside`` (and of ``wait`` and
+``changes``, which check it first): two of them on a thread's stack are a re-entry."""

@@ -20,6 +20,7 @@ from functools import partial
 from typing import Annotated, Any, TypeVar
 
 import attrs
+import pytest
 from hypothesis import Phase, event, note, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
@@ -207,9 +208,17 @@ class FollowMachine(RuleBasedStateMachine):
                 )
             assert len(set(item.changed)) == len(item.changed), f"{what}: {item.changed}"
 
-    def reader_op(self, data: st.DataObject, what: str, *, writer_feed: bool = True) -> None:
+    def reader_op(
+        self,
+        data: st.DataObject,
+        what: str,
+        *,
+        writer_feed: bool = True,
+        inside_writer: bool = False,
+    ) -> None:
         """One operation of a random reader (in the middle of a write: only committed pairs),
-        or the writer's change feed when ``writer_feed``."""
+        or the writer's change feed when ``writer_feed``: refused with ReentrantCall when
+        ``inside_writer`` (called from inside a writer's call, as a signal handler would)."""
         i = data.draw(st.integers(0, READERS - 1), label="reader")
         ops = ["refresh", "wait", "open", "changes"]
         if writer_feed and not self.writer.closed:
@@ -237,7 +246,11 @@ class FollowMachine(RuleBasedStateMachine):
             self.check_feed(r, since, f"{what}: reader {i} changes")
         else:
             since = data.draw(st.integers(0, self.newest), label="since")
-            self.check_feed(self.writer, since, f"{what}: writer changes")
+            if inside_writer:
+                with pytest.raises(js.ReentrantCall):
+                    self.writer.changes(since)
+            else:
+                self.check_feed(self.writer, since, f"{what}: writer changes")
         self.check_reader(i, f"{what}: reader {i} after {op}")
 
     def during_writes(self, data: st.DataObject, action: Callable[[], R]) -> R:
@@ -253,7 +266,9 @@ class FollowMachine(RuleBasedStateMachine):
                 return
             self.budget -= 1
             event(f"reader inside a {e.region} write" + (" (cut)" if done < e.length else ""))
-            self.reader_op(data, f"inside write #{e.index} ({e.region}, {done}/{e.length})")
+            self.reader_op(
+                data, f"inside write #{e.index} ({e.region}, {done}/{e.length})", inside_writer=True
+            )
 
         self.disk.during_write = hook
         try:
