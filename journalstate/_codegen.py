@@ -1,0 +1,296 @@
+"""Per-schema generated code: the commit path's diff, written out field by field for one class.
+
+What belongs here: :func:`diff_function`, which turns a compiled layout tree into the source of
+a function ``diff(old, new) -> Patches`` and builds it with ``exec`` (as attrs writes each
+class's ``__init__``). The function does what the generic walk (``Node.diff`` in ``_layout``)
+does, in the same order, without its calls and loops: each field is compared by identity
+first, then only the changed leaves are validated and packed with precompiled
+``struct.Struct`` methods, at offsets computed at compile time. Nested structs are inlined;
+each array gets a small function of its own, called only when the array changed.
+
+The generic walk stays the reference. The generated code detects a bad value but does not
+describe it: it raises a bare ``BadValue``, and the function then runs the generic walk
+from the start, which raises the ``InvalidValue`` with its message and field path. The
+differential test (tests/test_codegen.py) holds the two to the same patches and errors.
+"""
+
+from __future__ import annotations
+
+import itertools
+import keyword
+import linecache
+import operator
+import os
+import struct
+from collections.abc import Callable
+from typing import Any, Final
+
+from journalstate._layout import (
+    _F64,
+    _U32,
+    KIND_BOOL,
+    KIND_BYTES,
+    KIND_FLOAT,
+    ArrayNode,
+    BadValue,
+    BlobNode,
+    Node,
+    Patches,
+    ScalarNode,
+    StructNode,
+    merge_patches,
+)
+
+__all__ = ["DiffFunction", "diff_function"]
+
+DiffFunction = Callable[[object, object], Patches]
+
+_INLINE_DEPTH: Final = 8
+"""Nested structs inlined below this many levels; deeper ones get a function (Python limits
+the nesting of blocks and the depth of indentation in one function)."""
+
+
+def _str_length(old: object, capacity: int) -> int:
+    """The data length of a valid old str, or the whole capacity (as ``BlobNode.diff``)."""
+    if type(old) is not str:
+        return capacity
+    try:
+        n = len(old.encode())
+    except UnicodeEncodeError:
+        return capacity
+    return n if n <= capacity else capacity
+
+
+def _float_differs(pack: Callable[[float], bytes], old: object, packed: bytes) -> bool:
+    """Whether ``old`` packs to other bytes than ``packed`` (an old that cannot pack differs)."""
+    try:
+        return bool(pack(old) != packed)  # type: ignore[arg-type]
+    except (OverflowError, struct.error):
+        return True
+
+
+class _Writer:
+    """The source of the generated functions and the names they use."""
+
+    def __init__(self) -> None:
+        self.namespace: dict[str, Any] = {
+            "BadValue": BadValue,
+            "compress": itertools.compress,
+            "count": itertools.count,
+            "is_not": operator.is_not,
+            "U32": _U32.pack,
+            "F64": _F64.pack,
+            "str_length": _str_length,
+            "float_differs": _float_differs,
+        }
+        self.functions: list[list[str]] = []
+        self._n = 0
+
+    def name(self, prefix: str) -> str:
+        self._n += 1
+        return f"{prefix}{self._n}"
+
+    def const(self, prefix: str, value: object) -> str:
+        name = self.name(prefix)
+        self.namespace[name] = value
+        return name
+
+
+def _at(base: str | None, offset: int) -> str:
+    if base is None:
+        return str(offset)
+    return f"{base} + {offset}" if offset else base
+
+
+def _leaf(
+    w: _Writer, node: Node, old: str, new: str, at: str, lines: list[str], ind: str, depth: int
+) -> None:
+    """Lines appending the patches of ``node`` for locals ``old`` and ``new`` (``is not``)."""
+    if isinstance(node, ScalarNode):
+        _scalar(w, node, old, new, at, lines, ind)
+    elif isinstance(node, BlobNode):
+        _blob(w, node, old, new, at, lines, ind)
+    elif isinstance(node, ArrayNode):
+        lines.append(f"{ind}{_array(w, node)}({old}, {new}, {at}, out)")
+    elif isinstance(node, StructNode):
+        if depth >= _INLINE_DEPTH:
+            lines.append(f"{ind}{_struct_function(w, node)}({old}, {new}, {at}, out)")
+        else:
+            _struct(w, node, old, new, at, lines, ind, depth + 1)
+    else:  # pragma: no cover - the four node kinds above are all there is
+        raise TypeError(f"no code for {node!r}")
+
+
+def _scalar(
+    w: _Writer, node: ScalarNode, old: str, new: str, at: str, lines: list[str], ind: str
+) -> None:
+    pack = w.const("pack", node.st.pack)
+    if node.kind != KIND_FLOAT:
+        # ScalarNode.diff: equal images when old and new are equal and of one type.
+        pytype = "bool" if node.kind == KIND_BOOL else "int"
+        lines.append(f"{ind}if type({old}) is not type({new}) or not ({old} == {new}):")
+        lines.append(f"{ind}    if type({new}) is not {pytype}:")
+        lines.append(f"{ind}        raise BadValue('')")
+        if node.kind != KIND_BOOL:
+            lines.append(f"{ind}    if not {node.lo} <= {new} <= {node.hi}:")
+            lines.append(f"{ind}        raise BadValue('')")
+        lines.append(f"{ind}    out.append(({at}, {pack}({new})))")
+        return
+    packed = w.name("p")
+    lines.append(f"{ind}if type({new}) is not float:")
+    lines.append(f"{ind}    raise BadValue('')")
+    if node.size == 8:  # every float packs as f64, to its own image
+        lines.append(f"{ind}{packed} = {pack}({new})")
+        lines.append(f"{ind}if type({old}) is not float or {pack}({old}) != {packed}:")
+        lines.append(f"{ind}    out.append(({at}, {packed}))")
+        return
+    unpack = w.const("unpack", node.st.unpack)
+    lines.append(f"{ind}try:")
+    lines.append(f"{ind}    {packed} = {pack}({new})")
+    lines.append(f"{ind}except OverflowError:")
+    lines.append(f"{ind}    raise BadValue('') from None")
+    lines.append(f"{ind}if F64({unpack}({packed})[0]) != F64({new}):")
+    lines.append(f"{ind}    raise BadValue('')")
+    lines.append(f"{ind}if type({old}) is not float or float_differs({pack}, {old}, {packed}):")
+    lines.append(f"{ind}    out.append(({at}, {packed}))")
+
+
+def _blob(
+    w: _Writer, node: BlobNode, old: str, new: str, at: str, lines: list[str], ind: str
+) -> None:
+    cap, data, n, was = node.param, w.name("d"), w.name("n"), w.name("o")
+    # BlobNode.diff: nothing when old and new are equal and of one type.
+    lines.append(f"{ind}if type({old}) is not type({new}) or not ({new} == {old}):")
+    if node.kind == KIND_BYTES:
+        lines.append(f"{ind}    if type({new}) is not bytes:")
+        lines.append(f"{ind}        raise BadValue('')")
+        lines.append(f"{ind}    {data} = {new}")
+        lines.append(f"{ind}    {n} = len({data})")
+        old_length = f"len({old}) if type({old}) is bytes and len({old}) <= {cap} else {cap}"
+    else:
+        lines.append(f"{ind}    if type({new}) is not str:")
+        lines.append(f"{ind}        raise BadValue('')")
+        lines.append(f"{ind}    try:")
+        lines.append(f"{ind}        {data} = {new}.encode()")
+        lines.append(f"{ind}    except UnicodeEncodeError:")
+        lines.append(f"{ind}        raise BadValue('') from None")
+        lines.append(f"{ind}    {n} = len({data})")
+        old_length = f"str_length({old}, {cap})"
+    lines.append(f"{ind}    if {n} > {cap}:")
+    lines.append(f"{ind}        raise BadValue('')")
+    lines.append(f"{ind}    {was} = {old_length}")
+    # The length, the data and zeros over the rest of the old data (as BlobNode.diff).
+    lines.append(f"{ind}    if {was} > {n}:")
+    lines.append(f"{ind}        out.append(({at}, U32({n}) + {data} + bytes({was} - {n})))")
+    lines.append(f"{ind}    else:")
+    lines.append(f"{ind}        out.append(({at}, U32({n}) + {data}))")
+
+
+def _struct(
+    w: _Writer,
+    node: StructNode,
+    old: str,
+    new: str,
+    at_base: str | None,
+    lines: list[str],
+    ind: str,
+    depth: int,
+    at_offset: int = 0,
+) -> None:
+    """StructNode.diff for ``new is not old``: check ``new``, then each member that changed."""
+    cls, whole = w.const("cls", node.cls), w.const("node", node)
+    at = _at(at_base, at_offset)
+    lines.append(f"{ind}if type({new}) is not {cls}:")
+    lines.append(f"{ind}    raise BadValue('')")
+    lines.append(f"{ind}if type({old}) is not {cls}:")
+    lines.append(f"{ind}    out.append(({at}, {whole}.to_bytes({new})))")
+    lines.append(f"{ind}else:")
+    inner = ind + "    "
+    for name, _, offset, child in node.members:
+        was, value = w.name("w"), w.name("v")
+        if name.isidentifier() and not keyword.iskeyword(name) and not name.startswith("__"):
+            lines.append(f"{inner}{was} = {old}.{name}")
+            lines.append(f"{inner}{value} = {new}.{name}")
+        else:
+            lines.append(f"{inner}{was} = getattr({old}, {name!r})")
+            lines.append(f"{inner}{value} = getattr({new}, {name!r})")
+        # attrs.evolve keeps unchanged fields by reference: they cost this one check.
+        lines.append(f"{inner}if {was} is not {value}:")
+        child_at = _at(at_base, at_offset + offset)
+        if isinstance(child, StructNode) and depth < _INLINE_DEPTH:
+            _struct(w, child, was, value, at_base, lines, inner + "    ", depth + 1,
+                    at_offset + offset)  # fmt: skip
+        else:
+            _leaf(w, child, was, value, child_at, lines, inner + "    ", depth)
+
+
+def _struct_function(w: _Writer, node: StructNode) -> str:
+    name = w.name("struct")
+    lines = [f"def {name}(old, new, at, out):"]
+    _struct(w, node, "old", "new", "at", lines, "    ", 0)
+    w.functions.append(lines)
+    return name
+
+
+def _array(w: _Writer, node: ArrayNode) -> str:
+    """A function for ArrayNode.diff: only the replaced elements are looked at."""
+    name, whole, length = w.name("array"), w.const("node", node), node.param
+    lines = [
+        f"def {name}(old, new, at, out):",
+        f"    if type(new) is not tuple or len(new) != {length}:",
+        "        raise BadValue('')",
+        f"    if type(old) is not tuple or len(old) != {length}:",
+        f"        out.append((at, {whole}.to_bytes(new)))",
+        "        return",
+        "    for i in compress(count(), map(is_not, old, new)):",
+        "        was = old[i]",
+        "        value = new[i]",
+        f"        at_i = at + i * {node.element.size}",
+    ]
+    _leaf(w, node.element, "was", "value", "at_i", lines, "        ", 0)
+    w.functions.append(lines)
+    return name
+
+
+def diff_source(root: StructNode, walk: Callable[[object, object], Patches]) -> _Writer:
+    """The generated source (``w.functions``, the last one ``diff``) and its namespace."""
+    w = _Writer()
+    w.namespace["walk"] = walk
+    w.namespace["merge"] = merge_patches
+    lines = [
+        "def diff(old, new):",
+        "    if new is old:",
+        "        return []",
+        "    out = []",
+        "    try:",
+    ]
+    _struct(w, root, "old", "new", None, lines, "        ", 1)
+    lines += [
+        "    except BadValue:",
+        "        return walk(old, new)  # raises the error with its message and field path",
+        "    if len(out) < 2:",
+        "        return out",
+        "    return merge(out)",
+    ]
+    w.functions.append(lines)
+    return w
+
+
+def diff_function(root: StructNode, walk: Callable[[object, object], Patches]) -> DiffFunction:
+    """The generated ``diff(old, new)`` of the class ``root`` was compiled from.
+
+    It returns exactly what ``walk(old, new)`` (the generic walk) returns, and raises what it
+    raises; for a bad value it calls ``walk`` itself.
+    """
+    w = diff_source(root, walk)
+    source = "\n".join("\n".join(f) for f in w.functions) + "\n"
+    label = root.cls.__qualname__ if root.cls is not None else "struct"
+    # Named inside the package, so tools that follow the package's own lines (tracebacks,
+    # the signal tests' injections) see these lines too; linecache shows them as source.
+    filename = os.path.join(os.path.dirname(__file__), f"<generated diff of {label} {id(root)}>")
+    linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
+    code = compile(source, filename, "exec")
+    exec(code, w.namespace)
+    function: DiffFunction = w.namespace["diff"]
+    function.__doc__ = f"Patches turning encode(old) into encode(new) for {label} (generated)."
+    return function
