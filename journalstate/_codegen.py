@@ -48,6 +48,8 @@ DiffFunction = Callable[[object, object], Patches]
 _INLINE_DEPTH: Final = 8
 """Nested structs inlined below this many levels; deeper ones get a function (Python limits
 the nesting of blocks and the depth of indentation in one function)."""
+_JOIN_LIMIT: Final = 512
+"""Patches are joined as they are made while the joined patch stays this short (see _patch)."""
 
 
 def _str_length(old: object, capacity: int) -> int:
@@ -85,6 +87,9 @@ class _Writer:
         }
         self.functions: list[list[str]] = []
         self._n = 0
+        self.stretch = 0
+        """In ``diff`` itself: the bytes of the leaves since the last call of another
+        generated function, the most a patch ending at the current leaf can hold."""
 
     def name(self, prefix: str) -> str:
         self._n += 1
@@ -96,25 +101,64 @@ class _Writer:
         return name
 
 
-def _at(base: str | None, offset: int) -> str:
+At = tuple[str | None, int]
+"""Where a node's image starts: a local holding an offset (None in ``diff`` itself, where
+every offset is known) plus a constant."""
+
+
+def _at(at: At) -> str:
+    base, offset = at
     if base is None:
         return str(offset)
     return f"{base} + {offset}" if offset else base
 
 
+def _patch(w: _Writer, at: At, data: str, end: str, lines: list[str], ind: str) -> None:
+    """Lines adding the patch ``data`` (an expression) at ``at``; ``end`` is where it ends.
+
+    In ``diff`` itself, where every offset is a constant, a patch that starts where the last
+    one ended is joined to it at once, as the merge of the generic walk would join them:
+    ``end`` (a local) is always where the last patch ends. The join copies the last patch,
+    so only runs of at most _JOIN_LIMIT bytes are joined this way; longer ones are left to
+    the merge at the end (``merged``). Elsewhere patches are only appended.
+    """
+    if at[0] is not None:
+        lines.append(f"{ind}out.append(({_at(at)}, {data}))")
+        return
+    offset = at[1]
+    lines.append(f"{ind}if end == {offset}:")
+    if w.stretch <= _JOIN_LIMIT:
+        lines.append(f"{ind}    last = out[-1]")
+        lines.append(f"{ind}    out[-1] = (last[0], last[1] + {data})")
+    else:
+        lines.append(f"{ind}    out.append(({offset}, {data}))")
+        lines.append(f"{ind}    merged = False")
+    lines.append(f"{ind}else:")
+    lines.append(f"{ind}    out.append(({offset}, {data}))")
+    lines.append(f"{ind}end = {end}")
+
+
+def _call(function: str, old: str, new: str, at: At, lines: list[str], ind: str) -> None:
+    """Lines calling another generated function, which appends its own patches."""
+    lines.append(f"{ind}{function}({old}, {new}, {_at(at)}, out)")
+    if at[0] is None:  # its patches may join others: the merge at the end joins them
+        lines.append(f"{ind}end = -1")
+        lines.append(f"{ind}merged = False")
+
+
 def _leaf(
-    w: _Writer, node: Node, old: str, new: str, at: str, lines: list[str], ind: str, depth: int
+    w: _Writer, node: Node, old: str, new: str, at: At, lines: list[str], ind: str, depth: int
 ) -> None:
-    """Lines appending the patches of ``node`` for locals ``old`` and ``new`` (``is not``)."""
+    """Lines adding the patches of ``node`` for locals ``old`` and ``new`` (``is not``)."""
     if isinstance(node, ScalarNode):
         _scalar(w, node, old, new, at, lines, ind)
     elif isinstance(node, BlobNode):
         _blob(w, node, old, new, at, lines, ind)
     elif isinstance(node, ArrayNode):
-        lines.append(f"{ind}{_array(w, node)}({old}, {new}, {at}, out)")
+        _call(_array(w, node), old, new, at, lines, ind)
     elif isinstance(node, StructNode):
         if depth >= _INLINE_DEPTH:
-            lines.append(f"{ind}{_struct_function(w, node)}({old}, {new}, {at}, out)")
+            _call(_struct_function(w, node), old, new, at, lines, ind)
         else:
             _struct(w, node, old, new, at, lines, ind, depth + 1)
     else:  # pragma: no cover - the four node kinds above are all there is
@@ -122,9 +166,10 @@ def _leaf(
 
 
 def _scalar(
-    w: _Writer, node: ScalarNode, old: str, new: str, at: str, lines: list[str], ind: str
+    w: _Writer, node: ScalarNode, old: str, new: str, at: At, lines: list[str], ind: str
 ) -> None:
     pack = w.const("pack", node.st.pack)
+    end = _at((at[0], at[1] + node.size))
     if node.kind != KIND_FLOAT:
         # ScalarNode.diff: equal images when old and new are equal and of one type.
         pytype = "bool" if node.kind == KIND_BOOL else "int"
@@ -134,7 +179,7 @@ def _scalar(
         if node.kind != KIND_BOOL:
             lines.append(f"{ind}    if not {node.lo} <= {new} <= {node.hi}:")
             lines.append(f"{ind}        raise BadValue('')")
-        lines.append(f"{ind}    out.append(({at}, {pack}({new})))")
+        _patch(w, at, f"{pack}({new})", end, lines, ind + "    ")
         return
     packed = w.name("p")
     lines.append(f"{ind}if type({new}) is not float:")
@@ -142,7 +187,7 @@ def _scalar(
     if node.size == 8:  # every float packs as f64, to its own image
         lines.append(f"{ind}{packed} = {pack}({new})")
         lines.append(f"{ind}if type({old}) is not float or {pack}({old}) != {packed}:")
-        lines.append(f"{ind}    out.append(({at}, {packed}))")
+        _patch(w, at, packed, end, lines, ind + "    ")
         return
     unpack = w.const("unpack", node.st.unpack)
     lines.append(f"{ind}try:")
@@ -152,11 +197,11 @@ def _scalar(
     lines.append(f"{ind}if F64({unpack}({packed})[0]) != F64({new}):")
     lines.append(f"{ind}    raise BadValue('')")
     lines.append(f"{ind}if type({old}) is not float or float_differs({pack}, {old}, {packed}):")
-    lines.append(f"{ind}    out.append(({at}, {packed}))")
+    _patch(w, at, packed, end, lines, ind + "    ")
 
 
 def _blob(
-    w: _Writer, node: BlobNode, old: str, new: str, at: str, lines: list[str], ind: str
+    w: _Writer, node: BlobNode, old: str, new: str, at: At, lines: list[str], ind: str
 ) -> None:
     cap, data, n, was = node.param, w.name("d"), w.name("n"), w.name("o")
     # BlobNode.diff: nothing when old and new are equal and of one type.
@@ -181,29 +226,25 @@ def _blob(
     lines.append(f"{ind}    {was} = {old_length}")
     # The length, the data and zeros over the rest of the old data (as BlobNode.diff).
     lines.append(f"{ind}    if {was} > {n}:")
-    lines.append(f"{ind}        out.append(({at}, U32({n}) + {data} + bytes({was} - {n})))")
+    lines.append(f"{ind}        {data} = U32({n}) + {data} + bytes({was} - {n})")
+    lines.append(f"{ind}        {n} = {was}")
     lines.append(f"{ind}    else:")
-    lines.append(f"{ind}        out.append(({at}, U32({n}) + {data}))")
+    lines.append(f"{ind}        {data} = U32({n}) + {data}")
+    _patch(w, at, data, f"{_at(at)} + 4 + {n}", lines, ind + "    ")
 
 
 def _struct(
-    w: _Writer,
-    node: StructNode,
-    old: str,
-    new: str,
-    at_base: str | None,
-    lines: list[str],
-    ind: str,
+    w: _Writer, node: StructNode, old: str, new: str, at: At, lines: list[str], ind: str,
     depth: int,
-    at_offset: int = 0,
-) -> None:
+) -> None:  # fmt: skip
     """StructNode.diff for ``new is not old``: check ``new``, then each member that changed."""
     cls, whole = w.const("cls", node.cls), w.const("node", node)
-    at = _at(at_base, at_offset)
+    base, start = at
     lines.append(f"{ind}if type({new}) is not {cls}:")
     lines.append(f"{ind}    raise BadValue('')")
     lines.append(f"{ind}if type({old}) is not {cls}:")
-    lines.append(f"{ind}    out.append(({at}, {whole}.to_bytes({new})))")
+    stretch = w.stretch
+    _patch(w, at, f"{whole}.to_bytes({new})", _at((base, start + node.size)), lines, ind + "    ")
     lines.append(f"{ind}else:")
     inner = ind + "    "
     for name, _, offset, child in node.members:
@@ -216,18 +257,21 @@ def _struct(
             lines.append(f"{inner}{value} = getattr({new}, {name!r})")
         # attrs.evolve keeps unchanged fields by reference: they cost this one check.
         lines.append(f"{inner}if {was} is not {value}:")
-        child_at = _at(at_base, at_offset + offset)
-        if isinstance(child, StructNode) and depth < _INLINE_DEPTH:
-            _struct(w, child, was, value, at_base, lines, inner + "    ", depth + 1,
-                    at_offset + offset)  # fmt: skip
-        else:
-            _leaf(w, child, was, value, child_at, lines, inner + "    ", depth)
+        before = w.stretch
+        _leaf(w, child, was, value, (base, start + offset), lines, inner + "    ", depth)
+        called = isinstance(child, StructNode) and depth >= _INLINE_DEPTH
+        w.stretch = 0 if called or isinstance(child, ArrayNode) else before + child.size
+    # The whole struct may be one patch (the branch above): the longest a patch ending here
+    # can be, whichever branch ran.
+    w.stretch = stretch + node.size
 
 
 def _struct_function(w: _Writer, node: StructNode) -> str:
     name = w.name("struct")
     lines = [f"def {name}(old, new, at, out):"]
-    _struct(w, node, "old", "new", "at", lines, "    ", 0)
+    stretch = w.stretch
+    _struct(w, node, "old", "new", ("at", 0), lines, "    ", 0)
+    w.stretch = stretch
     w.functions.append(lines)
     return name
 
@@ -247,7 +291,9 @@ def _array(w: _Writer, node: ArrayNode) -> str:
         "        value = new[i]",
         f"        at_i = at + i * {node.element.size}",
     ]
-    _leaf(w, node.element, "was", "value", "at_i", lines, "        ", 0)
+    stretch = w.stretch
+    _leaf(w, node.element, "was", "value", ("at_i", 0), lines, "        ", 0)
+    w.stretch = stretch
     w.functions.append(lines)
     return name
 
@@ -262,15 +308,15 @@ def diff_source(root: StructNode, walk: Callable[[object, object], Patches]) -> 
         "    if new is old:",
         "        return []",
         "    out = []",
+        "    end = -1",
+        "    merged = True",
         "    try:",
     ]
-    _struct(w, root, "old", "new", None, lines, "        ", 1)
+    _struct(w, root, "old", "new", (None, 0), lines, "        ", 1)
     lines += [
         "    except BadValue:",
         "        return walk(old, new)  # raises the error with its message and field path",
-        "    if len(out) < 2:",
-        "        return out",
-        "    return merge(out)",
+        "    return out if merged else merge(out)",
     ]
     w.functions.append(lines)
     return w

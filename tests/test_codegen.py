@@ -230,3 +230,28 @@ def test_generated_source_is_shown_in_tracebacks() -> None:
     filename = schema.diff.__code__.co_filename
     assert filename.startswith(cg.__file__.rsplit("/", 1)[0])
     assert linecache.getline(filename, 1).startswith("def ")
+
+
+@attrs.frozen
+class _Long:
+    """Adjacent fields whose patches join into runs longer than the generated joins make."""
+
+    a: mk.U8 = 0
+    big: Annotated[bytes, mk.Bytes(cg._JOIN_LIMIT)] = b""
+    b: mk.U16 = 0
+    text: Annotated[str, mk.Str(300)] = ""
+    c: mk.F32 = 0.0
+    arr: Annotated[tuple[int, ...], mk.Array(mk.U8, 3)] = (0, 0, 0)
+    d: mk.I64 = 0
+    e: mk.F64 = 0.0
+
+
+@given(st.data())
+def test_long_runs_of_adjacent_patches(data: st.DataObject) -> None:
+    """Runs of changed fields longer than the joins made at once: the walk's merged patches."""
+    schema = s.compile_schema(_Long)
+    old = data.draw(st.one_of(jst.values_for(schema), _mixed(schema.root)))
+    new = data.draw(st.one_of(_changed(schema.root, old), jst.values_for(schema)))
+    if type(new) is _Long and data.draw(st.booleans()):  # a run through the whole of big
+        new = attrs.evolve(new, big=b"\x01" * cg._JOIN_LIMIT, b=data.draw(st.integers(0, 9)))
+    assert _outcome(schema.diff, old, new) == _outcome(schema.walk_diff, old, new)
