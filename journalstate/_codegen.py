@@ -26,8 +26,6 @@ from collections.abc import Callable
 from typing import Any, Final
 
 from journalstate._layout import (
-    _F64,
-    _U32,
     KIND_BOOL,
     KIND_BYTES,
     KIND_FLOAT,
@@ -48,6 +46,8 @@ DiffFunction = Callable[[object, object], Patches]
 _INLINE_DEPTH: Final = 8
 """Nested structs inlined below this many levels; deeper ones get a function (Python limits
 the nesting of blocks and the depth of indentation in one function)."""
+_U32: Final = struct.Struct("<I")  # a blob's length, as BlobNode writes it
+_F64: Final = struct.Struct("<d")  # an f32's value compared as f64, as ScalarNode does
 _JOIN_LIMIT: Final = 512
 """Patches are joined as they are made while the joined patch stays this short (see _patch)."""
 
