@@ -49,7 +49,8 @@ class Draft:
         object.__setattr__(self, "_original", original)
         object.__setattr__(self, "_values", {})
         object.__setattr__(self, "_closed", False)
-        object.__setattr__(self, "_names", _names(type(original)))
+        names = _FIELDS.get(type(original))
+        object.__setattr__(self, "_names", names or _names(type(original)))
 
     def _check(self, name: str) -> None:
         if self._closed:
@@ -68,7 +69,8 @@ class Draft:
         return values[name]
 
     def __setattr__(self, name: str, value: Any) -> None:
-        self._check(name)
+        if self._closed or name not in self._names:
+            self._check(name)  # raises
         self._values[name] = value
 
     def __repr__(self) -> str:
@@ -151,11 +153,8 @@ def _close(value: Any) -> None:
             _close(v)
 
 
-def build(draft: Draft) -> Any:
-    """The new state a draft describes."""
-    return draft._build()
-
-
-def close(draft: Draft) -> None:
-    """End a draft: later use raises TransactionError."""
-    draft._close()
+# The store's two calls, bound to the methods themselves: one call each on the commit path.
+build: Final = Draft._build
+"""``build(draft)``: the new state a draft describes."""
+close: Final = Draft._close
+"""``close(draft)``: end a draft; later use raises TransactionError."""
