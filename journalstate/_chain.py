@@ -204,7 +204,11 @@ class Chain(Guarded, Generic[T]):
         # Crash window: the record is in the page cache, not on disk. Process death keeps it
         # (recovery replays it); an OS crash may keep any subset of its sectors, which the
         # record's crc rejects as a torn tail, so recovery stops at the previous commit.
-        ring_write(self._ring, journal_size, tail, record)
+        start = tail % journal_size
+        if start + len(record) <= journal_size:  # _writer.write's one-copy case, inline
+            self._ring.write(start, record)
+        else:
+            ring_write(self._ring, journal_size, tail, record)
         # The commit happens here, in one assignment: the head holds tail, seq and state.
         # The commit point comes after the lock is released (see _commit_point), so other
         # threads can append their records meanwhile and share one msync: group commit.

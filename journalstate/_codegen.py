@@ -16,6 +16,7 @@ differential test (tests/test_codegen.py) holds the two to the same patches and 
 
 from __future__ import annotations
 
+import functools
 import itertools
 import keyword
 import linecache
@@ -32,6 +33,7 @@ from journalstate._layout import (
     ArrayNode,
     BadValue,
     BlobNode,
+    Member,
     Node,
     Patches,
     ScalarNode,
@@ -46,6 +48,10 @@ DiffFunction = Callable[[object, object], Patches]
 _INLINE_DEPTH: Final = 8
 """Nested structs inlined below this many levels; deeper ones get a function (Python limits
 the nesting of blocks and the depth of indentation in one function)."""
+_SITE_BUDGET: Final = 200
+"""Nodes written out per schema at most, so that compiling the source stays quick (about
+15 lines each, and CPython compiles some 20,000 lines a second): the nodes after them are
+diffed by the generic walk's own methods, from the generated code."""
 _U32: Final = struct.Struct("<I")  # a blob's length, as BlobNode writes it
 _F64: Final = struct.Struct("<d")  # an f32's value compared as f64, as ScalarNode does
 _JOIN_LIMIT: Final = 512
@@ -71,6 +77,16 @@ def _float_differs(pack: Callable[[float], bytes], old: object, packed: bytes) -
         return True
 
 
+def _members_diff(
+    members: tuple[Member, ...], old: object, new: object, at: int, out: Patches
+) -> None:
+    """StructNode.diff's loop over ``members`` (what a generated function leaves to it)."""
+    for name, _, offset, node in members:
+        was, value = getattr(old, name), getattr(new, name)
+        if was is not value:
+            node.diff(was, value, at + offset, out)
+
+
 class _Writer:
     """The source of the generated functions and the names they use."""
 
@@ -87,6 +103,8 @@ class _Writer:
         }
         self.functions: list[list[str]] = []
         self._n = 0
+        self.sites = 0
+        """Nodes written out so far; past _SITE_BUDGET the generic walk's nodes are called."""
         self.stretch = 0
         """In ``diff`` itself: the bytes of the leaves since the last call of another
         generated function, the most a patch ending at the current leaf can hold."""
@@ -148,21 +166,30 @@ def _call(function: str, old: str, new: str, at: At, lines: list[str], ind: str)
 
 def _leaf(
     w: _Writer, node: Node, old: str, new: str, at: At, lines: list[str], ind: str, depth: int
-) -> None:
-    """Lines adding the patches of ``node`` for locals ``old`` and ``new`` (``is not``)."""
+) -> bool:
+    """Lines adding the patches of ``node`` for locals ``old`` and ``new`` (``is not``).
+
+    Returns whether they call another function (its patches are not joined as they are made).
+    """
+    if w.sites >= _SITE_BUDGET:  # the rest of a large schema: the generic walk, node by node
+        _call(f"{w.const('node', node)}.diff", old, new, at, lines, ind)
+        return True
+    w.sites += 1
     if isinstance(node, ScalarNode):
         _scalar(w, node, old, new, at, lines, ind)
     elif isinstance(node, BlobNode):
         _blob(w, node, old, new, at, lines, ind)
     elif isinstance(node, ArrayNode):
         _call(_array(w, node), old, new, at, lines, ind)
+        return True
     elif isinstance(node, StructNode):
         if depth >= _INLINE_DEPTH:
             _call(_struct_function(w, node), old, new, at, lines, ind)
-        else:
-            _struct(w, node, old, new, at, lines, ind, depth + 1)
+            return True
+        _struct(w, node, old, new, at, lines, ind, depth + 1)
     else:  # pragma: no cover - the four node kinds above are all there is
         raise TypeError(f"no code for {node!r}")
+    return False
 
 
 def _scalar(
@@ -247,7 +274,12 @@ def _struct(
     _patch(w, at, f"{whole}.to_bytes({new})", _at((base, start + node.size)), lines, ind + "    ")
     lines.append(f"{ind}else:")
     inner = ind + "    "
-    for name, _, offset, child in node.members:
+    for i, (name, _, offset, child) in enumerate(node.members):
+        if w.sites >= _SITE_BUDGET:  # the remaining members: the generic walk's loop
+            rest = functools.partial(_members_diff, node.members[i:])
+            _call(w.const("rest", rest), old, new, at, lines, inner)
+            w.stretch = 0
+            break
         was, value = w.name("w"), w.name("v")
         if name.isidentifier() and not keyword.iskeyword(name) and not name.startswith("__"):
             lines.append(f"{inner}{was} = {old}.{name}")
@@ -258,9 +290,8 @@ def _struct(
         # attrs.evolve keeps unchanged fields by reference: they cost this one check.
         lines.append(f"{inner}if {was} is not {value}:")
         before = w.stretch
-        _leaf(w, child, was, value, (base, start + offset), lines, inner + "    ", depth)
-        called = isinstance(child, StructNode) and depth >= _INLINE_DEPTH
-        w.stretch = 0 if called or isinstance(child, ArrayNode) else before + child.size
+        called = _leaf(w, child, was, value, (base, start + offset), lines, inner + "    ", depth)
+        w.stretch = 0 if called else before + child.size
     # The whole struct may be one patch (the branch above): the longest a patch ending here
     # can be, whichever branch ran.
     w.stretch = stretch + node.size

@@ -37,6 +37,9 @@ END_MARKER: Final = bytes(END_MARKER_SIZE)
 
 _RECORD_REST = struct.Struct(RECORD_HEADER_FMT[0] + RECORD_HEADER_FMT[2:])  # minus the crc
 _PATCH_HEAD = struct.Struct(PATCH_HEAD_FMT)
+_RECORD_REST_PATCH_HEAD = struct.Struct(_RECORD_REST.format + PATCH_HEAD_FMT[1:])
+"""A record's header (minus the crc) and its first patch's head, packed in one call."""
+assert _RECORD_REST_PATCH_HEAD.size == _RECORD_REST.size + PATCH_HEAD_SIZE
 _CRC_FIELD = struct.Struct("<I")
 _PADDINGS = tuple(bytes(record_size(n) - RECORD_HEADER_SIZE - n) for n in range(RECORD_ALIGN))
 """The zero padding after a payload of ``n`` bytes, by ``n % RECORD_ALIGN`` (from record_size)."""
@@ -112,16 +115,10 @@ def build_record(
         ((offset, data),) = patches
         length = PATCH_HEAD_SIZE + len(data)
         padding = _PADDINGS[length % RECORD_ALIGN]
-        body = b"".join(
-            (
-                _RECORD_REST.pack(
-                    length, epoch, KIND_COMMIT, 0, seq, position, durable_seq, generation
-                ),
-                _PATCH_HEAD.pack(offset, len(data)),
-                data,
-                padding,
-            )
+        head = _RECORD_REST_PATCH_HEAD.pack(
+            length, epoch, KIND_COMMIT, 0, seq, position, durable_seq, generation, offset, len(data)
         )
+        body = b"".join((head, data, padding))
     else:
         parts: list[bytes] = [b""]
         pack = _PATCH_HEAD.pack

@@ -255,3 +255,32 @@ def test_long_runs_of_adjacent_patches(data: st.DataObject) -> None:
     if type(new) is _Long and data.draw(st.booleans()):  # a run through the whole of big
         new = attrs.evolve(new, big=b"\x01" * cg._JOIN_LIMIT, b=data.draw(st.integers(0, 9)))
     assert _outcome(schema.diff, old, new) == _outcome(schema.walk_diff, old, new)
+
+
+def _wide() -> type:
+    """More fields than the generated code writes out: the rest go through the walk's nodes."""
+    field: Any = attrs.field  # its overloads want a class as type=, not an Annotated
+    kinds: list[tuple[Any, object]] = [
+        (mk.U16, 0),
+        (Annotated[bytes, mk.Bytes(3)], b""),
+        (_Long, _Long()),
+        (Annotated[tuple[int, ...], mk.Array(mk.I8, 2)], (0, 0)),
+        (mk.F32, 0.0),
+    ]
+    count = cg._SITE_BUDGET + 40
+    fields = {f"f{i}": field(type=kinds[i % 5][0], default=kinds[i % 5][1]) for i in range(count)}
+    return attrs.make_class("Wide", fields, frozen=True)
+
+
+_WIDE = _wide()
+
+
+@given(st.data())
+def test_schemas_wider_than_the_generated_code(data: st.DataObject) -> None:
+    """A schema with more nodes than are written out: the same patches or the same error."""
+    schema = s.compile_schema(_WIDE)
+    old: Any = schema.default()
+    names = data.draw(st.lists(st.sampled_from(sorted(attrs.fields_dict(_WIDE))), max_size=8))
+    changes = {n: data.draw(_mixed(schema.root.members[int(n[1:])][3])) for n in names}
+    new = attrs.evolve(old, **changes)
+    assert _outcome(schema.diff, old, new) == _outcome(schema.walk_diff, old, new)
