@@ -5,8 +5,11 @@ a function ``diff(old, new) -> Patches`` and builds it with ``exec`` (as attrs w
 class's ``__init__``). The function does what the generic walk (``Node.diff`` in ``_layout``)
 does, in the same order, without its calls and loops: each field is compared by identity
 first, then only the changed leaves are validated and packed with precompiled
-``struct.Struct`` methods, at offsets computed at compile time. Nested structs are inlined;
-each array gets a small function of its own, called only when the array changed.
+``struct.Struct`` methods, at offsets computed at compile time, and a patch that starts where
+the last one ended is joined to it as it is made (the walk's merge pass is left only for
+what follows an array). Nested structs are inlined (up to a depth); each array gets a small
+function of its own, called only when the array changed. A large schema is written out for
+its first nodes only; the rest call the generic walk's nodes, so compiling stays quick.
 
 The generic walk stays the reference. The generated code detects a bad value but does not
 describe it: it raises a bare ``BadValue``, and the function then runs the generic walk
