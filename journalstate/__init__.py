@@ -5,11 +5,14 @@ journal of checksummed records. See docs/format.md for the bytes and docs/design
 every crash leaves a committed state.
 """
 
+from journalstate._backup import BackupReport, backup
 from journalstate._chain import StoreStats
 from journalstate._durability import Durability
 from journalstate._errors import (
+    BadDestination,
     ChangesUnavailable,
     CounterExhausted,
+    DestinationExists,
     ForkedStore,
     InvalidArgument,
     InvalidArgumentType,
@@ -83,6 +86,8 @@ __all__ = [
     "U32",
     "U64",
     "Array",
+    "BackupReport",
+    "BadDestination",
     "Bool",
     "Bytes",
     "Change",
@@ -90,6 +95,7 @@ __all__ = [
     "Commit",
     "CounterExhausted",
     "Damage",
+    "DestinationExists",
     "Draft",
     "Durability",
     "FieldChange",
@@ -135,6 +141,7 @@ __all__ = [
     "UnsupportedPlatform",
     "UnsupportedVersion",
     "__version__",
+    "backup",
     "f32_round",
     "migrate",
     "open",

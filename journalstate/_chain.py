@@ -25,11 +25,13 @@ import threading
 import weakref
 from contextlib import suppress
 from threading import get_ident
+from time import perf_counter_ns
 from typing import Any, Final, Generic, NamedTuple, TypeVar
 
 import attrs
 
 from journalstate import _writer
+from journalstate._checkpoint import PatchLog, dirty_chunks, write_changes
 from journalstate._durability import Durability
 from journalstate._errors import (
     ForkedStore,
@@ -52,12 +54,16 @@ from journalstate._header import Header
 from journalstate._journal import max_payload
 from journalstate._recovery import RecoveryReport
 from journalstate._schema import Schema
+from journalstate._slotcrc import SlotCrc
 from journalstate._storage import Region, StoreFile
 from journalstate._writer import build_record
 from journalstate._writer import write as ring_write
 
 T = TypeVar("T")
 _INTERVAL: Final = Durability.INTERVAL
+
+_FOLLOWER_POLL: Final = 0.05
+"""Seconds a follower waits for a wake-up before it looks at the sync lock again."""
 
 
 @attrs.define
@@ -68,6 +74,8 @@ class StoreStats:
     """Commits that wrote a record."""
     journal_syncs: int = 0
     """msync calls on the journal (commit points and flushes)."""
+    journal_sync_ns: int = 0
+    """Nanoseconds spent in those msync calls (``time.perf_counter_ns``)."""
     slot_syncs: int = 0
     """msync calls on a slot (one per checkpoint)."""
     checkpoints: int = 0
@@ -165,8 +173,18 @@ class Chain(Guarded, Generic[T]):
         # The head of a commit between the start of its ring write and the end of its
         # bookkeeping: once `_head is _pending`, the commit happened (see _settle).
         self._pending: _Head | None = None
+        # The patches of the commits since the older slot was last written, and for each slot
+        # the log's count when it was (None: its bytes are unknown; the next checkpoint into
+        # it writes it whole). See _checkpoint.
+        self._patch_log = PatchLog(0, [])
+        self._slot_marks: tuple[int | None, int | None] = (None, None)
+        self._slot_crc = SlotCrc(header.state_size)
         self._flusher: threading.Thread | None = None
         self._stop_flusher = threading.Event()
+        # Group commit (see _commit_point): leaders' rounds, and the followers waiting for one.
+        self._sync_cond = threading.Condition(threading.Lock())
+        self._sync_rounds = 0
+        self._sync_waiting = 0
 
     def _commit_locked(self, state: T, mode: Durability) -> int:
         if self._pending is not None:
@@ -198,6 +216,9 @@ class Chain(Guarded, Generic[T]):
                 base.epoch, seq, tail, self._synced.seq, base.generation, patches
             )
         new: _Head = (tail + size, seq, state, tail, patches, record)
+        # Logged before the image changes: a checkpoint rewrites the chunks logged patches
+        # touch, and one logged for a commit that then does not happen rewrites equal bytes.
+        self._patch_log.entries.append(patches)
         # An exception from here to the clearing of _pending (a signal handler's, between
         # any two bytecodes) leaves a pending commit, which the next call settles: see _settle.
         self._pending = new
@@ -280,26 +301,65 @@ class Chain(Guarded, Generic[T]):
     def _commit_point(self, seq: int) -> None:
         """Return once the record of commit ``seq`` is durable (msync'ed), syncing if needed.
 
-        One thread msyncs at a time, outside the store lock, everything written so far; the
-        threads whose records that msync covered return without one of their own.
+        Group commit: one thread (the leader) msyncs at a time, outside the store lock,
+        everything written so far. A thread that finds an msync in flight waits for it to end
+        without queueing on the sync lock (a follower): the followers that msync covered
+        return at once, and the first whose record it did not cover leads the next one. Queued
+        on the lock instead, the threads would pass it one by one after each msync, each
+        wake-up in turn, with no msync in flight meanwhile (a lock convoy).
 
         Raises:
             StorePoisoned: the msync failed (now or in another thread); the commit is in doubt.
+            StoreClosed: the store was closed before the record was made durable.
         """
-        with self._sync_lock:
-            with self._lock:
-                synced = self._synced
-                if synced.seq >= seq:
-                    return  # covered by another thread's msync, or by a checkpoint
-                self._check_open()
-                tail, last = self._head[TAIL], self._head[SEQ]
-                start = max(synced.position, self._base.position)
-            # The commit point: once this msync returns, the records up to `last` are
-            # durable. An exception after it returns (a signal handler's) leaves durable_seq
-            # behind: durability is only ever reported for a sync known to have completed.
-            self._sync_range(start, tail)
-            with self._lock:
-                self._mark_synced(tail, last)
+        sync_lock = self._sync_lock
+        while self._synced.seq < seq:
+            rounds = self._sync_rounds  # before the check: a leader after it counts one more
+            if sync_lock.locked():
+                self._sync_wait(rounds)
+                continue
+            with sync_lock:
+                with self._lock:
+                    synced = self._synced
+                    if synced.seq >= seq:
+                        return  # covered by another thread's msync, or by a checkpoint
+                    self._check_open()
+                    tail, last = self._head[TAIL], self._head[SEQ]
+                    start = max(synced.position, self._base.position)
+                # The commit point: once this msync returns, the records up to `last` are
+                # durable. An exception after it returns (a signal handler's) leaves
+                # durable_seq behind: durability is only ever reported for a sync known to
+                # have completed.
+                self._sync_range(start, tail)
+                with self._lock:
+                    self._mark_synced(tail, last)
+            self._sync_done()
+            return
+
+    def _sync_wait(self, rounds: int) -> None:
+        """Wait, as a follower, until the msync in flight when ``rounds`` was read has ended.
+
+        The leader wakes its followers (:meth:`_sync_done`) after it released the sync lock;
+        the timeout only bounds the wait when no wake-up comes (a leader interrupted before
+        it, or ``close()`` holding the lock): the lock found free ends the wait too.
+        """
+        done = self._sync_cond
+        sync_lock = self._sync_lock
+        with done:
+            self._sync_waiting += 1
+            try:
+                while self._sync_rounds == rounds and sync_lock.locked():
+                    done.wait(_FOLLOWER_POLL)
+            finally:
+                self._sync_waiting -= 1
+
+    def _sync_done(self) -> None:
+        """End a leader's round: count it and wake the followers (the sync lock is released)."""
+        self._sync_rounds += 1
+        if self._sync_waiting:
+            done = self._sync_cond
+            with done:
+                done.notify_all()
 
     def _mark_synced(self, position: int, seq: int) -> None:
         """Record that the journal through ``position`` and commits through ``seq`` are durable."""
@@ -320,8 +380,11 @@ class Chain(Guarded, Generic[T]):
         """msync the ring from logical ``start`` through the end marker after ``tail``."""
         if start >= tail:
             return
+        began = perf_counter_ns()
         _writer.sync(self._sync_ring, self._journal_size, start, tail)
-        self.stats.journal_syncs += 1
+        stats = self.stats
+        stats.journal_sync_ns += perf_counter_ns() - began
+        stats.journal_syncs += 1
 
     def _sync_marker(self, position: int) -> None:
         """msync the end marker at ``position`` (two ranges when it wraps the ring's end)."""
@@ -349,7 +412,6 @@ class Chain(Guarded, Generic[T]):
         generation = base.generation + 1
         epoch = base.epoch if new_epoch is None else new_epoch
         slot_head = SlotHead(generation, epoch, seq, tail, self._header.state_size)
-        data = encode_slot(slot_head, self._image)
         offset = target * self._header.slot_size
         if self._synced.position < tail:
             # The slot will say "the journal continues at the tail": make the zero end marker
@@ -357,11 +419,26 @@ class Chain(Guarded, Generic[T]):
             # synced it), so that after an OS crash the journal ends cleanly at the slot's
             # position instead of on whatever an earlier lap left there.
             self._sync_marker(tail)
+        log, marks = self._patch_log, self._slot_marks
+        mark = marks[target]
+        # Until the slot is written whole and right, nothing is known of its bytes: an
+        # exception from here on leaves the next checkpoint into it a full one.
+        self._slot_marks = (None, marks[1]) if target == 0 else (marks[0], None)
+        logged = log.end
         # Crash window: the target slot is partly written. Its crc fails (or it still holds
         # its older, valid contents), so recovery starts from the base slot and replays the
-        # journal, none of which has been released yet.
-        self._slots.write(offset, data)
-        self._guarded_sync(self._slots, offset, len(data))
+        # journal, none of which has been released yet. The same holds when only the chunks
+        # that changed since the slot was last written are rewritten (_checkpoint).
+        if mark is None:
+            data = encode_slot(slot_head, self._image)
+            self._slots.write(offset, data)
+            self._guarded_sync(self._slots, offset, len(data))
+        else:
+            chunks = dirty_chunks(log.since(mark), self._header.state_size)
+            start, length = write_changes(
+                self._slots, offset, slot_head, self._image, chunks, self._slot_crc
+            )
+            self._guarded_sync(self._slots, start, length)
         # The slot is durable: from here recovery starts from it. Only now may the journal
         # space before the tail be reused, and that happens in this one assignment. An
         # exception before it (a signal handler's) leaves the old base in memory: still a
@@ -369,6 +446,10 @@ class Chain(Guarded, Generic[T]):
         # next checkpoint writes the same target slot again.
         self._base = _Base(target, tail, seq, generation, epoch)
         self._mark_synced(tail, seq)
+        marks = self._slot_marks
+        self._slot_marks = (logged, marks[1]) if target == 0 else (marks[0], logged)
+        known = [m for m in self._slot_marks if m is not None]
+        self._patch_log = self._patch_log.trimmed(min(known))
         self.stats.slot_syncs += 1
         self.stats.checkpoints += 1
 
@@ -415,4 +496,6 @@ class Chain(Guarded, Generic[T]):
     def _forked_in_child(self) -> None:
         """In a child process after fork(): refuse writes, forget the parent's threads."""
         super()._forked_in_child()
+        self._sync_cond = threading.Condition(threading.Lock())  # another thread's, maybe held
+        self._sync_waiting = 0
         self._flusher = None  # the thread exists only in the parent

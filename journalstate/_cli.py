@@ -1,4 +1,4 @@
-"""The `journalstate` command line: recover, check, dump, info, log, migrate, demo, bench.
+"""The `journalstate` command line: recover, backup, check, dump, info, log, migrate, demo, bench.
 
 The only place that prints or exits. What belongs here: the argument parser, ``main`` (parse,
 run the command, map every failure to one line on stderr and a documented exit code, never a
@@ -22,6 +22,7 @@ from journalstate._commands import (
     EXIT_UNRECOVERABLE,
     EXIT_USAGE,
     CommandFailed,
+    cmd_backup,
     cmd_bench,
     cmd_check,
     cmd_demo,
@@ -62,6 +63,7 @@ EXIT_CODES = """exit codes:
 EXAMPLES = """examples:
   journalstate check state.jst
   journalstate recover state.jst --output repaired.jst --mode salvage
+  journalstate backup state.jst state-copy.jst
   journalstate dump state.jst --json"""
 
 
@@ -127,6 +129,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     modes = [m.value for m in js.RecoveryMode]
     _add_recover_command(add, modes)
+    p = add(
+        "backup",
+        "write a consistent copy of a store, live or not, into a new file",
+        "journalstate backup state.jst /backups/state-1.jst",
+        cmd_backup,
+    )
+    p.add_argument("source", metavar="SRC", help="the store (a live writer may hold it)")
+    p.add_argument("dest", metavar="DEST", help="the new file; nothing may exist there")
     p = add("check", "read-only integrity check", "journalstate check state.jst", cmd_check)
     p.add_argument("path")
     p = add("dump", "print the recovered state", "journalstate dump state.jst --json", cmd_dump)
@@ -171,7 +181,9 @@ def _add_recover_command(add: Callable[..., argparse.ArgumentParser], modes: lis
         cmd_recover,
     )
     p.add_argument("path")
-    p.add_argument("--output", metavar="NEW", help="write the repaired store here instead")
+    p.add_argument(
+        "--output", metavar="NEW", help="write the recovered state into a new store here instead"
+    )
     p.add_argument("--mode", choices=modes, default="tolerate-tail")
     p.add_argument("--previous-generation", action="store_true", help="roll back to the older slot")
     p.add_argument("--dry-run", action="store_true", help="say what would be done, change nothing")

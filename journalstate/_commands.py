@@ -1,12 +1,12 @@
 """What each `journalstate` command does: open the store, gather, print, choose the exit code.
 
 What belongs here: the exit codes (docs/cli.md), the commands (``cmd_info``, ``cmd_check``,
-``cmd_dump``, ``cmd_log``, ``cmd_recover``, ``cmd_bench``, ``cmd_demo``) and the text and JSON
-they print. Each takes the parsed arguments and the output stream and returns its exit code,
-or raises ``CommandFailed``. Parsing the command line and running a command are in ``_cli``.
-The benchmark (``journalstate.bench``) and the demo (``journalstate.demo``, which runs the
-simulated disk of ``journalstate.testing``) are imported inside their own commands, so no
-store command loads them (tests/test_layering_cli.py).
+``cmd_dump``, ``cmd_log``, ``cmd_recover``, ``cmd_backup``, ``cmd_bench``, ``cmd_demo``) and
+the text and JSON they print. Each takes the parsed arguments and the output stream and
+returns its exit code, or raises ``CommandFailed``. Parsing the command line and running a
+command are in ``_cli``. The benchmark (``journalstate.bench``) and the demo
+(``journalstate.demo``, which runs the simulated disk of ``journalstate.testing``) are imported
+inside their own commands, so no store command loads them (tests/test_layering_cli.py).
 """
 
 from __future__ import annotations
@@ -21,7 +21,6 @@ from typing import Any, TextIO
 
 import journalstate as js
 from journalstate import _inspect
-from journalstate._io import OsStorage, copy_store_file
 from journalstate._recovery import RecoveryReport
 
 EXIT_OK = 0
@@ -56,6 +55,8 @@ def exit_code(error: BaseException) -> int:
         return EXIT_BUSY
     if isinstance(error, js.NotAStore | js.StoreNotFound | js.UnsafePath | js.UnsupportedVersion):
         return EXIT_USAGE
+    if isinstance(error, js.BadDestination):  # DestinationExists too
+        return EXIT_USAGE
     if isinstance(error, js.NoPreviousGeneration | js.InvalidArgument | js.UnsupportedPlatform):
         return EXIT_USAGE
     if isinstance(error, js.CounterExhausted):
@@ -82,7 +83,8 @@ def _open(path: str, **kwargs: Any) -> Iterator[js.Store[Any]]:
         raise CommandFailed(
             EXIT_BUSY,
             f"{path}: locked by a live writer{who}; wait for it to close the store or stop "
-            "it, then run this again (`journalstate check` and `dump` read it without the lock)",
+            "it, then run this again (`journalstate check`, `dump` and `backup` read it without "
+            "the lock)",
         ) from None
     except js.JournalStateError as e:
         raise CommandFailed(exit_code(e), f"{e}{_hint(e)}") from None
@@ -351,25 +353,26 @@ def _follow_log(
 
 
 def cmd_recover(args: argparse.Namespace, out: TextIO) -> int:
-    target = args.path
+    written: js.BackupReport | None = None
     if args.output is not None and not args.dry_run:
-        target = _copy(args.path, args.output)
-    kwargs: dict[str, Any] = {
-        "recovery": args.mode,
-        "previous_generation": args.previous_generation,
-    }
-    if args.dry_run:
-        kwargs["readonly"] = True
-    try:
-        with _open(target, **kwargs) as store:
+        # The source is only read (no lock: a live writer may go on), and its recovered state
+        # is written into a fresh store at NEW, as `journalstate backup` writes one.
+        written = _backup(
+            args.path,
+            args.output,
+            recovery=args.mode,
+            previous_generation=args.previous_generation,
+        )
+        report = written.recovery
+    else:
+        kwargs: dict[str, Any] = {
+            "recovery": args.mode,
+            "previous_generation": args.previous_generation,
+        }
+        if args.dry_run:
+            kwargs["readonly"] = True
+        with _open(args.path, **kwargs) as store:
             report = store.recovery
-    except BaseException as e:
-        if target != args.path:
-            # Nothing was repaired: leave no copy behind, and name the file the user gave.
-            os.unlink(target)
-            if isinstance(e, CommandFailed) and str(e).startswith(f"{target}:"):
-                raise CommandFailed(e.code, args.path + str(e)[len(target) :]) from None
-        raise
     action = "would recover" if args.dry_run else "recovered"
     data = {
         "path": args.path,
@@ -379,10 +382,17 @@ def cmd_recover(args: argparse.Namespace, out: TextIO) -> int:
     }
 
     def human() -> None:
-        where = f" into {args.output}" if args.output and not args.dry_run else ""
+        where = f" into {args.output}" if written is not None else ""
         out.write(f"{args.path}: {action}{where}\n")
         _say_report(out, report)
         if args.dry_run:
+            return
+        if written is not None:
+            what = "the previous generation's state" if args.previous_generation else "the state"
+            out.write(
+                f"wrote a fresh store holding {what} at seq {written.seq} (generation "
+                f"{written.generation}); {args.path} is unchanged\n"
+            )
             return
         if args.previous_generation:
             out.write("rolled back to the previous generation and made it durable\n")
@@ -398,25 +408,41 @@ def cmd_recover(args: argparse.Namespace, out: TextIO) -> int:
     return _report_code(report)
 
 
-def _copy(source: str, dest: str) -> str:
-    """Copy a store file to a new path atomically (the copy is a crash image of the source).
-
-    The source is opened like every other command opens a store: never through a symbolic
-    link, and only when it is a regular file. Nothing at ``dest`` is followed or replaced,
-    a dangling symbolic link included.
-    """
-    if OsStorage().exists(dest):
-        raise CommandFailed(EXIT_USAGE, f"{dest}: already exists; choose a new --output path")
-    directory = os.path.dirname(os.path.abspath(dest))
-    if not os.path.isdir(directory):
-        raise CommandFailed(EXIT_USAGE, f"{dest}: directory {directory} does not exist")
+def _backup(source: str, dest: str, **kwargs: Any) -> js.BackupReport:
+    """Run :func:`journalstate.backup`, each failure one line and an exit code."""
     try:
-        copied = copy_store_file(source, dest)
+        return js.backup(source, dest, **kwargs)
     except js.StoreNotFound:
         raise CommandFailed(EXIT_USAGE, f"{source}: no such file") from None
-    if not copied:  # something appeared at dest meanwhile
-        raise CommandFailed(EXIT_USAGE, f"{dest}: already exists; choose a new --output path")
-    return dest
+    except js.JournalStateError as e:
+        raise CommandFailed(exit_code(e), f"{e}{_hint(e)}") from None
+
+
+def cmd_backup(args: argparse.Namespace, out: TextIO) -> int:
+    written = _backup(args.source, args.dest)
+    report = written.recovery
+    data = {
+        "source": written.source,
+        "path": written.path,
+        "seq": written.seq,
+        "file_size": written.file_size,
+        "generation": written.generation,
+        "recovery": _inspect.report_dict(report),
+    }
+
+    def human() -> None:
+        out.write(f"{written.source}: backed up into {written.path}\n")
+        out.write(
+            f"copy              seq {written.seq}, generation {written.generation}, "
+            f"{written.file_size} bytes\n"
+        )
+        _say_report(out, report)
+
+    emit(out, args, data, human)
+    # A torn tail or a slot being rewritten is what reading a live writer's store shows (an
+    # append or a checkpoint in progress), not a loss: a copy written is a success.
+    code = _report_code(report)
+    return EXIT_OK if code == EXIT_TORN else code
 
 
 def cmd_bench(args: argparse.Namespace, out: TextIO) -> int:

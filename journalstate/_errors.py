@@ -124,12 +124,27 @@ class NoSpace(StoreFileError):
     """The file system has no room for the store (ENOSPC while preallocating)."""
 
 
+class BadDestination(StoreFileError):
+    """A new store file cannot be written at the path given for it (a backup's destination,
+    ``recover --output``): its directory is missing or is not a directory. Nothing was written.
+    """
+
+
+class DestinationExists(BadDestination, FileExistsError):
+    """Something already exists at the path a new store file was to be written to.
+
+    A file, a directory or a symbolic link (dangling or not, never followed): it is left as it
+    was, and nothing was written. Choose a new path, or remove what is there first.
+    """
+
+
 class StoreLocked(JournalStateError, BlockingIOError):
     """Another writer holds the store's lock.
 
     ``holder_pid`` is the holder's process id when the system tells it, else None. Waiting
     (``lock_timeout``) or a read-only open are the ways forward; a copy of the file taken while
-    the writer runs is not a crash image and must not be made.
+    the writer runs is not a crash image and must not be made: :func:`journalstate.backup`
+    writes a consistent copy of a live store instead.
     """
 
     def __init__(self, path: str, holder_pid: int | None = None) -> None:
@@ -138,7 +153,7 @@ class StoreLocked(JournalStateError, BlockingIOError):
             f"{path}: another writer holds the lock{who}; wait for it to close the store "
             "(lock_timeout=SECONDS) or stop it, or open with readonly=True for a snapshot of "
             "its last commit. Do not copy the file while the writer runs: the copy can mix "
-            "moments"
+            "moments; js.backup() (`journalstate backup`) writes a consistent copy beside it"
         )
         self.path = path
         self.holder_pid = holder_pid

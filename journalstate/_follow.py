@@ -77,47 +77,30 @@ def probe(slots: Buffer, ring: Buffer, header: Header, position: int) -> bytes:
     return ring_read(ring, header.journal_size, position, 16) + heads[0] + heads[1]
 
 
-def valid_slots(
-    slots: Buffer, header: Header, skip: frozenset[bytes] = frozenset()
-) -> tuple[list[tuple[SlotHead, bytes]], frozenset[bytes]]:
-    """The slots valid now, each with a checked copy of its state; and the head bytes of the
-    slots found invalid.
+def valid_slots(slots: Buffer, header: Header) -> list[tuple[SlotHead, bytes]]:
+    """The slots valid now, each with a checked copy of its state.
 
     Each slot is copied whole and checked on the copy, so a slot the writer is rewriting
-    fails its crc. Slots whose head bytes are in ``skip`` (found invalid before and unchanged
-    since) are not read again: a damaged slot costs a copy of its state once, not per call.
+    fails its crc.
     """
     valid: list[tuple[SlotHead, bytes]] = []
-    invalid: set[bytes] = set()
     for index in (0, 1):
-        at = index * header.slot_size
-        raw = bytes(slots[at : at + SLOT_HEAD_SIZE])
-        if raw in skip:
-            invalid.add(raw)
-            continue
         status, state = read_slot(
             slots,
-            at,
+            index * header.slot_size,
             index=index,
             file_offset=header.slot_offsets[index],
             state_size=header.state_size,
         )
-        if status.head is None or state is None:
-            invalid.add(raw)
-        else:
+        if status.head is not None and state is not None:
             valid.append((status.head, state))
-    return valid, frozenset(invalid)
+    return valid
 
 
-def newest_slot(
-    slots: Buffer, header: Header, skip: frozenset[bytes] = frozenset()
-) -> tuple[tuple[SlotHead, bytes] | None, frozenset[bytes]]:
-    """The valid slot with the highest generation and a copy of its state, or None; and the
-    head bytes of the slots found invalid (see :func:`valid_slots`)."""
-    valid, invalid = valid_slots(slots, header, skip)
-    if not valid:
-        return None, invalid
-    return max(valid, key=lambda v: v[0].generation), invalid
+def newest_slot(slots: Buffer, header: Header) -> tuple[SlotHead, bytes] | None:
+    """The valid slot with the highest generation and a copy of its state, or None."""
+    valid = valid_slots(slots, header)
+    return max(valid, key=lambda v: v[0].generation) if valid else None
 
 
 def _unchecked(raw: bytes, state_size: int) -> SlotHead | None:
@@ -139,8 +122,6 @@ class Follower:
         self.path, self.header = path, header
         self.cursor = cursor
         self.image = image
-        self._invalid: frozenset[bytes] = frozenset()
-        """Slot head bytes found invalid: not copied and checked again until they change."""
         self.quiet: bytes | None = None
         """A :func:`probe` taken before a reading that found nothing newer, where the next
         record goes was an end marker: while the probe reads the same, nothing is newer (the
@@ -211,8 +192,6 @@ class Follower:
         cursor's history includes, of a later seq or of another session."""
         cursor, state_size = self.cursor, self.header.state_size
         for raw in heads:
-            if raw in self._invalid:
-                continue
             head = _unchecked(raw, state_size)
             if (
                 head is not None
@@ -223,34 +202,47 @@ class Follower:
         return False
 
     def _continue_session(self, slots: Buffer) -> bool:
-        """Cross into the session the newest slot starts, when it continues the cursor's state.
+        """Cross into a session a slot starts, when that slot continues the cursor's state.
 
         Called when a slot head read before the chain showed a state past where the chain
         stopped: the writer had finished every record up to that slot's seq before writing
-        it, so a record the chain could not read then is gone, not in progress. Returns False
-        when the slots show nothing to act on after all (a slot being rewritten, a forged
-        head).
+        it, so a record the chain could not read then is gone, not in progress. A slot of
+        another session at the cursor's seq with the cursor's state (the open checkpoint of a
+        writer that reopened) continues the history, also when a newer checkpoint followed it.
+        Returns False when the slots show nothing to act on after all (a slot being rewritten,
+        a forged head). A slot that fails its check is read again at the next call: a
+        checkpoint may be copying it (and its head bytes are already the final ones).
+
+        Raises:
+            Gap: the newest slot is past the cursor and nothing continues the cursor to it.
+            StoreRewound: the newest slot is of another session and before the cursor, or at
+                its seq with another state.
         """
-        header, cursor = self.header, self.cursor
-        found, self._invalid = newest_slot(slots, header, self._invalid)
-        if found is None or found[0].generation <= cursor.generation:
+        cursor = self.cursor
+        valid = valid_slots(slots, self.header)
+        news = sorted(
+            (v for v in valid if v[0].generation > cursor.generation),
+            key=lambda v: v[0].generation,
+        )
+        if not news:
             return False
-        head, state = found
+        for head, state in news:
+            if head.epoch != cursor.epoch and head.seq == cursor.seq and state == self.image:
+                self.cursor = Cursor(head.epoch, head.seq, head.position, head.generation)
+                return True
+        head, state = news[-1]
         if head.epoch == cursor.epoch:
             if head.seq > cursor.seq:
                 raise Gap(head)
             return False
-        if head.seq < cursor.seq or (head.seq == cursor.seq and state != self.image):
+        if head.seq <= cursor.seq:  # at the cursor's seq, its state differs (checked above)
             raise StoreRewound(
                 self.path,
                 f"the store went back to seq {head.seq} (epoch {head.epoch}), before the "
                 f"state at seq {cursor.seq} this reader showed; a writer rolled it back. "
                 "Open the path again",
             )
-        if head.seq > cursor.seq:
-            raise Gap(head)
-        self.cursor = Cursor(head.epoch, head.seq, head.position, head.generation)
-        return True
+        raise Gap(head)
 
     def jump(self, slots: Buffer) -> bool:
         """Move to the newest valid slot when it is past the cursor; True if it moved.
@@ -262,7 +254,7 @@ class Follower:
             StoreRewound: the newest slot is of another session and before the cursor, or at
                 the cursor's seq with another state.
         """
-        found, self._invalid = newest_slot(slots, self.header, self._invalid)
+        found = newest_slot(slots, self.header)
         if found is None:
             return False
         head, state = found

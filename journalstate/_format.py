@@ -59,10 +59,9 @@ def slot_crc(slot: Buffer | memoryview, state_size: int) -> int:
     return mask(crc_region(slot, SLOT_CRC_OFFSET + 4, end, crc_region(slot, 0, SLOT_CRC_OFFSET)))
 
 
-def encode_slot(head: SlotHead, state: bytes | bytearray | memoryview) -> bytes:
-    """A slot's meaningful bytes (head, state, tail); the rest of its pages is left alone."""
-    assert len(state) == head.state_size
-    packed = struct.pack(
+def encode_slot_head(head: SlotHead) -> bytes:
+    """A slot's 48 head bytes with a zero ``slot_crc`` (flags and reserved are zero)."""
+    return struct.pack(
         SLOT_HEAD_FMT,
         head.generation,
         head.epoch,
@@ -73,7 +72,12 @@ def encode_slot(head: SlotHead, state: bytes | bytearray | memoryview) -> bytes:
         0,
         0,
     )
-    body = bytearray(packed)
+
+
+def encode_slot(head: SlotHead, state: bytes | bytearray | memoryview) -> bytes:
+    """A slot's meaningful bytes (head, state, tail); the rest of its pages is left alone."""
+    assert len(state) == head.state_size
+    body = bytearray(encode_slot_head(head))
     body += state
     body += struct.pack("<Q", head.generation)
     struct.pack_into("<I", body, SLOT_CRC_OFFSET, slot_crc(body, head.state_size))

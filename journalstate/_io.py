@@ -36,6 +36,7 @@ from journalstate._tempfiles import (
     open_temporary,
     preallocate,
     remove_stray_temporaries,
+    write_pages,
 )
 
 # Only Linux is supported, but importing must work anywhere: what is missing is reported by
@@ -252,7 +253,7 @@ class OsStorage:
         try:
             preallocate(fd, size, path)
             for offset, data in chunks:
-                os.pwrite(fd, data, offset)
+                write_pages(fd, data, offset)  # not one pwrite: see write_pages
             os.fsync(fd)
             # Crash window: the complete file exists only under the temporary name; a crash
             # here leaves no store at `path`, only an unlocked temporary file, which the next

@@ -14,7 +14,8 @@ state the store still shows, which the patches had not yet replaced.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from functools import partial
 from typing import Any, TypeVar
 
 import attrs
@@ -42,6 +43,8 @@ _REPLACED_EVERY = 0.1
 _END_MARKER_START = bytes(16)
 """What a probe reads where the next record goes while it is still the end marker."""
 _BATCH = 256
+_RESTARTS = 3
+"""Times a change feed that met a gap starts again from a checkpoint before it gives up."""
 """Commits the change feed reads under the store's lock before it yields them."""
 
 
@@ -203,9 +206,12 @@ class Live(Chain[T]):
         limit = checked_wait("timeout", timeout)
         self._enter()  # from a signal handler inside a call of this store: ReentrantCall
         deadline = None if limit is None else time.monotonic() + limit
+        # Taken before the reading: a commit landing after refresh() found nothing changes the
+        # bytes after this (refresh() that does not move leaves the position where it was).
+        last = self._probe()
         if self._readonly and self.refresh():
             return True
-        return self._wait_past(self._shown_seq(), deadline)
+        return self._wait_past(self._shown_seq(), deadline, last)
 
     def _shown_seq(self) -> int:
         """The seq of the state the store shows (settling an interrupted commit first)."""
@@ -213,27 +219,25 @@ class Live(Chain[T]):
             self._settle_idle()
         return self._head[SEQ]
 
-    def _wait_past(self, seq: int, deadline: float | None) -> bool:
-        """Sleep until the store shows a commit after ``seq`` (True) or ``deadline`` passes."""
-        last = self._probe()
-        interval = _FIRST_POLL
+    def _wait_past(self, seq: int, deadline: float | None, last: bytes) -> bool:
+        """Sleep until the store shows a commit after ``seq`` (True) or ``deadline`` passes.
+
+        ``last`` is a probe taken before the store last looked for a commit.
+        """
         replaced_check = time.monotonic() + _REPLACED_EVERY
-        while True:
-            now = time.monotonic()
-            if deadline is not None and now >= deadline:
-                return False
-            wake = now + interval if deadline is None else min(now + interval, deadline)
-            time.sleep(max(wake - now, 0.0))
-            interval = min(interval * 2, _LAST_POLL)
+
+        def moved() -> bool:
+            nonlocal last, replaced_check
             current = self._probe()
-            if current != last or (self._readonly and time.monotonic() >= replaced_check):
-                replaced_check = time.monotonic() + _REPLACED_EVERY
-                last = current
-                if self._readonly:
-                    self.refresh()
-                if self._shown_seq() > seq:
-                    return True
-                interval = _FIRST_POLL
+            if current == last and not (self._readonly and time.monotonic() >= replaced_check):
+                return False
+            replaced_check = time.monotonic() + _REPLACED_EVERY
+            last = current
+            if self._readonly:
+                self.refresh()
+            return self._shown_seq() > seq
+
+        return _poll(moved, deadline)
 
     def _probe(self) -> bytes:
         """Bytes that change when the writer commits or checkpoints (see ``_follow.probe``)."""
@@ -281,9 +285,11 @@ class Live(Chain[T]):
         self._enter()
         with self._lock:
             follower = self._feed_start(since)
+        restarts = 0
         while True:
             batch: list[Commit] = []
             error: BaseException | None = None
+            continue_from_checkpoint = False
             self._enter()
             with self._lock:
                 self._check_open()
@@ -292,6 +298,9 @@ class Live(Chain[T]):
                         self._path,
                         "a new store file replaced the one open here; open the path again",
                     )
+                # Taken before the records are read: a commit that lands after the reading
+                # found nothing changes the bytes after this, so the wait below sees it.
+                before = self._feed_probe(follower)
                 try:
                     for record in follower.records(self._slots.buffer, self._ring.buffer):
                         if record.seq <= since:
@@ -306,89 +315,86 @@ class Live(Chain[T]):
                         if len(batch) >= _BATCH:
                             break
                 except Gap:
-                    error = ChangesUnavailable(
-                        self._path, follower.cursor.seq, self._oldest_available()
-                    )
+                    # A checkpoint may still lead to where the feed is (the gap was in the
+                    # chain it followed, not in what the journal holds): go on from there, a
+                    # few times at most before the feed has delivered anything more.
+                    reached = max(since, follower.cursor.seq)
+                    try:
+                        if restarts >= _RESTARTS:
+                            raise ChangesUnavailable(self._path, reached, self._oldest_available())
+                        follower = self._feed_start(reached)
+                        restarts += 1
+                        continue_from_checkpoint = True
+                    except ChangesUnavailable as unavailable:
+                        error = unavailable
                 except (StoreRewound, StoreCorrupt) as e:
                     error = e
+            if batch:
+                restarts = 0
             yield from batch
             if error is not None:
                 raise error
-            if batch:
+            if batch or continue_from_checkpoint:
                 continue
             if not follow:
                 self._feed_end = follower  # a feed asked for after its last seq starts here
                 return
             deadline = None if limit is None else time.monotonic() + limit
-            if not self._wait_for_records(follower, deadline):
+            if not _poll(partial(self._probe_changed, follower, before), deadline):
                 return
 
-    def _wait_for_records(self, follower: Follower, deadline: float | None) -> bool:
-        """Sleep until the bytes after the feed's cursor change (True) or ``deadline`` passes."""
+    def _probe_changed(self, follower: Follower, before: bytes) -> bool:
+        """Whether the bytes after the feed's cursor changed since the probe ``before``."""
+        return self._feed_probe(follower) != before
 
-        def current() -> bytes:
-            with self._lock:
-                self._check_open()
-                return probe(
-                    self._slots.buffer, self._ring.buffer, self._header, follower.cursor.position
-                )
-
-        last = current()
-        interval = _FIRST_POLL
-        while True:
-            now = time.monotonic()
-            if deadline is not None and now >= deadline:
-                return False
-            wake = now + interval if deadline is None else min(now + interval, deadline)
-            time.sleep(max(wake - now, 0.0))
-            interval = min(interval * 2, _LAST_POLL)
-            if current() != last:
-                return True
+    def _feed_probe(self, follower: Follower) -> bytes:
+        """The probe of the bytes after the feed's cursor (see ``_follow.probe``)."""
+        with self._lock:
+            self._check_open()
+            return probe(
+                self._slots.buffer, self._ring.buffer, self._header, follower.cursor.position
+            )
 
     def _feed_start(self, since: int) -> Follower:
-        """A follower at ``since`` or before it, from which the commits after it can be read.
+        """A follower at ``since`` (or before it, when the writer has not reached it yet), from
+        which the commits after ``since`` can be read.
 
         Where the last feed that ran to its end stopped, when that is ``since`` (a reader that
-        moved since can go on reading the feed where it left it); from this store's own state
-        when ``since`` is not before it (the records up to ``since`` are then skipped); else
-        from the newest checkpoint at or before ``since``.
+        moved on can go on reading the feed where it left it). Else from the closest state at
+        or before ``since`` whose records reach it: this store's own state, or a checkpoint;
+        the records up to ``since`` are read, not delivered.
         """
         end = self._feed_end
         if end is not None and end.cursor.seq == since:
             self._feed_end = None  # the new feed owns it now
             return end
         seq = self._shown_seq()  # settles a commit an exception interrupted (a writer's)
-        state = self._head[STATE]
-        if since >= seq:
-            image = self._schema.encode(state) if self._image_dirty else self._image
-            base = self._base
-            cursor = Cursor(base.epoch, seq, self._head[TAIL], base.generation)
-            return Follower(self._path, self._header, cursor, bytearray(image))
         slots, ring = self._slots.buffer, self._ring.buffer
-        valid, _ = valid_slots(slots, self._header)
-        candidates = [s for s in valid if s[0].seq <= since]
-        for head, image in sorted(candidates, key=lambda s: -s[0].seq):
-            follower = Follower(
-                self._path,
-                self._header,
-                Cursor(head.epoch, head.seq, head.position, head.generation),
-                bytearray(image),
-            )
+        starts: list[tuple[Cursor, bytes | bytearray]] = []
+        if seq <= since:
+            image = self._schema.encode(self._head[STATE]) if self._image_dirty else self._image
+            base = self._base
+            starts.append((Cursor(base.epoch, seq, self._head[TAIL], base.generation), image))
+        for head, state in valid_slots(slots, self._header):
+            if head.seq <= since:
+                starts.append((Cursor(head.epoch, head.seq, head.position, head.generation), state))
+        starts.sort(key=lambda start: -start[0].seq)  # the closest first; stable: own state
+        for cursor, image in starts:
+            follower = Follower(self._path, self._header, cursor, bytearray(image))
             try:
-                if head.seq < since:  # records up to since: read, not delivered
+                if cursor.seq < since:
                     for record in follower.records(slots, ring):
                         if record.seq >= since:
                             break
             except (Gap, StoreRewound, StoreCorrupt):
                 continue
-            if follower.cursor.seq == since:
-                return follower
+            return follower
         raise ChangesUnavailable(self._path, since, self._oldest_available())
 
     def _oldest_available(self) -> int:
         """The lowest ``since_seq`` whose commits the journal can still deliver, right now."""
         slots, ring = self._slots.buffer, self._ring.buffer
-        found, _ = valid_slots(slots, self._header)
+        found = valid_slots(slots, self._header)
         valid = sorted(found, key=lambda s: s[0].seq)
         if not valid:
             return self._head[SEQ]
@@ -409,3 +415,21 @@ class Live(Chain[T]):
             if follower.cursor.seq >= newest:
                 return head.seq
         return newest
+
+
+def _poll(done: Callable[[], bool], deadline: float | None) -> bool:
+    """Call ``done`` between sleeps until it says True (True), or ``deadline`` passes (False).
+
+    The sleeps start at ``_FIRST_POLL`` and double up to ``_LAST_POLL``; they start again from
+    the first after each call of ``done`` that saw something change but not yet enough.
+    """
+    interval = _FIRST_POLL
+    while True:
+        now = time.monotonic()
+        if deadline is not None and now >= deadline:
+            return False
+        wake = now + interval if deadline is None else min(now + interval, deadline)
+        time.sleep(max(wake - now, 0.0))
+        interval = min(interval * 2, _LAST_POLL)
+        if done():
+            return True

@@ -26,12 +26,7 @@ from journalstate._errors import (
     StoreFileError,
     Unrecoverable,
 )
-from journalstate._format import (
-    SLOT_CRC_OFFSET,
-    SLOT_HEAD_FMT,
-    SLOT_HEAD_SIZE,
-    SlotHead,
-)
+from journalstate._format import SLOT_CRC_OFFSET, SLOT_HEAD_SIZE, SlotHead, encode_slot_head
 from journalstate._header import (
     HEADER_FIXED_SIZE,
     MAX_JOURNAL_SIZE,
@@ -140,19 +135,7 @@ def slot_chunks(
     offset: int, head: SlotHead, image: bytes | bytearray
 ) -> list[tuple[int, bytes | bytearray]]:
     """The slot ``encode_slot`` makes, as (offset, bytes) pieces that share ``image`` (no copy)."""
-    packed = bytearray(
-        struct.pack(
-            SLOT_HEAD_FMT,
-            head.generation,
-            head.epoch,
-            0,
-            head.seq,
-            head.position,
-            head.state_size,
-            0,
-            0,
-        )
-    )
+    packed = bytearray(encode_slot_head(head))
     tail = struct.pack("<Q", head.generation)
     value = crc(packed[SLOT_CRC_OFFSET + 4 :], crc(packed[:SLOT_CRC_OFFSET]))
     value = crc(tail, crc(image, value))

@@ -22,8 +22,13 @@ try:
     import fcntl
 except ImportError:  # pragma: no cover - not a POSIX system
     fcntl = None  # type: ignore[assignment]
+try:
+    import mmap
+except ImportError:  # pragma: no cover - no mmap: OsStorage() reports it
+    mmap = None  # type: ignore[assignment]
 
 _ZEROS = bytes(1 << 20)
+_PAGE = mmap.PAGESIZE if mmap is not None else 4096
 
 TEMPORARY_NAME = re.compile(r"\.jst-[0-9a-f]{16}\.tmp")
 """The names of journalstate's temporary files: short and fixed-length, whatever the target."""
@@ -126,15 +131,32 @@ def preallocate(fd: int, size: int, path: str) -> None:
             raise NoSpace(path, f"no room for a {size}-byte store ({e.strerror})") from e
         if e.errno not in (errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS):
             raise
-    # The file system cannot preallocate: writing zeros allocates the blocks instead.
+    # The file system cannot preallocate: writing zeros allocates the blocks instead (a page
+    # at a time: see write_pages).
     try:
         for off in range(0, size, len(_ZEROS)):
-            n = min(len(_ZEROS), size - off)
-            os.pwrite(fd, _ZEROS[:n], off)
+            write_pages(fd, _ZEROS[: min(len(_ZEROS), size - off)], off)
     except OSError as e:
         if e.errno in (errno.ENOSPC, errno.EDQUOT):
             raise NoSpace(path, f"no room for a {size}-byte store ({e.strerror})") from e
         raise
+
+
+def write_pages(fd: int, data: bytes | bytearray | memoryview, offset: int) -> None:
+    """pwrite ``data`` at ``offset`` one page at a time.
+
+    The page cache keeps what one ``pwrite`` brings in as one folio, up to its size (1 MiB
+    and more), and writes back a whole folio when any byte of it is dirty: a commit-mode
+    msync of one journal page in a file written by 1 MiB ``pwrite`` calls (a copy) would
+    write 1 MiB. Pages written one at a time stay separate, as the journal's pages are when
+    its mapping first touches them.
+    """
+    with memoryview(data) as view:
+        for start in range(0, len(view), _PAGE):
+            piece = view[start : start + _PAGE]
+            done = 0
+            while done < len(piece):
+                done += os.pwrite(fd, piece[done:], offset + start + done)
 
 
 def allocate_holes(fd: int, path: str, size: int) -> None:
@@ -178,6 +200,38 @@ def fsync_dir(directory: str) -> None:
     fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
         os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def remove_if_written(path: str, head: bytes | bytearray) -> bool:
+    """Remove the regular file at ``path`` if it starts with ``head``; never raises.
+
+    After a creation failed once its file was already linked at ``path`` (the directory sync
+    failed, or an interrupt came in between), this takes the file away again: ``head`` holds
+    the new file's random id, so only the file this process wrote matches it, never one that
+    someone else put at ``path``. A symbolic link is never followed.
+
+    Returns:
+        Whether a file was removed.
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        return False
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode) or os.pread(fd, len(head), 0) != head:
+            return False
+        now = os.lstat(path)
+        if (now.st_dev, now.st_ino) != (st.st_dev, st.st_ino):
+            return False
+        os.unlink(path)
+        with contextlib.suppress(OSError):
+            fsync_dir(os.path.dirname(os.path.abspath(path)))
+        return True
+    except OSError:
+        return False
     finally:
         os.close(fd)
 

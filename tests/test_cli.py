@@ -537,14 +537,15 @@ def test_recover_dry_run_changes_nothing(tmp_path: Path) -> None:
 
 
 def test_recover_output_leaves_the_original_untouched(tmp_path: Path) -> None:
-    """--output repairs a copy; the original stays byte-identical and the copy checks clean."""
+    """--output writes the recovered state into a new store; the original stays byte-identical."""
     copy = crashed_store(tmp_path, 3)
     tear_last_record(copy)
     before = copy.read_bytes()
     new = tmp_path / "repaired.jst"
     run = ok("recover", copy, "--output", new, code=1)
     assert run.out.startswith(f"{copy}: recovered into {new}\n")
-    assert "and cut the torn tail" in run.out
+    assert "torn tail         " in run.out  # the source's report: what recovery dropped
+    assert f"wrote a fresh store holding the state at seq 2 (generation 4); {copy} is" in run.out
     assert copy.read_bytes() == before
     assert ok("check", new).out.startswith(f"{new}: clean\n")
     assert state_of(ok("dump", new, "--json")) == as_dict(at_step(2))

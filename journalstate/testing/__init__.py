@@ -11,8 +11,12 @@ from journalstate.testing._events import (
     CrashHook,
     Event,
     Op,
+    PieceHook,
+    Pieces,
     SimulatedCrash,
+    byte_pieces,
     crash_point,
+    sector_pieces,
 )
 from journalstate.testing._pages import SECTOR_SIZE
 
@@ -23,7 +27,11 @@ __all__ = [
     "CrashHook",
     "Event",
     "Op",
+    "PieceHook",
+    "Pieces",
     "SimStorage",
     "SimulatedCrash",
+    "byte_pieces",
     "crash_point",
+    "sector_pieces",
 ]

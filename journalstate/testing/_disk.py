@@ -30,12 +30,21 @@ from __future__ import annotations
 import errno
 import os
 import random
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from journalstate._errors import NoSpace, StoreNotFound
 from journalstate._storage import StoreFile, TemporaryFile
 from journalstate._tempfiles import TEMPORARY_NAME
-from journalstate.testing._events import Chooser, CrashHook, Event, Op, SimulatedCrash
+from journalstate.testing._events import (
+    Chooser,
+    CrashHook,
+    Event,
+    Op,
+    PieceHook,
+    Pieces,
+    SimulatedCrash,
+    sector_pieces,
+)
 from journalstate.testing._handles import SimStoreFile, SimTemporary
 from journalstate.testing._pages import PagedFile
 
@@ -51,6 +60,16 @@ class SimStorage:
             a crash raises :class:`SimulatedCrash` out of the store operation.
         fail_syncs: when true, syncs raise ``OSError(EIO)`` and leave the pages unsynced.
         capacity: bytes the disk holds; creating a larger file raises NoSpace.
+        during_write: when set, each write is applied in the pieces ``pieces`` cuts it into,
+            and this hook runs after each piece (see :data:`PieceHook`): a reader on the same
+            disk sees the page cache with the write cut there. A write made while the hook
+            runs is applied whole. A write that ``crash_at`` cuts short is not split.
+        pieces: the prefix lengths a write is cut at (default :func:`sector_pieces`; see
+            also :func:`byte_pieces`).
+        during_read: when set, called with the region's kind ("slots" or "journal") each
+            time a mapping's buffer is taken, before the snapshot: what the hook writes (a
+            writer's commit) lands right between two of a reader's reads. A buffer taken
+            while the hook runs calls no nested hook.
     """
 
     def __init__(self, *, capacity: int | None = None) -> None:
@@ -63,6 +82,11 @@ class SimStorage:
         self.crash_at: CrashHook | None = None
         self.fail_syncs = False
         self.capacity = capacity
+        self.during_write: PieceHook | None = None
+        self.pieces: Pieces = sector_pieces
+        self._in_piece_hook = False
+        self.during_read: Callable[[str], None] | None = None
+        self._in_read_hook = False
 
     # --- Storage -----------------------------------------------------------------------------
 
@@ -323,9 +347,41 @@ class SimStorage:
         if crash is not None:
             data = data[: max(0, min(crash, len(data)))]
         stamp = len(self.events) - 1
+        if crash is None and self.during_write is not None and not self._in_piece_hook:
+            self._write_in_pieces(f, offset, data, self.events[-1], self.during_write)
+            return
         f.write(offset, data, stamp)
         if crash is not None:
             raise SimulatedCrash(f"simulated crash during write #{stamp}")
+
+    def _write_in_pieces(
+        self, f: PagedFile, offset: int, data: bytes | bytearray, event: Event, hook: PieceHook
+    ) -> None:
+        """Copy ``data`` piece by piece (each a version of its pages), ``hook`` after each."""
+        done = 0
+        self._in_piece_hook = True
+        try:
+            for end in sorted({min(max(p, 0), len(data)) for p in self.pieces(event)}):
+                if end > done:
+                    f.write(offset + done, data[done:end], event.index)
+                    done = end
+                    hook(event, done)
+            if done < len(data):
+                f.write(offset + done, data[done:], event.index)
+                hook(event, len(data))
+        finally:
+            self._in_piece_hook = False
+
+    def reading(self, f: PagedFile, offset: int) -> None:
+        """A mapping's buffer is about to be taken: run ``during_read``, unless it is running."""
+        hook = self.during_read
+        if hook is None or self._in_read_hook:
+            return
+        self._in_read_hook = True
+        try:
+            hook("journal" if offset >= f.journal_offset > 0 else "slots")
+        finally:
+            self._in_read_hook = False
 
     def sync_pages(self, f: PagedFile, offset: int, length: int) -> None:
         """An msync of a range of ``f``: an event, a crash if one is due, or a failure."""

@@ -3,6 +3,9 @@
 Every write, sync and change of names on :class:`~journalstate.testing.SimStorage` is an
 :class:`Event`; a :data:`CrashHook` sees each one before it takes effect and may crash the
 machine there. :func:`crash_point` builds such a hook from a name in :data:`CRASH_POINTS`.
+A :data:`PieceHook` runs in the middle of a write instead, without crashing: the disk applies
+the write in pieces (:func:`sector_pieces` by default) and calls it after each one, so a test
+can read the file as another process would while the writer's copy is under way.
 """
 
 from __future__ import annotations
@@ -56,6 +59,33 @@ CrashHook = Callable[[Event], "int | None"]
 """Called before each event. None lets it happen; an int crashes the machine there: a write
 first copies that many of its bytes (a process killed in the middle of a memcpy), a sync
 does not happen."""
+
+
+PieceHook = Callable[[Event, int], None]
+"""Called in the middle of a write, after each piece of it reached the page cache, with the
+write's event and how many of its bytes the cache holds so far (the last call has all of them,
+before the next event). It must not raise; whatever it reads sees the write cut there."""
+
+Pieces = Callable[[Event], "list[int]"]
+"""The prefix lengths at which a write is cut into pieces (see :func:`sector_pieces`)."""
+
+
+def sector_pieces(event: Event) -> list[int]:
+    """The prefixes of a write that end on a 512-byte sector boundary of the file, then all of it.
+
+    A write of 10 bytes at file offset 508 is cut after 4 bytes (offset 512), then ends at 10.
+    """
+    first = -event.offset % 512 or 512
+    return [*range(first, event.length, 512), event.length]
+
+
+def byte_pieces(*cuts: int) -> Pieces:
+    """Pieces that cut each write after every one of ``cuts`` bytes inside it, then at its end."""
+
+    def pieces(event: Event) -> list[int]:
+        return [*(c for c in sorted(set(cuts)) if 0 < c < event.length), event.length]
+
+    return pieces
 
 
 class EventLog(Protocol):

@@ -30,6 +30,8 @@ class Disk(Protocol):
 
     def sync_pages(self, f: PagedFile, offset: int, length: int) -> None: ...
 
+    def reading(self, f: PagedFile, offset: int) -> None: ...
+
     def rename(self, source: str, target: str) -> None: ...
 
     def unlink(self, name: str) -> None: ...
@@ -139,6 +141,7 @@ class SimRegion:
 
     @property
     def buffer(self) -> Buffer:
+        self._owner.disk.reading(self._owner.live(), self._base)
         f = self._owner.live()
         return bytes(f.cache[self._base : self._base + self._length])
 
