@@ -197,8 +197,9 @@ def scan_records(
 
     Records at logical positions in (start, end), sorted by position. Candidates are found by
     searching for the 8-byte anchor every record of an epoch carries at offset 8, so the scan
-    costs one chunked pass over the window (:func:`find_all`) plus a crc per candidate (of at
-    most ``max_payload(journal_size, state_size)`` bytes).
+    costs one chunked pass over the window (as :func:`find_all` makes it), a look at the
+    position field of each candidate, and a crc (of at most ``max_payload(journal_size,
+    state_size)`` bytes) for each candidate stamped with the position where it was found.
     """
     found: dict[int, list[RecordHeader]] = {epoch: [] for epoch in wanted}
     span = end - start
@@ -207,38 +208,55 @@ def scan_records(
     anchors = {record_anchor(epoch): epoch for epoch in wanted}
     max_length = max_payload(journal_size, state_size)
     seen: set[int] = set()
-    for at, shift, needle in _anchor_hits(ring, journal_size, start, span, tuple(anchors)):
-        phys = (at + shift - RECORD_ANCHOR_OFFSET) % journal_size
-        position = start + (phys - start % journal_size) % journal_size
-        if start < position < end and position not in seen:
-            epoch = anchors[needle]  # not read again: a live writer may have overwritten it
-            head = _valid_header_at(ring, journal_size, position, epoch, max_length)
-            if head is not None and head.seq > wanted[epoch]:
-                seen.add(position)
-                found[epoch].append(head)
+    base = start % journal_size
+    fits = journal_size - RECORD_HEADER_SIZE  # a header starting here or before fits whole
+    # (find_all's loop, inline: in a full ring of this epoch's old records every record is a
+    # hit, almost all of a lap before, and the check that rejects them, their position field,
+    # costs about what the search and a generator step would cost on top.)
+    for buf, lo, hi, shift in _anchor_segments(ring, journal_size, base, span):
+        for at in range(lo, hi, SCAN_CHUNK):
+            stop = min(hi, at + SCAN_CHUNK)
+            reach = min(hi, stop + RECORD_ANCHOR_SIZE - 1)  # an anchor starting before stop
+            for needle, epoch in anchors.items():  # epoch: not read again (see find_all)
+                hit = buf.find(needle, at, reach)
+                while 0 <= hit < stop:
+                    phys = (hit + shift - RECORD_ANCHOR_OFFSET) % journal_size
+                    position = start + (phys - base) % journal_size
+                    if (
+                        start < position < end
+                        and (
+                            phys > fits
+                            or _POSITION.unpack_from(ring, phys + _POSITION_OFFSET)[0] == position
+                        )
+                        and position not in seen
+                    ):
+                        head = _valid_header_at(ring, journal_size, position, epoch, max_length)
+                        if head is not None and head.seq > wanted[epoch]:
+                            seen.add(position)
+                            found[epoch].append(head)
+                    hit = buf.find(needle, hit + 1, reach)
+            release_pages(buf, at, stop)
     for heads in found.values():
         heads.sort(key=lambda h: h.position)
     return found
 
 
-def _anchor_hits(
-    ring: Buffer, journal_size: int, start: int, span: int, needles: tuple[bytes, ...]
-) -> Iterator[tuple[int, int, bytes]]:
-    """``(index, shift, anchor)`` of every anchor in the logical window of ``span`` bytes.
+def _anchor_segments(
+    ring: Buffer, journal_size: int, base: int, span: int
+) -> list[tuple[Buffer, int, int, int]]:
+    """``(buffer, lo, hi, shift)``: where to search for the anchors of a logical window of
+    ``span`` bytes starting at ring offset ``base``.
 
-    The physical byte ranges holding the window are searched, then a 16-byte copy of the seam
+    The physical byte ranges of the ring holding the window, then a 16-byte copy of the seam
     across the ring's end (``shift`` turns an index in it into a ring offset).
     """
-    base = start % journal_size
     first = min(journal_size, base + span)
     segments: list[tuple[Buffer, int, int, int]] = [(ring, base, first, 0)]
     if base + span > journal_size:
         segments.append((ring, 0, base + span - journal_size, 0))
     seam = bytes(ring[journal_size - 8 : journal_size]) + bytes(ring[0:8])
     segments.append((seam, 0, 16, journal_size - 8))
-    for buf, lo, hi, shift in segments:
-        for at, needle in find_all(buf, needles, lo, hi):
-            yield at, shift, needle
+    return segments
 
 
 def _valid_header_at(

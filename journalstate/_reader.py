@@ -7,9 +7,13 @@ it stops, tells why through :class:`ChainStop`. What a stop *means* (a clean end
 corruption) is the caller's decision. Pure: bytes in, values out.
 
 Two paths read a record. :func:`read_record` is the careful one and names every reason;
-:func:`next_record_fast` is the replay loop's fast path over one record that does not straddle
+:func:`next_record_fast` is the iterator's fast path over one record that does not straddle
 the ring's end, and accepts exactly what the careful path accepts (a differential test holds
-them equal) or defers to it.
+them equal) or defers to it. Recovery's replay (:meth:`ChainReader.replay`) has a third, the
+batch path (:func:`_replay_run`): one loop over the records in one copy of a stretch of the
+ring that applies each record's patches into the state image straight from the copy, with no
+generator, record tuple or patch list per record; it too accepts a subset of what the careful
+path accepts, with the same result, and hands it every record it does not.
 
 Beside a live writer (a reader that follows one, a read-only open), the ring changes while it
 is read. With ``copy_first`` every record is copied before anything of it is checked, and
@@ -30,6 +34,7 @@ from journalstate._format import (
     KIND_COMMIT,
     PATCH_HEAD_FMT,
     PATCH_HEAD_SIZE,
+    RECORD_ALIGN,
     RECORD_HEADER_FMT,
     RECORD_HEADER_SIZE,
     RecordHeader,
@@ -42,6 +47,18 @@ from journalstate._reason import Reason
 _RECORD_HEADER = struct.Struct(RECORD_HEADER_FMT)
 _COPY_FIRST = 1 << 16  # records up to this size are copied, then checksummed
 _PATCH_HEAD = struct.Struct(PATCH_HEAD_FMT)
+# A record header as the batch path reads it, with the patch head after it: crc, length, the
+# anchor (epoch, kind and reserved as one u64: see record_anchor), seq, position, generation
+# (durable_seq skipped), then a patch's state offset and length.
+_REPLAY_HEAD = struct.Struct("<IIQQQ8xQII")
+assert _REPLAY_HEAD.size == RECORD_HEADER_SIZE + PATCH_HEAD_SIZE
+REPLAY_CHUNK = 1 << 20
+"""Bytes of the ring the batch path copies at a time: one copy for many records."""
+_MASK_DELTA = 0xA282EAD8  # mask()'s constant, for the inline mask of the batch path
+assert all(
+    mask(c) == ((c >> 15 | c << 17) + _MASK_DELTA) & 0xFFFFFFFF
+    for c in (0, 1, 0x12345678, 0x5D7D1527, 0xFFFFFFFF)
+)
 
 
 class ChainRecord(NamedTuple):
@@ -156,6 +173,62 @@ class ChainReader:
             seq += 1
             yield record
         self.stop = ChainStop(position, seq, None)
+
+    def replay(self, image: bytearray, generation: int, *, chunk: int = REPLAY_CHUNK) -> bool:
+        """Apply every record the iteration would yield to ``image``, in order.
+
+        Exactly ``for r in self: apply_patches(image, r.patches)``, and afterwards
+        :attr:`stop` is the same; returns whether a record of a generation newer than
+        ``generation`` was applied. Runs of records go through the batch path
+        (:func:`_replay_run`), which reads a copy of up to ``chunk`` ring bytes at a time;
+        each record it does not take is read by the careful path (:func:`next_record`),
+        which either accepts it (a record across the ring's end, or across the end of a
+        copy) or says why the chain stops. With ``copy_first`` every record is checked and
+        applied from a copy of its bytes, as the iteration's are (the batch path reads its
+        copies either way).
+        """
+        ring, journal_size, epoch, end = self.ring, self.journal_size, self.epoch, self.end
+        state_size, copy_first = self.state_size, self.copy_first
+        position, seq = self.position, self.seq
+        max_length = max_payload(journal_size, state_size)
+        assert len(image) == state_size
+        newer = False
+        while position + RECORD_HEADER_SIZE <= end:
+            position, seq, run_newer = _replay_run(
+                ring,
+                journal_size,
+                image,
+                epoch,
+                position,
+                seq,
+                end,
+                state_size,
+                max_length,
+                generation,
+                chunk,
+            )
+            newer = newer or run_newer
+            if position + RECORD_HEADER_SIZE > end:
+                break
+            found = next_record(
+                ring,
+                journal_size,
+                position,
+                epoch=epoch,
+                seq=seq,
+                end=end,
+                state_size=state_size,
+                copy_first=copy_first,
+            )
+            if isinstance(found, ChainStop):
+                self.stop = found
+                return newer
+            apply_patches(image, found.patches)
+            newer = newer or found.generation > generation
+            position += found.size
+            seq += 1
+        self.stop = ChainStop(position, seq, None)
+        return newer
 
 
 def next_record(
@@ -350,6 +423,111 @@ def _next_fast(
 
 
 _new_tuple = tuple.__new__
+
+
+def _replay_run(
+    ring: Buffer,
+    journal_size: int,
+    image: bytearray,
+    epoch: int,
+    position: int,
+    seq: int,
+    end: int,
+    state_size: int,
+    max_length: int,
+    generation: int,
+    chunk: int,
+) -> tuple[int, int, bool]:
+    """The batch path: apply records after ``seq`` from ``position`` while they continue the
+    chain; return the position and seq after the last one applied, and whether one was of a
+    generation newer than ``generation``.
+
+    The run reads one copy of up to ``chunk`` ring bytes from ``position``, made before
+    anything of it is checked (so it keeps ``copy_first``'s guarantee, and a hostile length
+    costs no copy beyond it). It takes a record only when :func:`next_record` would accept
+    it, with the same checks on the same bytes, and stops at the first record it is not sure
+    of, leaving it to the careful path: one that does not end inside the copy (across the
+    ring's end, the window's end or the copy's), one whose first 56 bytes do not, or one
+    that fails any check.
+
+    A record's patches are checked before the first of them is applied: a record with a bad
+    patch leaves ``image`` as it was. The usual record carries one patch over its whole
+    payload, checked and applied without a loop.
+    """
+    start = position % journal_size
+    # The copy: up to the ring's end, the window's end, ``chunk`` bytes.
+    stop = min(journal_size, start + (end - position), start + chunk)
+    buf = ring[start:stop]
+    limit = stop - start
+    last = limit - _REPLAY_HEAD.size  # the last index whose header and patch head fit
+    unpack = _REPLAY_HEAD.unpack_from
+    anchor = epoch | KIND_COMMIT << 32  # epoch, kind, reserved (0) as one little-endian u64
+    header, patch_head, mask_delta = RECORD_HEADER_SIZE, PATCH_HEAD_SIZE, _MASK_DELTA
+    pad = header + RECORD_ALIGN - 1  # record_size(length) is (length + pad) & -RECORD_ALIGN
+    data = header + patch_head  # where a one-patch record's patch bytes start
+    at, want, newer = 0, seq + 1, False
+    # The one-patch record's patch is held back (state offset, length, index in buf) until a
+    # record patches anything else: a patch of the same state bytes after it overwrites it
+    # whole, so only the last of a row of them is written (most commits change the same
+    # fields). What is held back is checked bytes of buf, written before returning.
+    held, held_n, held_at = -1, 0, 0
+    while at <= last:
+        # The header and the first patch head in one unpack: bytes 48 to 56 are a patch head
+        # only when the payload has one, and are looked at only then.
+        stored, length, found, s, pos, gen, offset, n = unpack(buf, at)
+        if found != anchor or s != want or pos - at != position or length > max_length:
+            break
+        after = at + ((length + pad) & -RECORD_ALIGN)
+        if after > limit:
+            break
+        c = crc32c(buf[at + 4 : after])
+        # mask(c), inline: the rotation's bits above 31 go with the final and.
+        if ((c >> 15 | c << 17) + mask_delta) & 0xFFFFFFFF != stored:
+            break
+        if n + patch_head == length:  # one patch, the whole payload
+            if offset != held or n != held_n:  # (the held patch's bounds were checked)
+                if offset + n > state_size:
+                    break
+                if held >= 0:
+                    image[held : held + held_n] = buf[held_at : held_at + held_n]
+                held, held_n = offset, n
+            held_at = at + data
+        elif length:
+            p = at + header
+            spans = _patch_spans(buf, p, p + length, state_size)
+            if spans is None:
+                break
+            if held >= 0:
+                image[held : held + held_n] = buf[held_at : held_at + held_n]
+                held = -1
+            for offset, p, n in spans:
+                image[offset : offset + n] = buf[p : p + n]
+        if gen > generation:
+            newer = True
+        at = after
+        want += 1
+    if held >= 0:
+        image[held : held + held_n] = buf[held_at : held_at + held_n]
+    return position + at, want - 1, newer
+
+
+def _patch_spans(
+    buf: Buffer, at: int, stop: int, state_size: int
+) -> list[tuple[int, int, int]] | None:
+    """``(state offset, index in buf, length)`` of each patch in ``buf[at:stop]``, or None
+    where :func:`parse_patches` would refuse the payload."""
+    spans: list[tuple[int, int, int]] = []
+    unpack = _PATCH_HEAD.unpack_from
+    while at < stop:
+        if stop - at < PATCH_HEAD_SIZE:
+            return None
+        offset, n = unpack(buf, at)
+        at += PATCH_HEAD_SIZE
+        if n > stop - at or offset + n > state_size:
+            return None
+        spans.append((offset, at, n))
+        at += n
+    return spans
 
 
 def apply_patches(image: bytearray, patches: list[tuple[int, bytes]]) -> None:

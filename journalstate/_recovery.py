@@ -206,13 +206,7 @@ def _replay(
     """Apply the chain after ``base`` to ``image``: where it stopped, and whether a record of
     a generation newer than the base's was replayed."""
     reader = _chain(header, ring, base, live)
-    generation = base.generation
-    newer = False
-    for record in reader:
-        for offset, data in record.patches:  # apply_patches, inline: once per record
-            image[offset : offset + len(data)] = data
-        if record.generation > generation:
-            newer = True
+    newer = reader.replay(image, base.generation)
     assert reader.stop is not None
     return reader.stop, newer
 
