@@ -57,8 +57,10 @@ from journalstate._schema import Schema
 from journalstate._slotcrc import SlotCrc
 from journalstate._storage import Region, StoreFile
 from journalstate._writer import build_record
+from journalstate._writer import write as ring_write
 
 T = TypeVar("T")
+_INTERVAL: Final = Durability.INTERVAL
 
 _FOLLOWER_POLL: Final = 0.05
 """Seconds a follower waits for a wake-up before it looks at the sync lock again."""
@@ -139,6 +141,8 @@ class Chain(Guarded, Generic[T]):
         super().__init__(path)
         self._flush_interval = flush_interval
         self._schema = schema
+        self._cls = schema.cls  # the commit path's: one attribute each
+        self._diff = schema.diff
         self._file = file
         self._header = header
         self._slots = slots
@@ -187,13 +191,12 @@ class Chain(Guarded, Generic[T]):
             self._settle()
         if self._closed or self._poisoned is not None or self._readonly or self._forked:
             self._check_writable()
-        schema = self._schema
-        if type(state) is not schema.cls:
+        if type(state) is not self._cls:
             raise InvalidValue(
-                "<root>", f"expected a {schema.cls.__name__}, got {type(state).__name__}"
+                "<root>", f"expected a {self._cls.__name__}, got {type(state).__name__}"
             )
         tail, last, current, _, _, _ = self._head
-        patches = schema.diff(current, state)
+        patches = self._diff(current, state)
         if not patches:
             if state is not current:
                 self._head = (tail, last, state, tail, [], b"")
@@ -206,7 +209,7 @@ class Chain(Guarded, Generic[T]):
         )
         if size - RECORD_HEADER_SIZE > self._max_payload:
             raise TransactionTooLarge(size, record_size(self._max_payload))
-        if tail + size + END_MARKER_SIZE - self._base.position > journal_size:
+        if tail + size + END_MARKER_SIZE - base.position > journal_size:
             self._checkpoint_locked()
             base = self._base  # the generation and durable_seq moved
             record, size = build_record(
@@ -222,7 +225,11 @@ class Chain(Guarded, Generic[T]):
         # Crash window: the record is in the page cache, not on disk. Process death keeps it
         # (recovery replays it); an OS crash may keep any subset of its sectors, which the
         # record's crc rejects as a torn tail, so recovery stops at the previous commit.
-        _writer.write(self._ring, journal_size, tail, record)
+        start = tail % journal_size
+        if start + len(record) <= journal_size:  # _writer.write's one-copy case, inline
+            self._ring.write(start, record)
+        else:
+            ring_write(self._ring, journal_size, tail, record)
         # The commit happens here, in one assignment: the head holds tail, seq and state.
         # The commit point comes after the lock is released (see _commit_point), so other
         # threads can append their records meanwhile and share one msync: group commit.
@@ -234,9 +241,9 @@ class Chain(Guarded, Generic[T]):
         stats = self.stats
         stats.commits += 1
         stats.bytes_journaled += size
-        if mode is Durability.INTERVAL and self._flusher is None:
+        if mode is _INTERVAL and self._flusher is None:
             self.start_flusher(self._flush_interval)
-        if tail + size - self._base.position > self._checkpoint_at:
+        if tail + size - base.position > self._checkpoint_at:
             self._checkpoint_locked()
         return seq
 

@@ -347,6 +347,25 @@ class StructNode(Node):
             raise
 
 
+def merge_patches(out: Patches) -> Patches:
+    """``out`` (in offset order) with adjacent patches joined into one."""
+    if len(out) < 2:
+        return out
+    merged: Patches = []
+    start, first = out[0]
+    run = [first]
+    end = start + len(first)
+    for offset, data in out[1:]:
+        if offset == end:
+            run.append(data)
+        else:
+            merged.append((start, run[0] if len(run) == 1 else b"".join(run)))
+            start, run = offset, [data]
+        end = offset + len(data)
+    merged.append((start, run[0] if len(run) == 1 else b"".join(run)))
+    return merged
+
+
 def invalid_value(exc: BadValue) -> InvalidValue:
     """The public error for ``exc``, its field path joined ("inner.x", "hist[2]")."""
     path = ""

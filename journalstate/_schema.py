@@ -14,6 +14,7 @@ from typing import Annotated, Any
 
 import attrs
 
+from journalstate._codegen import DiffFunction, diff_function
 from journalstate._descriptor import encode_descriptor
 from journalstate._errors import SchemaError
 from journalstate._layout import (
@@ -38,6 +39,7 @@ from journalstate._layout import (
     ScalarNode,
     StructNode,
     invalid_value,
+    merge_patches,
 )
 from journalstate._markers import MARKED, MARKERS, Array, Boolean, Bytes, Float, Int, Str
 
@@ -50,9 +52,23 @@ __all__ = ["MAX_STATE_SIZE", "Schema", "check_frozen", "compile_schema"]
 class Schema(Layout):
     """A compiled attrs class: encodes, decodes and diffs its instances. See compile_schema()."""
 
+    diff: DiffFunction
+    """``diff(old, new)``: patches (state offset, bytes), in offset order, turning encode(old)
+    into encode(new).
+
+    The commit hot path: O(changed). Fields are compared by identity first and only the
+    leaves that changed are validated, so ``old`` must be a value this schema encoded or
+    decoded. Adjacent patches are merged; ``diff(x, x) == []``. Generated for the class
+    (``_codegen``); :meth:`walk_diff` is the generic walk it is held to.
+
+    Raises:
+        InvalidValue: a changed leaf does not fit, or ``new`` is not exactly a ``cls``.
+    """
+
     def __init__(self, cls: type, root: StructNode) -> None:
         super().__init__(root, encode_descriptor(root))
         self.cls: type = cls
+        self.diff = diff_function(root, self.walk_diff)
 
     def default(self) -> object:
         """``cls()``, the initial state when none is given.
@@ -89,12 +105,8 @@ class Schema(Layout):
         """
         return self._decode(data, False)
 
-    def diff(self, old: object, new: object) -> Patches:
-        """Patches (state offset, bytes), in offset order, turning encode(old) into encode(new).
-
-        The commit hot path: O(changed). Fields are compared by identity first and only the
-        leaves that changed are validated, so ``old`` must be a value this schema encoded or
-        decoded. Adjacent patches are merged; ``diff(x, x) == []``.
+    def walk_diff(self, old: object, new: object) -> Patches:
+        """What :attr:`diff` returns, by the generic walk of the layout tree (the reference).
 
         Raises:
             InvalidValue: a changed leaf does not fit, or ``new`` is not exactly a ``cls``.
@@ -104,21 +116,7 @@ class Schema(Layout):
             self.root.diff(old, new, 0, out)
         except BadValue as exc:
             raise invalid_value(exc) from None
-        if len(out) < 2:
-            return out
-        merged: Patches = []
-        start, first = out[0]
-        run = [first]
-        end = start + len(first)
-        for offset, data in out[1:]:
-            if offset == end:
-                run.append(data)
-            else:
-                merged.append((start, run[0] if len(run) == 1 else b"".join(run)))
-                start, run = offset, [data]
-            end = offset + len(data)
-        merged.append((start, run[0] if len(run) == 1 else b"".join(run)))
-        return merged
+        return merge_patches(out)
 
 
 # --- compiling classes -------------------------------------------------------------------------

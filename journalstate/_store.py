@@ -232,16 +232,20 @@ class Store(Live[T]):
             ReentrantCall: a transaction of this thread is already open, or called from a
                 signal handler that interrupted a call of this store.
         """
-        mode = durability_of(durability, self._durability)
-        me = self._enter()
-        if self._in_transaction(me):
-            raise ReentrantCall("transactions do not nest; finish the open one first")
+        mode = self._durability if durability is None else durability_of(durability, None)
+        me = get_ident()
         inside = self._inside
+        if me in inside:
+            self._reentered(me)
+        if self._txn_owner == me and self._in_transaction(me):
+            raise ReentrantCall("transactions do not nest; finish the open one first")
         with self._lock:
             try:
                 inside.add(me)
-                self._settle()
-                self._check_writable()
+                if self._pending is not None:
+                    self._settle()
+                if self._closed or self._poisoned is not None or self._readonly or self._forked:
+                    self._check_writable()
             finally:
                 inside.discard(me)
             draft: Draft | None = None

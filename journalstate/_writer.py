@@ -37,9 +37,18 @@ END_MARKER: Final = bytes(END_MARKER_SIZE)
 
 _RECORD_REST = struct.Struct(RECORD_HEADER_FMT[0] + RECORD_HEADER_FMT[2:])  # minus the crc
 _PATCH_HEAD = struct.Struct(PATCH_HEAD_FMT)
+_RECORD_REST_PATCH_HEAD = struct.Struct(_RECORD_REST.format + PATCH_HEAD_FMT[1:])
+"""A record's header (minus the crc) and its first patch's head, packed in one call."""
+assert _RECORD_REST_PATCH_HEAD.size == _RECORD_REST.size + PATCH_HEAD_SIZE
 _CRC_FIELD = struct.Struct("<I")
 _PADDINGS = tuple(bytes(record_size(n) - RECORD_HEADER_SIZE - n) for n in range(RECORD_ALIGN))
 """The zero padding after a payload of ``n`` bytes, by ``n % RECORD_ALIGN`` (from record_size)."""
+_MASK_DELTA: Final = 0xA282EAD8
+"""The constant of :func:`mask`, which :func:`build_record` applies inline."""
+assert all(
+    mask(v) == ((((v >> 15) | (v << 17)) & 0xFFFFFFFF) + _MASK_DELTA) & 0xFFFFFFFF
+    for v in (0, 1, 0xFFFFFFFF, 0x12345678)
+)
 assert all(
     len(_PADDINGS[n % RECORD_ALIGN]) == record_size(n) - RECORD_HEADER_SIZE - n for n in range(64)
 )
@@ -102,21 +111,34 @@ def build_record(
     The same bytes as :func:`encode_record` of :func:`encode_patches` plus
     :data:`END_MARKER`. Returns the bytes and the record's size in the ring.
     """
-    parts: list[bytes] = [b""]
-    pack = _PATCH_HEAD.pack
-    length = 0
-    for offset, data in patches:
-        parts.append(pack(offset, len(data)))
-        parts.append(data)
-        length += PATCH_HEAD_SIZE + len(data)
-    parts[0] = _RECORD_REST.pack(
-        length, epoch, KIND_COMMIT, 0, seq, position, durable_seq, generation
+    if len(patches) == 1:  # the usual commit: one field, or adjacent ones merged
+        ((offset, data),) = patches
+        length = PATCH_HEAD_SIZE + len(data)
+        padding = _PADDINGS[length % RECORD_ALIGN]
+        head = _RECORD_REST_PATCH_HEAD.pack(
+            length, epoch, KIND_COMMIT, 0, seq, position, durable_seq, generation, offset, len(data)
+        )
+        body = b"".join((head, data, padding))
+    else:
+        parts: list[bytes] = [b""]
+        pack = _PATCH_HEAD.pack
+        length = 0
+        for offset, data in patches:
+            parts.append(pack(offset, len(data)))
+            parts.append(data)
+            length += PATCH_HEAD_SIZE + len(data)
+        parts[0] = _RECORD_REST.pack(
+            length, epoch, KIND_COMMIT, 0, seq, position, durable_seq, generation
+        )
+        padding = _PADDINGS[length % RECORD_ALIGN]
+        parts.append(padding)
+        body = b"".join(parts)
+    value = crc32c(body)
+    # mask(value), written out: this runs once per commit.
+    masked = ((((value >> 15) | (value << 17)) & 0xFFFFFFFF) + _MASK_DELTA) & 0xFFFFFFFF
+    return b"".join((_CRC_FIELD.pack(masked), body, END_MARKER)), (
+        RECORD_HEADER_SIZE + length + len(padding)
     )
-    padding = _PADDINGS[length % RECORD_ALIGN]
-    parts.append(padding)
-    body = b"".join(parts)
-    checksum = _CRC_FIELD.pack(mask(crc32c(body)))
-    return b"".join((checksum, body, END_MARKER)), RECORD_HEADER_SIZE + length + len(padding)
 
 
 # --- placement in the ring ---------------------------------------------------------------------

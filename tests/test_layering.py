@@ -49,6 +49,7 @@ print(json.dumps({
 
 PURE = {
     "journalstate._checksums",
+    "journalstate._codegen",
     "journalstate._descriptor",
     "journalstate._format",
     "journalstate._header",
