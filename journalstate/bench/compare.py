@@ -94,6 +94,16 @@ def committer(store: js.Store[Small]) -> Op:
     return op
 
 
+def transactor(store: js.Store[Small]) -> Op:
+    transaction = store.transaction
+
+    def op(i: int) -> None:
+        with transaction() as draft:
+            draft.n, draft.x, draft.blob = i, i * 0.5, BLOBS[i & 255]
+
+    return op
+
+
 def _threaded(store: js.Store[Small], threads: int) -> Runner:
     """``threads`` threads, each committing its own updates in transactions."""
     clock = time.perf_counter_ns
@@ -262,6 +272,12 @@ def _open_cases(
         floor = "floor_msync" if mode == "commit" else "floor_mmap"
         label = f"journalstate {mode}"
         cases.append(_Case(f"js_{mode}", label, "journalstate", _looped(committer(s)), s, floor))
+        if mode == "process":
+            t = store(mode, "js-process-txn.jst")
+            label = "journalstate process, txn"
+            cases.append(
+                _Case("js_process_txn", label, "journalstate", _looped(transactor(t)), t, floor)
+            )
     s = store("commit", "js-threads.jst")
     label = f"journalstate commit, {cfg.threads} thr"
     run = _threaded(s, cfg.threads)

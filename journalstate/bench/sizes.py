@@ -16,13 +16,15 @@ from typing import Any
 import attrs
 
 import journalstate as js
+from journalstate._options import DEFAULT_JOURNAL_SIZE
 from journalstate.bench.base import BLOBS, Config, Op, Series, Small, large_class, loop, small
 
 # --- large state, checkpoints, recovery ---------------------------------------------------------
 
 
-_SIZE_JOURNAL = 16 << 20
-"""Journal size of both stores in the state-size comparison."""
+_SIZE_JOURNAL = DEFAULT_JOURNAL_SIZE
+"""Journal size of both stores in the state-size comparison: the default, so the large state
+checkpoints as often as a store opened without options would."""
 
 
 def _size_series(cfg: Config, mode: str, states: dict[str, Any]) -> dict[str, dict[str, Any]]:
