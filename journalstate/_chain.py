@@ -30,7 +30,7 @@ from typing import Any, Final, Generic, NamedTuple, TypeVar
 
 import attrs
 
-from journalstate import _writer
+from journalstate import _accel, _writer
 from journalstate._checkpoint import PatchLog, dirty_chunks, write_changes
 from journalstate._durability import Durability
 from journalstate._errors import (
@@ -56,9 +56,9 @@ from journalstate._recovery import RecoveryReport
 from journalstate._schema import Schema
 from journalstate._slotcrc import SlotCrc
 from journalstate._storage import Region, StoreFile
-from journalstate._writer import build_record
 from journalstate._writer import write as ring_write
 
+build_record: Final = _accel.build_record or _writer.build_record  # compiled when built
 T = TypeVar("T")
 _INTERVAL: Final = Durability.INTERVAL
 
@@ -142,7 +142,7 @@ class Chain(Guarded, Generic[T]):
         self._flush_interval = flush_interval
         self._schema = schema
         self._cls = schema.cls  # the commit path's: one attribute each
-        self._diff = schema.diff
+        self._diff = _accel.commit_diff(schema)
         self._file = file
         self._header = header
         self._slots = slots
