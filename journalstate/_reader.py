@@ -194,7 +194,7 @@ class ChainReader:
         max_length = max_payload(journal_size, state_size)
         assert len(image) == state_size
         newer = False
-        run = _compiled_run or _replay_run
+        run = compiled_run or _replay_run
         while position + RECORD_HEADER_SIZE <= end:
             position, seq, run_newer = run(
                 ring,
@@ -426,7 +426,7 @@ def _next_fast(
 
 _new_tuple = tuple.__new__
 
-_compiled_run = _accel.replay_run
+compiled_run = _accel.replay_run
 """The compiled twin of :func:`_replay_run` when the compiled paths are on, else None."""
 
 

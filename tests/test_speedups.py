@@ -45,7 +45,7 @@ speedups: Any = pytest.importorskip("journalstate._speedups")
 @contextlib.contextmanager
 def _bound(build_record: object, commit_diff: object, replay_run: object) -> Iterator[None]:
     """Within: the commit and replay paths bind these functions."""
-    places = ((_chain, "build_record"), (_accel, "commit_diff"), (_reader, "_compiled_run"))
+    places = ((_chain, "build_record"), (_accel, "commit_diff"), (_reader, "compiled_run"))
     saved = [getattr(module, name) for module, name in places]
     for (module, name), value in zip(places, (build_record, commit_diff, replay_run), strict=True):
         setattr(module, name, value)
