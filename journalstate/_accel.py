@@ -9,6 +9,7 @@ paths bind them once:
 
 * :data:`build_record`: the compiled twin of ``_writer.build_record`` (or None);
 * :data:`replay_run`: the compiled twin of ``_reader``'s batch replay loop (or None);
+* :data:`dirty_chunks`: the compiled twin of ``_checkpoint.dirty_chunks`` (or None);
 * :func:`commit_diff`: the schema's generated diff, or for a flat schema (ints, bools,
   f64s, Bytes, Str) the compiled diff, which hands anything unusual to the generated one.
 
@@ -54,6 +55,11 @@ build_record: Final[Callable[..., tuple[bytes, int]] | None] = (
     speedups.build_record if speedups is not None else None
 )
 """The compiled ``_writer.build_record``, or None (``_chain`` binds the original then)."""
+
+dirty_chunks: Final[Callable[..., list[int]] | None] = (
+    speedups.dirty_chunks if speedups is not None else None
+)
+"""The compiled ``_checkpoint.dirty_chunks`` (with the chunk size as a third argument), or None."""
 
 replay_run: Final[Callable[..., tuple[int, int, bool]] | None] = (
     speedups.replay_run if speedups is not None else None

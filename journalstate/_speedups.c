@@ -7,6 +7,7 @@
  *   crc32c(data, value=0)      the crc32c package's function (SSE4.2 when the CPU has it)
  *   build_record(...)          _writer.build_record: a commit record plus the end marker
  *   replay_run(...)            _reader._replay_run: the batch replay loop
+ *   dirty_chunks(...)          _checkpoint.dirty_chunks: the chunks a checkpoint rewrites
  *   FlatDiff(cls, fields, fallback)
  *                              _codegen's generated diff, for a schema whose fields are all
  *                              ints, bools, f64s, Bytes or Str: compare, pack, join adjacent
@@ -358,6 +359,90 @@ static PyObject *py_replay_run(PyObject *self, PyObject *const *args, Py_ssize_t
     PyBuffer_Release(&image);
     return Py_BuildValue("(KKO)", (unsigned long long)(position + at),
                          (unsigned long long)(want - 1), newer ? Py_True : Py_False);
+}
+
+/* --- checkpoints ---------------------------------------------------------------------------- */
+
+/* dirty_chunks(logged, state_size, chunk) -> list[int]
+ *
+ * _checkpoint.dirty_chunks: the chunks of the state that the logged patches touch, in order
+ * (each entry of `logged` a list of (offset, bytes) patches; offsets are never negative).
+ */
+static PyObject *py_dirty_chunks(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 3) {
+        PyErr_SetString(PyExc_TypeError, "dirty_chunks takes 3 arguments");
+        return NULL;
+    }
+    Py_ssize_t state_size = PyLong_AsSsize_t(args[1]);
+    if (state_size == -1 && PyErr_Occurred()) return NULL;
+    Py_ssize_t chunk = PyLong_AsSsize_t(args[2]);
+    if (chunk == -1 && PyErr_Occurred()) return NULL;
+    if (state_size < 0 || chunk <= 0) {
+        PyErr_SetString(PyExc_ValueError, "dirty_chunks: bad state_size or chunk");
+        return NULL;
+    }
+    Py_ssize_t count = (state_size + chunk - 1) / chunk;
+    unsigned char *seen = PyMem_Calloc(count ? (size_t)count : 1, 1);
+    if (seen == NULL) return PyErr_NoMemory();
+    PyObject *entries = PySequence_Fast(args[0], "logged must be a sequence");
+    if (entries == NULL) {
+        PyMem_Free(seen);
+        return NULL;
+    }
+    Py_ssize_t n_entries = PySequence_Fast_GET_SIZE(entries);
+    for (Py_ssize_t e = 0; e < n_entries; e++) {
+        PyObject *patches = PySequence_Fast_GET_ITEM(entries, e);
+        if (!PyList_CheckExact(patches)) {
+            PyErr_SetString(PyExc_TypeError, "a log entry must be a list of patches");
+            goto fail;
+        }
+        for (Py_ssize_t i = 0; i < PyList_GET_SIZE(patches); i++) {
+            PyObject *item = PyList_GET_ITEM(patches, i);
+            if (!PyTuple_CheckExact(item) || PyTuple_GET_SIZE(item) != 2) {
+                PyErr_SetString(PyExc_TypeError, "a patch must be an (offset, data) tuple");
+                goto fail;
+            }
+            Py_ssize_t offset = PyLong_AsSsize_t(PyTuple_GET_ITEM(item, 0));
+            if (offset == -1 && PyErr_Occurred()) goto fail;
+            PyObject *data = PyTuple_GET_ITEM(item, 1);
+            Py_ssize_t length =
+                PyBytes_CheckExact(data) ? PyBytes_GET_SIZE(data) : PyObject_Size(data);
+            if (length < 0) goto fail;
+            if (offset < 0) {
+                PyErr_SetString(PyExc_ValueError, "dirty_chunks: a negative offset");
+                goto fail;
+            }
+            /* As Python's floor division: an empty patch marks the chunk it starts in
+             * unless it starts where a chunk does (range(first, last + 1) is then empty). */
+            Py_ssize_t end = offset + length - 1;
+            Py_ssize_t first = offset / chunk, last = end >= 0 ? end / chunk : -1;
+            if (last >= count) last = count - 1; /* chunks past the state are left out */
+            for (Py_ssize_t c = first; c <= last; c++) seen[c] = 1;
+        }
+    }
+    Py_DECREF(entries);
+    PyObject *out = PyList_New(0);
+    if (out == NULL) {
+        PyMem_Free(seen);
+        return NULL;
+    }
+    for (Py_ssize_t c = 0; c < count; c++) {
+        if (!seen[c]) continue;
+        PyObject *n = PyLong_FromSsize_t(c);
+        if (n == NULL || PyList_Append(out, n) < 0) {
+            Py_XDECREF(n);
+            Py_DECREF(out);
+            PyMem_Free(seen);
+            return NULL;
+        }
+        Py_DECREF(n);
+    }
+    PyMem_Free(seen);
+    return out;
+fail:
+    Py_DECREF(entries);
+    PyMem_Free(seen);
+    return NULL;
 }
 
 /* --- the diff of a flat schema ------------------------------------------------------------ */
@@ -754,6 +839,8 @@ static PyMethodDef methods[] = {
      "crc32c(data, value=0): crc32c (Castagnoli) of a buffer, continuing from value."},
     {"build_record", (PyCFunction)(void (*)(void))py_build_record, METH_FASTCALL,
      "build_record(epoch, seq, position, durable_seq, generation, patches) -> (bytes, size)"},
+    {"dirty_chunks", (PyCFunction)(void (*)(void))py_dirty_chunks, METH_FASTCALL,
+     "dirty_chunks(logged, state_size, chunk) -> the chunks the logged patches touch"},
     {"replay_run", (PyCFunction)(void (*)(void))py_replay_run, METH_FASTCALL,
      "replay_run(ring, journal_size, image, epoch, position, seq, end, state_size, "
      "max_length, generation, chunk) -> (position, seq, newer)"},

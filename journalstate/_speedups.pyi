@@ -15,6 +15,9 @@ def build_record(
     patches: list[tuple[int, bytes]],
     /,
 ) -> tuple[bytes, int]: ...
+def dirty_chunks(
+    logged: Sequence[list[tuple[int, bytes]]], state_size: int, chunk: int, /
+) -> list[int]: ...
 def replay_run(
     ring: Buffer,
     journal_size: int,

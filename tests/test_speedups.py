@@ -29,7 +29,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import journalstate as js
-from journalstate import _accel, _chain, _reader, _writer
+from journalstate import _accel, _chain, _checkpoint, _reader, _writer
 from journalstate._checksums import crc32c
 from journalstate._codegen import flat_fields
 from journalstate._format import RECORD_HEADER_SIZE
@@ -43,11 +43,19 @@ speedups: Any = pytest.importorskip("journalstate._speedups")
 
 
 @contextlib.contextmanager
-def _bound(build_record: object, commit_diff: object, replay_run: object) -> Iterator[None]:
-    """Within: the commit and replay paths bind these functions."""
-    places = ((_chain, "build_record"), (_accel, "commit_diff"), (_reader, "compiled_run"))
+def _bound(
+    build_record: object, commit_diff: object, replay_run: object, chunks: object
+) -> Iterator[None]:
+    """Within: the commit, checkpoint and replay paths bind these functions."""
+    places = (
+        (_chain, "build_record"),
+        (_accel, "commit_diff"),
+        (_reader, "compiled_run"),
+        (_chain, "compiled_chunks"),
+    )
     saved = [getattr(module, name) for module, name in places]
-    for (module, name), value in zip(places, (build_record, commit_diff, replay_run), strict=True):
+    values = (build_record, commit_diff, replay_run, chunks)
+    for (module, name), value in zip(places, values, strict=True):
         setattr(module, name, value)
     try:
         yield
@@ -58,7 +66,7 @@ def _bound(build_record: object, commit_diff: object, replay_run: object) -> Ite
 
 def pure_paths() -> contextlib.AbstractContextManager[None]:
     """Within: stores opened and replays run on the pure Python paths, whatever _accel chose."""
-    return _bound(_writer.build_record, lambda schema: schema.diff, None)
+    return _bound(_writer.build_record, lambda schema: schema.diff, None, None)
 
 
 def _compiled_diff(schema: Schema) -> Any:
@@ -68,7 +76,7 @@ def _compiled_diff(schema: Schema) -> Any:
 
 def compiled_paths() -> contextlib.AbstractContextManager[None]:
     """Within: stores opened and replays run on the compiled paths (even under PURE)."""
-    return _bound(speedups.build_record, _compiled_diff, speedups.replay_run)
+    return _bound(speedups.build_record, _compiled_diff, speedups.replay_run, speedups.dirty_chunks)
 
 
 # --- crc32c and records -----------------------------------------------------------------------
@@ -118,6 +126,24 @@ def test_build_record_refuses_what_cannot_be_packed() -> None:
         speedups.build_record(1, 1, 0, 0, 0, [(0, "x")])
     with pytest.raises(TypeError):
         speedups.build_record(1, 1, 0, 0, 0, ((0, b"x"),))
+
+
+_LOG = st.lists(
+    st.lists(st.tuples(st.integers(0, 20_000), st.binary(max_size=9000)), max_size=4), max_size=6
+)
+
+
+@given(_LOG, st.integers(0, 20_000), st.sampled_from([1, 7, 4096]))
+def test_dirty_chunks_match_the_checkpoints(logged: Any, state_size: int, chunk: int) -> None:
+    """The compiled dirty_chunks names the chunks _checkpoint.dirty_chunks names, in order."""
+    saved = _checkpoint.CHUNK
+    _checkpoint.CHUNK = chunk
+    try:
+        expected = _checkpoint.dirty_chunks(logged, state_size)
+    finally:
+        _checkpoint.CHUNK = saved
+    assert speedups.dirty_chunks(logged, state_size, chunk) == expected
+    assert speedups.dirty_chunks(tuple(logged), state_size, chunk) == expected
 
 
 # --- the diff of a flat schema ------------------------------------------------------------------

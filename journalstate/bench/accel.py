@@ -49,6 +49,7 @@ def _bind(path: str) -> None:
     for module, name, value in (
         (_chain, "build_record", fast.build_record if compiled else _writer.build_record),
         (_reader, "compiled_run", fast.replay_run if compiled else None),
+        (_chain, "compiled_chunks", fast.dirty_chunks if compiled else None),
     ):
         setattr(module, name, value)  # names the hot paths look up on each call
 
