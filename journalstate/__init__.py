@@ -79,6 +79,7 @@ from journalstate._report import Damage, RecoveryMode, RecoveryReport
 from journalstate._slots import SlotStatus
 from journalstate._store import Store
 from journalstate._txn import Draft
+from journalstate.replicate._restore import GenerationInfo, RestoreReport, list_replicas, restore
 
 __version__ = "0.1.0"
 
@@ -111,6 +112,7 @@ __all__ = [
     "FieldKind",
     "FieldLayout",
     "ForkedStore",
+    "GenerationInfo",
     "InvalidArgument",
     "InvalidArgumentType",
     "InvalidValue",
@@ -133,6 +135,7 @@ __all__ = [
     "ReplicaNotFound",
     "ReplicationError",
     "ReplicationUnavailable",
+    "RestoreReport",
     "SchemaError",
     "SchemaInfo",
     "SchemaMismatch",
@@ -159,7 +162,9 @@ __all__ = [
     "__version__",
     "backup",
     "f32_round",
+    "list_replicas",
     "migrate",
     "open",
+    "restore",
     "schema_info",
 ]
