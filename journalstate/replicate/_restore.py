@@ -18,7 +18,7 @@ from typing import Any
 
 import attrs
 
-from journalstate._backup import _create, check_destination
+from journalstate._backup import check_destination, create_store_file
 from journalstate._dynamic import class_from_descriptor
 from journalstate._errors import (
     JournalStateError,
@@ -482,7 +482,7 @@ def _write(
     for offset, step in ((header.slot0_offset, 2), (header.slot1_offset, 1)):
         head = SlotHead(point.generation + step, point.epoch, point.seq, 0, len(state.image))
         chunks += [(o, bytes(data)) for o, data in slot_chunks(offset, head, state.image)]
-    _create(storage, dest, header, chunks)
+    create_store_file(storage, dest, header, chunks)
     return RestoreReport(
         url=url,
         path=dest,
