@@ -16,7 +16,7 @@ import attrs
 
 import journalstate as js
 from journalstate._commands import EXIT_CORRUPT, EXIT_OK, CommandFailed, emit, exit_code
-from journalstate.replicate._restore import GenerationInfo
+from journalstate.replicate._listing import GenerationInfo
 
 REPLICA_EXIT_CODES = """exit codes:
   0  restored (replicas: every generation whole)
