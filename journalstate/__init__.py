@@ -10,6 +10,7 @@ from journalstate._chain import StoreStats
 from journalstate._durability import Durability
 from journalstate._errors import (
     BadDestination,
+    BadReplicaURL,
     ChangesUnavailable,
     CounterExhausted,
     DestinationExists,
@@ -25,6 +26,13 @@ from journalstate._errors import (
     NotAStore,
     ReadOnlyStore,
     ReentrantCall,
+    ReplicaAmbiguous,
+    ReplicaConflict,
+    ReplicaCorrupt,
+    ReplicaGap,
+    ReplicaNotFound,
+    ReplicationError,
+    ReplicationUnavailable,
     SchemaError,
     SchemaMismatch,
     StoreClosed,
@@ -71,6 +79,7 @@ from journalstate._report import Damage, RecoveryMode, RecoveryReport
 from journalstate._slots import SlotStatus
 from journalstate._store import Store
 from journalstate._txn import Draft
+from journalstate.replicate._restore import GenerationInfo, RestoreReport, list_replicas, restore
 
 __version__ = "0.1.0"
 
@@ -88,6 +97,7 @@ __all__ = [
     "Array",
     "BackupReport",
     "BadDestination",
+    "BadReplicaURL",
     "Bool",
     "Bytes",
     "Change",
@@ -102,6 +112,7 @@ __all__ = [
     "FieldKind",
     "FieldLayout",
     "ForkedStore",
+    "GenerationInfo",
     "InvalidArgument",
     "InvalidArgumentType",
     "InvalidValue",
@@ -117,6 +128,14 @@ __all__ = [
     "RecoveryMode",
     "RecoveryReport",
     "ReentrantCall",
+    "ReplicaAmbiguous",
+    "ReplicaConflict",
+    "ReplicaCorrupt",
+    "ReplicaGap",
+    "ReplicaNotFound",
+    "ReplicationError",
+    "ReplicationUnavailable",
+    "RestoreReport",
     "SchemaError",
     "SchemaInfo",
     "SchemaMismatch",
@@ -143,7 +162,9 @@ __all__ = [
     "__version__",
     "backup",
     "f32_round",
+    "list_replicas",
     "migrate",
     "open",
+    "restore",
     "schema_info",
 ]
