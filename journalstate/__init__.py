@@ -11,6 +11,7 @@ from journalstate._chain import StoreStats
 from journalstate._durability import Durability
 from journalstate._errors import (
     BadDestination,
+    BadReplicaURL,
     ChangesUnavailable,
     CounterExhausted,
     DestinationExists,
@@ -26,6 +27,13 @@ from journalstate._errors import (
     NotAStore,
     ReadOnlyStore,
     ReentrantCall,
+    ReplicaAmbiguous,
+    ReplicaConflict,
+    ReplicaCorrupt,
+    ReplicaGap,
+    ReplicaNotFound,
+    ReplicationError,
+    ReplicationUnavailable,
     SchemaError,
     SchemaMismatch,
     StoreClosed,
@@ -72,6 +80,7 @@ from journalstate._report import Damage, RecoveryMode, RecoveryReport
 from journalstate._slots import SlotStatus
 from journalstate._store import Store
 from journalstate._txn import Draft
+from journalstate.replicate._restore import GenerationInfo, RestoreReport, list_replicas, restore
 
 __version__ = "0.1.0"
 
@@ -89,6 +98,7 @@ __all__ = [
     "Array",
     "BackupReport",
     "BadDestination",
+    "BadReplicaURL",
     "Bool",
     "Bytes",
     "Change",
@@ -103,6 +113,7 @@ __all__ = [
     "FieldKind",
     "FieldLayout",
     "ForkedStore",
+    "GenerationInfo",
     "InvalidArgument",
     "InvalidArgumentType",
     "InvalidValue",
@@ -118,6 +129,14 @@ __all__ = [
     "RecoveryMode",
     "RecoveryReport",
     "ReentrantCall",
+    "ReplicaAmbiguous",
+    "ReplicaConflict",
+    "ReplicaCorrupt",
+    "ReplicaGap",
+    "ReplicaNotFound",
+    "ReplicationError",
+    "ReplicationUnavailable",
+    "RestoreReport",
     "SchemaError",
     "SchemaInfo",
     "SchemaMismatch",
@@ -145,7 +164,9 @@ __all__ = [
     "accelerated",
     "backup",
     "f32_round",
+    "list_replicas",
     "migrate",
     "open",
+    "restore",
     "schema_info",
 ]

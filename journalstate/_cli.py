@@ -33,6 +33,7 @@ from journalstate._commands import (
     exit_code,
 )
 from journalstate._migrate_cli import add_migrate_arguments, cmd_migrate
+from journalstate._replicate_cli import add_replica_commands
 
 # The exit codes are part of the command's interface (docs/cli.md): importable from here too.
 __all__ = [
@@ -166,6 +167,7 @@ def build_parser() -> argparse.ArgumentParser:
         cmd_migrate,
     )
     add_migrate_arguments(p, _count)
+    add_replica_commands(add, _count)
     p = add("demo", "SIGKILL and simulated OS crashes, explained", "journalstate demo", cmd_demo)
     p.add_argument("--seed", type=int, help="seed for the random choices")
     _add_bench_command(sub.add_parser)
