@@ -814,7 +814,6 @@ static PyMemberDef flatdiff_members[] = {
     {"cls", T_OBJECT, offsetof(FlatDiff, cls), READONLY, "the schema class"},
     {"fallback", T_OBJECT, offsetof(FlatDiff, fallback), READONLY,
      "the Python diff, called for what this one does not handle"},
-    {"__vectorcalloffset__", T_PYSSIZET, offsetof(FlatDiff, vectorcall), READONLY, NULL},
     {NULL}};
 
 static PyTypeObject FlatDiffType = {
