@@ -5,6 +5,7 @@ journal of checksummed records. See docs/format.md for the bytes and docs/design
 every crash leaves a committed state.
 """
 
+from journalstate._accel import accelerated
 from journalstate._backup import BackupReport, backup
 from journalstate._chain import StoreStats
 from journalstate._durability import Durability
@@ -160,6 +161,7 @@ __all__ = [
     "UnsupportedPlatform",
     "UnsupportedVersion",
     "__version__",
+    "accelerated",
     "backup",
     "f32_round",
     "list_replicas",

@@ -30,8 +30,8 @@ from typing import Any, Final, Generic, NamedTuple, TypeVar
 
 import attrs
 
-from journalstate import _writer
-from journalstate._checkpoint import PatchLog, dirty_chunks, write_changes
+from journalstate import _accel, _writer
+from journalstate._checkpoint import CHUNK, PatchLog, dirty_chunks, write_changes
 from journalstate._durability import Durability
 from journalstate._errors import (
     ForkedStore,
@@ -56,9 +56,10 @@ from journalstate._recovery import RecoveryReport
 from journalstate._schema import Schema
 from journalstate._slotcrc import SlotCrc
 from journalstate._storage import Region, StoreFile
-from journalstate._writer import build_record
 from journalstate._writer import write as ring_write
 
+build_record: Final = _accel.build_record or _writer.build_record  # compiled when built
+compiled_chunks = _accel.dirty_chunks  # the compiled dirty_chunks, or None
 T = TypeVar("T")
 _INTERVAL: Final = Durability.INTERVAL
 
@@ -142,7 +143,7 @@ class Chain(Guarded, Generic[T]):
         self._flush_interval = flush_interval
         self._schema = schema
         self._cls = schema.cls  # the commit path's: one attribute each
-        self._diff = schema.diff
+        self._diff = _accel.commit_diff(schema)
         self._file = file
         self._header = header
         self._slots = slots
@@ -434,7 +435,11 @@ class Chain(Guarded, Generic[T]):
             self._slots.write(offset, data)
             self._guarded_sync(self._slots, offset, len(data))
         else:
-            chunks = dirty_chunks(log.since(mark), self._header.state_size)
+            since, state_size = log.since(mark), self._header.state_size
+            if compiled_chunks is None:
+                chunks = dirty_chunks(since, state_size)
+            else:
+                chunks = compiled_chunks(since, state_size, CHUNK)
             start, length = write_changes(
                 self._slots, offset, slot_head, self._image, chunks, self._slot_crc
             )

@@ -33,6 +33,8 @@ from journalstate._layout import (
     KIND_BOOL,
     KIND_BYTES,
     KIND_FLOAT,
+    KIND_INT,
+    KIND_UINT,
     ArrayNode,
     BadValue,
     BlobNode,
@@ -44,7 +46,7 @@ from journalstate._layout import (
     merge_patches,
 )
 
-__all__ = ["DiffFunction", "diff_function"]
+__all__ = ["DiffFunction", "diff_function", "flat_fields"]
 
 DiffFunction = Callable[[object, object], Patches]
 
@@ -374,3 +376,34 @@ def diff_function(root: StructNode, walk: Callable[[object, object], Patches]) -
     function: DiffFunction = w.namespace["diff"]
     function.__doc__ = f"Patches turning encode(old) into encode(new) for {label} (generated)."
     return function
+
+
+FlatField = tuple[str, int, int, int, int, int]
+"""A field of a flat schema as the compiled diff takes it: ``(name, offset, code, size, lo,
+hi)``; codes 0 to 5 are u-int, int, bool, f64, Bytes and Str (``size`` the capacity of
+those two)."""
+
+
+def flat_fields(root: StructNode) -> tuple[FlatField, ...] | None:
+    """``root``'s fields for the compiled diff (``_speedups.FlatDiff``), or None when one of
+    them is not an int, bool, f64, Bytes or Str (the generated diff serves that schema)."""
+    if root.cls is None:
+        return None
+    fields: list[FlatField] = []
+    for name, _, offset, node in root.members:
+        if isinstance(node, ScalarNode):
+            if node.kind == KIND_UINT:
+                fields.append((name, offset, 0, node.size, node.lo, node.hi))
+            elif node.kind == KIND_INT:
+                fields.append((name, offset, 1, node.size, node.lo, node.hi))
+            elif node.kind == KIND_BOOL:
+                fields.append((name, offset, 2, 1, 0, 1))
+            elif node.kind == KIND_FLOAT and node.size == 8:
+                fields.append((name, offset, 3, 8, 0, 0))
+            else:
+                return None
+        elif isinstance(node, BlobNode):
+            fields.append((name, offset, 4 if node.kind == KIND_BYTES else 5, node.param, 0, 0))
+        else:
+            return None
+    return tuple(fields)

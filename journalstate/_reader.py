@@ -29,6 +29,7 @@ from typing import NamedTuple
 
 import attrs
 
+from journalstate import _accel
 from journalstate._checksums import Buffer, crc32c, crc_region, mask
 from journalstate._format import (
     KIND_COMMIT,
@@ -193,8 +194,9 @@ class ChainReader:
         max_length = max_payload(journal_size, state_size)
         assert len(image) == state_size
         newer = False
+        run = compiled_run or _replay_run
         while position + RECORD_HEADER_SIZE <= end:
-            position, seq, run_newer = _replay_run(
+            position, seq, run_newer = run(
                 ring,
                 journal_size,
                 image,
@@ -423,6 +425,9 @@ def _next_fast(
 
 
 _new_tuple = tuple.__new__
+
+compiled_run = _accel.replay_run
+"""The compiled twin of :func:`_replay_run` when the compiled paths are on, else None."""
 
 
 def _replay_run(

@@ -48,6 +48,8 @@ print(json.dumps({
 """
 
 PURE = {
+    "journalstate._accel",
+    "journalstate._speedups",
     "journalstate._checksums",
     "journalstate._codegen",
     "journalstate._descriptor",

@@ -8,8 +8,10 @@ preallocation), and the table, JSON document and plot that report them.
 
 Modules: ``base`` (states, settings, rows, the timing loop), ``compare`` (the comparison
 table's cases), ``sizes`` (large state, checkpoints, recovery), ``system`` (writeback, probes,
-the machine), ``report`` (targets, text, plot) and ``run`` (the command). The command line
-imports this package only when ``journalstate bench`` runs; the library never imports it.
+the machine), ``report`` (targets, text, plot) and ``run`` (the command); ``commitmode`` and
+``accel`` (the compiled paths against the pure ones, in one process) are commands of their
+own. The command line imports this package only when ``journalstate bench`` runs; the library
+never imports it.
 
 Nothing here prints by itself: every line goes to the ``out`` stream :func:`run` is given, and
 :func:`run` returns an exit code. lmdb and matplotlib are optional: imported only when used,

@@ -159,6 +159,7 @@ def header_lines(result: dict[str, Any]) -> list[str]:
         f"machine: {_n(m['nproc'])} CPUs ({_clip(m['cpu'], 40)}), {mem} RAM",
         f"Linux {_clip(m['kernel'], 26)}; Python {_clip(m['python'], 10)}; "
         f"load {_clip(m['loadavg_start'], 20)}",
+        f"code path: {_clip(m.get('code_path', '?'), 60)}",
         f"{_n(s['repeat'])} interleaved rounds of one {_n(s['seconds'])} s run per row, "
         f"after a {_n(s['warmup'])} s warm-up;",
         f"medians of the runs. Latencies include ~{_n(result['timer_overhead_ns'])} ns of "

@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import journalstate as js
+from journalstate._accel import describe as describe_code_path
 from journalstate.bench.base import PAGE, Config, Op, Small, loop
 from journalstate.bench.compare import committer, floor_fdatasync, page_file
 
@@ -300,6 +301,7 @@ def describe_machine(directory: str) -> dict[str, Any]:
         "kernel": platform.release(),
         "python": platform.python_version(),
         "journalstate": js.__version__,
+        "code_path": describe_code_path(),
         "filesystem": _mount_of(directory),
         "rotational": rotational,
         "loadavg_start": loadavg(),
