@@ -168,8 +168,46 @@ def build_parser() -> argparse.ArgumentParser:
     add_migrate_arguments(p, _count)
     p = add("demo", "SIGKILL and simulated OS crashes, explained", "journalstate demo", cmd_demo)
     p.add_argument("--seed", type=int, help="seed for the random choices")
+    _add_replicate_command(add)
     _add_bench_command(sub.add_parser)
     return parser
+
+
+def _positive_seconds(text: str) -> float:
+    value = _seconds(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a number of seconds > 0, got {text}")
+    return value
+
+
+def _add_replicate_command(add: Callable[..., argparse.ArgumentParser]) -> None:
+    """The ``replicate`` command (the sidecar): its help and arguments."""
+    p = add(
+        "replicate",
+        "ship a store another process writes to object storage, until SIGINT or SIGTERM",
+        "journalstate replicate state.jst s3://bucket/state --interval 1",
+        _cmd_replicate,
+    )
+    p.add_argument("path", metavar="PATH", help="the store (its writer may be running)")
+    p.add_argument("url", metavar="URL", help="s3://, gs://, az://, file:///... prefix")
+    p.add_argument(
+        "--interval",
+        type=_positive_seconds,
+        default=1.0,
+        metavar="SECONDS",
+        help="seconds between two uploads (default 1)",
+    )
+    p.add_argument(
+        "--once", action="store_true", help="ship what is committed now, then exit"
+    )
+
+
+def _cmd_replicate(args: argparse.Namespace, out: TextIO) -> int:
+    from journalstate.replicate._sidecar import report, run_sidecar
+
+    done, shipper = run_sidecar(args.path, args.url, interval=args.interval, once=args.once)
+    report(shipper, done, args.json, out)
+    return EXIT_OK if done else EXIT_BUSY
 
 
 def _add_recover_command(add: Callable[..., argparse.ArgumentParser], modes: list[str]) -> None:

@@ -147,6 +147,16 @@ class Store(Live[T]):
             )
 
     @property
+    def replication(self) -> Any:
+        """Where replication stands (a ``js.ReplicationStatus``), or None when not replicating.
+
+        Set when the store was opened with ``replicate_to=``; None in a child process after
+        ``fork()`` (the shipper's thread runs only in the parent). See docs/replication.md.
+        """
+        shipper = self._shipper
+        return None if shipper is None else shipper.status()
+
+    @property
     def journal_fill(self) -> float:
         """Fraction of the journal ring holding records not yet covered by a checkpoint."""
         return (self._head[TAIL] - self._base.position) / self._journal_size
@@ -354,6 +364,11 @@ class Store(Live[T]):
         me = self._enter()
         if self._in_transaction(me):
             raise ReentrantCall("close() inside a transaction; finish the transaction first")
+        shipper = self._shipper
+        if shipper is not None and not self._closed:
+            # Ships what is committed (a bounded wait: see DEFAULT_CLOSE_TIMEOUT), before the
+            # lock is taken: the shipper reads the journal under it.
+            shipper.close()
         try:
             self._inside.add(me)
             with self._sync_lock, self._lock:

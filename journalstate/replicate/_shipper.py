@@ -1,0 +1,485 @@
+"""The shipper: a thread that copies a store's commits into object storage, never in their way.
+
+What belongs here is :class:`Shipper`, its status (:class:`ReplicationStatus`) and the start
+of one inside a writer (:func:`start_writer_shipper`). What it reads is ``_sources``'s; the
+objects' bytes and names are ``_objformat``'s; the object stores are ``_objects``'s. The
+loop, its crash windows and the guarantee are in docs/replication.md, "Shipping".
+
+One pass of the loop:
+
+1. Without a generation (the first pass, or after the source said it cannot go on without a
+   gap): a new generation id, its manifest, then a snapshot of the state at a seq, uploaded in
+   that order. Nothing counts as shipped until both uploads returned.
+2. The records after the shipped seq, read from the source, cut into segments of at most
+   16 MiB, each uploaded in turn. ``shipped_seq`` moves only after an upload returned.
+3. A new snapshot in the same generation (of the shipper's own image at ``shipped_seq``,
+   which the segments' rolling checksum vouches for) when the bytes shipped since the last
+   snapshot pass ``snapshot_bytes``, or its age passes ``snapshot_age``.
+
+An upload that fails is retried, with a backoff, with exactly the same bytes: an object is
+written once, by conditional create, and a retry that finds its key already there compares
+the bytes (equal: it landed before; different: :class:`ReplicaConflict`). ``last_error``
+says what failed last, and is cleared by the next upload that succeeds.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import time
+from collections.abc import Mapping
+from typing import Any, Final
+
+import attrs
+
+from journalstate._checksums import crc32c
+from journalstate._errors import ReplicaConflict, ReplicaCorrupt, ReplicaNotFound
+from journalstate.replicate._objects import ObjectStore, open_url
+from journalstate.replicate._objformat import (
+    decode_object,
+    encode_manifest,
+    encode_segment,
+    encode_snapshot,
+    generation_id,
+    manifest_key,
+    parse_key,
+    segment_key,
+    snapshot_key,
+)
+from journalstate.replicate._sources import (
+    MAX_SEGMENT_BYTES,
+    NewGeneration,
+    Record,
+    Snapshot,
+    Source,
+    SourceClosed,
+    WriterSource,
+)
+
+log = logging.getLogger("journalstate.replicate")
+
+DEFAULT_SNAPSHOT_BYTES: Final = 64 << 20
+"""Bytes shipped in segments after which a new snapshot is taken (or 4 x the state size)."""
+DEFAULT_SNAPSHOT_AGE: Final = 3600.0
+"""Seconds after which a new snapshot is taken, whatever was shipped."""
+DEFAULT_CLOSE_TIMEOUT: Final = 10.0
+"""Seconds ``store.close()`` waits for the shipper to ship what is committed."""
+_MAX_BACKOFF: Final = 30.0
+"""The longest wait between two attempts after failures."""
+
+
+@attrs.frozen
+class ReplicationStatus:
+    """Where a shipper stands (``store.replication``). A copy: it does not change."""
+
+    url: str
+    generation: str | None
+    """The generation being shipped (None before the first manifest was uploaded)."""
+    shipped_seq: int | None
+    """The newest seq the object store holds in this generation: every commit up to it can be
+    restored. None until the generation's first snapshot landed."""
+    lag_seq: int | None
+    """Commits made but not shipped yet (the store's seq minus ``shipped_seq``)."""
+    lag_seconds: float
+    """Seconds since the replica last held every commit (0 when it does)."""
+    last_error: str | None
+    """What failed last (an upload, a listing), or None when the last attempt succeeded."""
+    generations_started: int
+    last_generation_reason: str | None
+    """Why the current generation started: "start", "lapped", "rewound" or "replaced"."""
+    segments_shipped: int
+    snapshots_shipped: int
+    bytes_shipped: int
+
+
+class Shipper:
+    """Ships one source to one object store, in a thread or one pass at a time.
+
+    Args:
+        source: what to read (:class:`WriterSource` or :class:`FollowerSource`).
+        objects: where to write.
+        interval: seconds between two passes of the thread.
+        snapshot_bytes: segment bytes after which a new snapshot is shipped (default
+            max(64 MiB, 4 x the state size)).
+        snapshot_age: seconds after which a new snapshot is shipped (default 1 hour).
+    """
+
+    def __init__(
+        self,
+        source: Source,
+        objects: ObjectStore,
+        *,
+        interval: float = 1.0,
+        snapshot_bytes: int | None = None,
+        snapshot_age: float = DEFAULT_SNAPSHOT_AGE,
+    ) -> None:
+        self._source = source
+        self._objects = objects
+        self._interval = interval
+        self._snapshot_bytes = (
+            max(DEFAULT_SNAPSHOT_BYTES, 4 * source.state_size)
+            if snapshot_bytes is None
+            else snapshot_bytes
+        )
+        self._snapshot_age = snapshot_age
+        self._lock = threading.Lock()  # the status fields; taken briefly, never during I/O
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._closing = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._checked_prefix = False
+        # Where the shipped history stands (only the shipping thread writes these).
+        self._generation: str | None = None
+        self._previous: str | None = None
+        self._reason = "start"
+        self._seq: int | None = None
+        self._position = 0
+        self._epoch = 0
+        self._image = bytearray()
+        self._state_crc = 0
+        self._since_snapshot = 0
+        self._snapshot_at = 0.0
+        # Objects built but not yet known to be uploaded, oldest first, each with what
+        # becomes true once it is: retried with exactly these bytes.
+        self._uploads: list[tuple[str, bytes, Any]] = []
+        # Status.
+        self._generations_started = 0
+        self._segments = 0
+        self._snapshots = 0
+        self._bytes = 0
+        self._last_error: str | None = None
+        self._failures = 0
+        self._held_all_at = time.monotonic()
+        self._fatal: str | None = None
+        self.fatal_error: ReplicaConflict | None = None
+        """The error that stopped the shipper for good, if one did."""
+
+    # --- status ----------------------------------------------------------------------------
+
+    @property
+    def url(self) -> str:
+        return self._objects.url
+
+    def status(self) -> ReplicationStatus:
+        """A copy of where the shipper stands now."""
+        with self._lock:
+            shipped = self._seq
+            try:
+                current = self._source.current_seq()
+            except Exception:
+                current = shipped if shipped is not None else 0
+            lag = None if shipped is None else max(current - shipped, 0)
+            seconds = 0.0 if lag == 0 else max(time.monotonic() - self._held_all_at, 0.0)
+            return ReplicationStatus(
+                url=self._objects.url,
+                generation=self._generation,
+                shipped_seq=shipped,
+                lag_seq=lag,
+                lag_seconds=seconds,
+                last_error=self._fatal or self._last_error,
+                generations_started=self._generations_started,
+                last_generation_reason=None if self._generation is None else self._reason,
+                segments_shipped=self._segments,
+                snapshots_shipped=self._snapshots,
+                bytes_shipped=self._bytes,
+            )
+
+    # --- the thread ------------------------------------------------------------------------
+
+    def start(self, name: str) -> None:
+        """Start the background thread (a daemon: it never keeps the process alive)."""
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            if self._closing.is_set():
+                return
+            delay = self._interval if self.try_pass() else self.retry_delay()
+            self._wake.wait(delay)
+            self._wake.clear()
+
+    def retry_delay(self) -> float:
+        return float(min(self._interval * (2 ** min(self._failures, 10)), _MAX_BACKOFF))
+
+    def try_pass(self) -> bool:
+        """One pass; False (the error recorded) when it failed."""
+        if self._fatal is not None:
+            return True
+        try:
+            self.ship_pass()
+            return True
+        except SourceClosed:
+            self._stop.set()
+            return True
+        except ReplicaConflict as e:
+            self._fatal = str(e)
+            self.fatal_error = e
+            log.error("replication to %s stopped: %s", self.url, e)
+            return True
+        except Exception as e:
+            self._failures += 1
+            with self._lock:
+                self._last_error = f"{type(e).__name__}: {e}"
+            log.warning("replication to %s: %s (will retry)", self.url, self._last_error)
+            return False
+
+    def close(self, timeout: float = DEFAULT_CLOSE_TIMEOUT) -> bool:
+        """Ship what is committed now (waiting at most ``timeout`` seconds), then stop.
+
+        Returns True when everything committed before the call was shipped. A forked child
+        never calls this (its copy has no thread).
+        """
+        deadline = time.monotonic() + timeout
+        thread = self._thread
+        self._closing.set()
+        self._wake.set()
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(max(deadline - time.monotonic(), 0.0))
+            if thread.is_alive():  # an upload still in flight: give up on it
+                self._stop.set()
+                return False
+        done = self.flush(deadline)
+        self._stop.set()
+        return done
+
+    def flush(self, deadline: float) -> bool:
+        """Passes until one ships everything it read, or ``deadline`` passes; True if done."""
+        while True:
+            if self._fatal is not None:
+                return False
+            target = self._safe_current()
+            if self.try_pass() and not self._uploads and self._seq is not None:
+                if self._stop.is_set() or self._seq >= target:
+                    return True
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(min(self.retry_delay() if self._failures else 0.0, 1.0))
+
+    def _safe_current(self) -> int:
+        try:
+            return self._source.current_seq()
+        except Exception:
+            return 0
+
+    # --- one pass ----------------------------------------------------------------------------
+
+    def ship_pass(self) -> None:
+        """Upload what is pending, then everything the source holds after the shipped seq.
+
+        Raises:
+            SourceClosed: the store was closed.
+            ReplicaConflict: the prefix belongs to another store, or an object there
+                conflicts; the shipper stops.
+            Exception: an upload or the source failed; the next pass retries.
+        """
+        self._upload_pending()
+        while True:
+            if self._generation is None or self._seq is None:
+                self._start_generation()
+                self._upload_pending()
+            try:
+                records = self._source.read(self._position, self._seq or 0)
+            except NewGeneration as e:
+                self._new_generation(e)
+                continue
+            if not records:
+                with self._lock:
+                    self._held_all_at = time.monotonic()
+                return
+            self._queue_segments(records)
+            self._upload_pending()
+            if self._snapshot_due():
+                self._queue_snapshot()
+                self._upload_pending()
+
+    def _new_generation(self, e: NewGeneration) -> None:
+        log.warning("replication to %s: a new generation (%s)", self.url, e)
+        self._previous = self._generation or self._previous
+        self._generation = None
+        self._seq = None
+        self._reason = e.reason
+        self._uploads.clear()
+
+    def _upload_pending(self) -> None:
+        while self._uploads:
+            key, data, done = self._uploads[0]
+            self._put(key, data)
+            self._uploads.pop(0)
+            self._failures = 0
+            with self._lock:
+                self._last_error = None
+                self._bytes += len(data)
+                done()
+
+    def _put(self, key: str, data: bytes) -> None:
+        """Create ``key`` with ``data``; an existing equal object counts as created."""
+        if self._objects.put_new(key, data):
+            return
+        # A retry of an upload whose write landed although it reported a failure.
+        existing = self._objects.get(key)
+        if existing != data:
+            raise ReplicaConflict(
+                self.url,
+                f"{key} already exists with other bytes: another shipper uses this "
+                "generation id",
+            )
+
+    def _check_prefix(self) -> None:
+        """Refuse a prefix holding generations of another store (once per shipper)."""
+        if self._checked_prefix:
+            return
+        own = self._source.file_id
+        for key in self._objects.list("generations/"):
+            parsed = parse_key(key)
+            if parsed is None or parsed.kind != "generation":
+                continue
+            try:
+                meta = decode_object(self._objects.get(key), key).meta
+            except (ReplicaCorrupt, ReplicaNotFound):
+                continue  # not ours to judge: restore reports it
+            if meta.get("file_id") != own:
+                raise ReplicaConflict(
+                    self.url,
+                    f"the prefix holds generation {parsed.generation} of another store "
+                    f"(file id {meta.get('file_id')}, this one is {own}); replicate each "
+                    "store to its own prefix",
+                )
+        self._checked_prefix = True
+
+    def _start_generation(self) -> None:
+        """Queue a new generation's manifest and first snapshot."""
+        self._check_prefix()
+        source = self._source
+        snap = source.snapshot()
+        gen = generation_id()
+        manifest = encode_manifest(
+            file_id=source.file_id,
+            generation=gen,
+            host=socket.gethostname(),
+            pid=os.getpid(),
+            source=source.kind,
+            reason=self._reason,
+            previous=self._previous,
+            base_seq=snap.seq,
+            state_size=source.state_size,
+            journal_size=source.journal_size,
+        )
+        self._generation = gen
+        self._seq = None
+
+        def started() -> None:
+            self._generations_started += 1
+            log.info(
+                "replication to %s: generation %s (%s) from seq %d",
+                self.url,
+                gen,
+                self._reason,
+                snap.seq,
+            )
+
+        self._uploads.append((manifest_key(gen), manifest, started))
+        self._image = bytearray(snap.image)
+        self._queue_snapshot(snap)
+
+    def _queue_snapshot(self, snap: Snapshot | None = None) -> None:
+        """Queue a snapshot: ``snap`` (a new generation's), else the image at the shipped seq."""
+        gen = self._generation
+        assert gen is not None
+        if snap is None:
+            assert self._seq is not None
+            snap = Snapshot(self._seq, self._epoch, self._position, bytes(self._image))
+        data = encode_snapshot(
+            file_id=self._source.file_id,
+            generation=gen,
+            seq=snap.seq,
+            epoch=snap.epoch,
+            descriptor=self._source.descriptor,
+            image=snap.image,
+            journal_size=self._source.journal_size,
+        )
+        state_crc = crc32c(snap.image)
+        first = self._seq is None
+
+        def shipped() -> None:
+            self._snapshots += 1
+            self._since_snapshot = 0
+            self._snapshot_at = time.monotonic()
+            if first:
+                self._seq, self._position, self._epoch = snap.seq, snap.position, snap.epoch
+                self._state_crc = state_crc
+                self._source.shipped(snap.position)
+
+        self._uploads.append((snapshot_key(gen, snap.seq), data, shipped))
+
+    def _snapshot_due(self) -> bool:
+        return self._since_snapshot >= self._snapshot_bytes or (
+            time.monotonic() - self._snapshot_at >= self._snapshot_age
+        )
+
+    def _queue_segments(self, records: list[Record]) -> None:
+        """Queue the records as segments of at most MAX_SEGMENT_BYTES, cut where the positions
+        do not follow on (a sidecar crossing into a writer's next session)."""
+        batch: list[Record] = []
+        size = 0
+        for record in records:
+            follows = not batch or record.position == batch[-1].position + len(batch[-1].data)
+            if batch and (size + len(record.data) > MAX_SEGMENT_BYTES or not follows):
+                self._queue_segment(batch)
+                batch, size = [], 0
+            batch.append(record)
+            size += len(record.data)
+        if batch:
+            self._queue_segment(batch)
+
+    def _queue_segment(self, batch: list[Record]) -> None:
+        gen = self._generation
+        assert gen is not None
+        image = self._image
+        for record in batch:
+            for offset, data in record.patches:
+                image[offset : offset + len(data)] = data
+        prev_crc = self._state_crc
+        state_crc = crc32c(image)
+        first, last = batch[0], batch[-1]
+        records = b"".join(r.data for r in batch)
+        data = encode_segment(
+            file_id=self._source.file_id,
+            generation=gen,
+            first_seq=first.seq,
+            last_seq=last.seq,
+            first_position=first.position,
+            prev_state_crc=prev_crc,
+            state_crc=state_crc,
+            epochs=(min(r.epoch for r in batch), max(r.epoch for r in batch)),
+            records=records,
+        )
+        # Built in order: the next segment's prev_state_crc is this one's state_crc.
+        self._state_crc = state_crc
+        end = last.position + len(last.data)
+
+        def shipped() -> None:
+            self._seq, self._position, self._epoch = last.seq, end, last.epoch
+            self._segments += 1
+            self._since_snapshot += len(records)
+            self._source.shipped(end)
+
+        self._uploads.append((segment_key(gen, first.seq, last.seq), data, shipped))
+
+
+def start_writer_shipper(
+    store: Any,
+    url: str,
+    *,
+    interval: float,
+    options: Mapping[str, str] | None,
+    objects: ObjectStore | None = None,
+) -> Shipper:
+    """Start the thread that replicates ``store`` (open for writing) to ``url``."""
+    target = open_url(url, options=options) if objects is None else objects
+    shipper = Shipper(WriterSource(store), target, interval=interval)
+    store._shipped_position = store.position  # nothing after the open is shipped yet
+    shipper.start(f"journalstate-replicate:{store.path}")
+    return shipper
