@@ -363,3 +363,90 @@ class ChangesUnavailable(JournalStateError, LookupError):
         self.path = path
         self.since_seq = since_seq
         self.oldest_seq = oldest_seq
+
+
+# --- replication to object storage -------------------------------------------------------------
+
+
+class ReplicationError(JournalStateError):
+    """Replication to, or restore from, object storage failed.
+
+    ``url`` is the replica's URL. This class itself is raised for a failure of the object store
+    (network, permissions, a timeout); its subclasses name what is wrong with the replica.
+    """
+
+    def __init__(self, url: str, message: str) -> None:
+        super().__init__(f"{url}: {message}")
+        self.url = url
+
+
+class ReplicationUnavailable(ReplicationError, ImportError):
+    """The optional object-storage client (obstore) is not installed."""
+
+    def __init__(self, url: str) -> None:
+        super().__init__(
+            url,
+            "replication needs the obstore package: pip install 'journalstate[replicate]'",
+        )
+
+
+class BadReplicaURL(ReplicationError, ValueError):
+    """The URL names no object store replication can use (scheme, bucket, options)."""
+
+
+class ReplicaNotFound(ReplicationError, LookupError):
+    """The prefix holds no generation, or no object covers the seq asked for, or an object is
+    missing. ``seq`` is the seq asked for, when one was."""
+
+    def __init__(self, url: str, message: str, *, seq: int | None = None) -> None:
+        super().__init__(url, message)
+        self.seq = seq
+
+
+class ReplicaGap(ReplicationError):
+    """A part of the history between the snapshot and the seq asked for is missing or does not
+    follow on; restore refuses to give an older state than the one asked for.
+
+    ``last_seq`` is the last seq the replica holds contiguously, ``wanted_seq`` the one asked
+    for (None: the newest).
+    """
+
+    def __init__(
+        self, url: str, message: str, *, last_seq: int, wanted_seq: int | None = None
+    ) -> None:
+        super().__init__(url, message)
+        self.last_seq = last_seq
+        self.wanted_seq = wanted_seq
+
+
+class ReplicaCorrupt(ReplicationError):
+    """An object fails its checksum, magic or decoding, or its records fail the journal's
+    checks. ``key`` names the object."""
+
+    def __init__(self, url: str, message: str, *, key: str | None = None) -> None:
+        where = f"{key}: " if key is not None else ""
+        super().__init__(url, f"{where}{message}")
+        self.key = key
+
+
+class ReplicaAmbiguous(ReplicationError):
+    """The prefix holds histories restore cannot choose between: generations of more than one
+    store, or two generations that were shipped at the same time. ``generations`` lists them;
+    pass one of them as ``generation=`` (``--generation``)."""
+
+    def __init__(self, url: str, message: str, *, generations: Sequence[str]) -> None:
+        listed = ", ".join(generations)
+        super().__init__(
+            url, f"{message}: generations {listed}; choose one with generation= (--generation)"
+        )
+        self.generations = tuple(generations)
+
+
+class ReplicaConflict(ReplicationError):
+    """The prefix holds another store's generations, or an object that should be this
+    shipper's own has other bytes: the shipper refuses to write there. ``key`` names the
+    object, when one is the cause."""
+
+    def __init__(self, url: str, message: str, *, key: str | None = None) -> None:
+        super().__init__(url, message)
+        self.key = key

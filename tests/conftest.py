@@ -16,6 +16,9 @@ import journalstate as js
 from journalstate._io import OsStorage
 from journalstate._storage import Buffer, Region, StoreFile
 
+# Object stores for the replication tests (an S3 server, file://, memory://).
+pytest_plugins = ["tests.objectstores"]
+
 settings.register_profile(
     "dev", max_examples=50, deadline=None, suppress_health_check=[HealthCheck.too_slow]
 )

@@ -18,6 +18,7 @@ from journalstate.testing._events import (
     crash_point,
     sector_pieces,
 )
+from journalstate.testing._objects import Fault, FaultyObjectStore, Plan, fail_calls
 from journalstate.testing._pages import SECTOR_SIZE
 
 __all__ = [
@@ -26,12 +27,16 @@ __all__ = [
     "Chooser",
     "CrashHook",
     "Event",
+    "Fault",
+    "FaultyObjectStore",
     "Op",
     "PieceHook",
     "Pieces",
+    "Plan",
     "SimStorage",
     "SimulatedCrash",
     "byte_pieces",
     "crash_point",
+    "fail_calls",
     "sector_pieces",
 ]
