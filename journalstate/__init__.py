@@ -79,6 +79,7 @@ from journalstate._report import Damage, RecoveryMode, RecoveryReport
 from journalstate._slots import SlotStatus
 from journalstate._store import Store
 from journalstate._txn import Draft
+from journalstate.replicate._shipper import ReplicationStatus
 
 __version__ = "0.1.0"
 
@@ -132,6 +133,7 @@ __all__ = [
     "ReplicaGap",
     "ReplicaNotFound",
     "ReplicationError",
+    "ReplicationStatus",
     "ReplicationUnavailable",
     "SchemaError",
     "SchemaInfo",

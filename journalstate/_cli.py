@@ -197,9 +197,7 @@ def _add_replicate_command(add: Callable[..., argparse.ArgumentParser]) -> None:
         metavar="SECONDS",
         help="seconds between two uploads (default 1)",
     )
-    p.add_argument(
-        "--once", action="store_true", help="ship what is committed now, then exit"
-    )
+    p.add_argument("--once", action="store_true", help="ship what is committed now, then exit")
 
 
 def _cmd_replicate(args: argparse.Namespace, out: TextIO) -> int:

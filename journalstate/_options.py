@@ -272,7 +272,8 @@ def checked_replication(
     if not replicate_to or "://" not in replicate_to:
         raise InvalidArgument(
             "replicate_to",
-            f"expected a URL such as s3://bucket/prefix or file:///path, got {_short(replicate_to)}",
+            "expected a URL such as s3://bucket/prefix or file:///path, "
+            f"got {_short(replicate_to)}",
         )
     if readonly:
         raise InvalidArgument(

@@ -21,7 +21,11 @@ from tests.follow_writer import Live, expected_small
 def main(path: str, url: str) -> None:
     """Commit and report the shipped seq until killed."""
     store = js.open(
-        path, Live, durability="process", journal_size=1 << 16, replicate_to=url,
+        path,
+        Live,
+        durability="process",
+        journal_size=1 << 16,
+        replicate_to=url,
         replicate_interval=0.02,
     )
     out = sys.stdout

@@ -11,6 +11,7 @@ import math
 import os
 import threading
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,7 @@ import journalstate as js
 from journalstate.replicate._objects import ObjectStore, open_url
 from journalstate.replicate._shipper import Shipper
 from journalstate.replicate._sources import FollowerSource, WriterSource
+from journalstate.testing import Fault, FaultyObjectStore
 from tests.follow_writer import Live, LiveV2, expected, expected_small
 
 HANG_GUARD = 300.0  # seconds: only a hang gets anywhere near it
@@ -65,36 +67,14 @@ class Stalled:
 
     def put_new(self, key: str, data: bytes) -> bool:
         if self.stalled:
-            raise OSError("the object store is unreachable")
+            raise js.ReplicationError(self.url, "the object store is unreachable")
         self.puts += 1
         return self.inner.put_new(key, data)
 
     def get(self, key: str) -> bytes:
         return self.inner.get(key)
 
-    def list(self, prefix: str) -> list[str]:
-        return self.inner.list(prefix)
-
-
-class LandedButFailed:
-    """An object store whose next ``fail`` uploads land, then report a failure (a timeout)."""
-
-    def __init__(self, inner: ObjectStore, fail: int) -> None:
-        self.inner = inner
-        self.url = inner.url
-        self.fail = fail
-
-    def put_new(self, key: str, data: bytes) -> bool:
-        created = self.inner.put_new(key, data)
-        if self.fail:
-            self.fail -= 1
-            raise TimeoutError(f"timed out after writing {key}")
-        return created
-
-    def get(self, key: str) -> bytes:
-        return self.inner.get(key)
-
-    def list(self, prefix: str) -> list[str]:
+    def list(self, prefix: str = "") -> list[str]:
         return self.inner.list(prefix)
 
 
@@ -118,19 +98,11 @@ def test_writer_ships_to_file_and_restore_gives_the_last_commit(
 
 def test_memory_url_ships_and_restores(tmp_path: Path) -> None:
     """memory:// (one process) takes the same objects: a restore from it gives the state."""
-    objects = open_url("memory://")
-    with js.open(tmp_path / "s.jst", Live) as store:
-        shipper = manual(store, objects)
+    url = f"memory://{uuid.uuid4().hex}/replica"
+    with js.open(tmp_path / "s.jst", Live, replicate_to=url, replicate_interval=0.01) as store:
         for seq in range(1, 51):
             store.commit(expected(seq))
-            if seq % 10 == 0:
-                flush(shipper)
-        assert shipper.status().shipped_seq == 50
-    keys = objects.list("generations/")
-    copy = open_url(file_url(tmp_path, "copy"))
-    for key in keys:
-        assert copy.put_new(key, objects.get(key))
-    assert restored(copy.url, tmp_path) == (50, expected(50))
+    assert restored(url, tmp_path) == (50, expected(50))
 
 
 def test_each_pass_restores_to_exactly_the_shipped_seq(tmp_path: Path) -> None:
@@ -235,7 +207,7 @@ def test_an_upload_that_landed_but_failed_counts_once(tmp_path: Path) -> None:
     """A retry that finds its own object already there (same bytes) is a success."""
     url = file_url(tmp_path)
     with js.open(tmp_path / "s.jst", Live) as store:
-        objects = LandedButFailed(open_url(url), fail=3)
+        objects = FaultyObjectStore(open_url(url), [Fault.FAIL_AFTER_PUT] * 3)
         shipper = manual(store, objects)
         for seq in range(1, 6):
             store.commit(expected(seq))
@@ -332,8 +304,9 @@ def test_without_replication_the_threshold_checkpoints_as_before(tmp_path: Path)
 def test_close_ships_everything_committed(tmp_path: Path) -> None:
     """close() ships what the thread had not: the restore has the last commit."""
     url = file_url(tmp_path)
-    store = js.open(tmp_path / "s.jst", Live, durability="process", replicate_to=url,
-                    replicate_interval=3600.0)
+    store = js.open(
+        tmp_path / "s.jst", Live, durability="process", replicate_to=url, replicate_interval=3600.0
+    )
     for seq in range(1, 101):
         store.commit(expected(seq))
     store.close()
@@ -350,7 +323,7 @@ def test_thread_ships_while_the_writer_commits(tmp_path: Path) -> None:
         for seq in range(1, 21):
             store.commit(expected(seq))
         deadline = time.monotonic() + HANG_GUARD
-        while (store.replication.shipped_seq or 0) < 20:  # type: ignore[union-attr]
+        while (store.replication.shipped_seq or 0) < 20:
             assert time.monotonic() < deadline, "the thread never shipped"
             time.sleep(0.01)
         assert restored(url, tmp_path) == (20, expected(20))
@@ -472,7 +445,8 @@ def test_sidecar_ships_records_as_the_writer_wrote_them(tmp_path: Path) -> None:
 
     objects = open_url(url)
     bodies = [
-        decode_object(objects.get(k), k).body for k in objects.list("generations/")
+        decode_object(objects.get(k), k).body
+        for k in objects.list("generations/")
         if k.endswith(".segment")
     ]
     assert b"".join(bodies) == ring
@@ -546,8 +520,9 @@ def test_status_is_a_frozen_copy(tmp_path: Path) -> None:
 def test_threads_commit_while_shipping(tmp_path: Path) -> None:
     """Four threads commit while the thread ships: the restore has the last commit."""
     url = file_url(tmp_path)
-    with js.open(tmp_path / "s.jst", Live, durability="process", replicate_to=url,
-                 replicate_interval=0.005) as store:
+    with js.open(
+        tmp_path / "s.jst", Live, durability="process", replicate_to=url, replicate_interval=0.005
+    ) as store:
         lock = threading.Lock()
 
         def work() -> None:

@@ -34,9 +34,9 @@ from typing import Any, Final
 
 import attrs
 
-from journalstate._checksums import crc32c
+from journalstate._checksums import crc
 from journalstate._errors import ReplicaConflict, ReplicaCorrupt, ReplicaNotFound
-from journalstate.replicate._objects import ObjectStore, open_url
+from journalstate.replicate._objects import ObjectStore, open_url, put_once
 from journalstate.replicate._objformat import (
     decode_object,
     encode_manifest,
@@ -251,9 +251,9 @@ class Shipper:
             if self._fatal is not None:
                 return False
             target = self._safe_current()
-            if self.try_pass() and not self._uploads and self._seq is not None:
-                if self._stop.is_set() or self._seq >= target:
-                    return True
+            passed = self.try_pass() and not self._uploads and self._seq is not None
+            if passed and (self._stop.is_set() or (self._seq or 0) >= target):
+                return True
             if time.monotonic() >= deadline:
                 return False
             time.sleep(min(self.retry_delay() if self._failures else 0.0, 1.0))
@@ -306,7 +306,7 @@ class Shipper:
     def _upload_pending(self) -> None:
         while self._uploads:
             key, data, done = self._uploads[0]
-            self._put(key, data)
+            put_once(self._objects, key, data)
             self._uploads.pop(0)
             self._failures = 0
             with self._lock:
@@ -314,30 +314,20 @@ class Shipper:
                 self._bytes += len(data)
                 done()
 
-    def _put(self, key: str, data: bytes) -> None:
-        """Create ``key`` with ``data``; an existing equal object counts as created."""
-        if self._objects.put_new(key, data):
-            return
-        # A retry of an upload whose write landed although it reported a failure.
-        existing = self._objects.get(key)
-        if existing != data:
-            raise ReplicaConflict(
-                self.url,
-                f"{key} already exists with other bytes: another shipper uses this "
-                "generation id",
-            )
-
     def _check_prefix(self) -> None:
         """Refuse a prefix holding generations of another store (once per shipper)."""
         if self._checked_prefix:
             return
         own = self._source.file_id
         for key in self._objects.list("generations/"):
-            parsed = parse_key(key)
-            if parsed is None or parsed.kind != "generation":
+            try:
+                parsed = parse_key(key)
+            except ValueError:
+                continue  # not a shipper's object: restore reports what it makes of it
+            if parsed.kind != "generation":
                 continue
             try:
-                meta = decode_object(self._objects.get(key), key).meta
+                meta = decode_object(self._objects.get(key), key, url=self.url).meta
             except (ReplicaCorrupt, ReplicaNotFound):
                 continue  # not ours to judge: restore reports it
             if meta.get("file_id") != own:
@@ -346,6 +336,7 @@ class Shipper:
                     f"the prefix holds generation {parsed.generation} of another store "
                     f"(file id {meta.get('file_id')}, this one is {own}); replicate each "
                     "store to its own prefix",
+                    key=key,
                 )
         self._checked_prefix = True
 
@@ -400,7 +391,7 @@ class Shipper:
             image=snap.image,
             journal_size=self._source.journal_size,
         )
-        state_crc = crc32c(snap.image)
+        state_crc = crc(snap.image)
         first = self._seq is None
 
         def shipped() -> None:
@@ -442,7 +433,7 @@ class Shipper:
             for offset, data in record.patches:
                 image[offset : offset + len(data)] = data
         prev_crc = self._state_crc
-        state_crc = crc32c(image)
+        state_crc = crc(image)
         first, last = batch[0], batch[-1]
         records = b"".join(r.data for r in batch)
         data = encode_segment(

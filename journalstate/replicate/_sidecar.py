@@ -79,9 +79,10 @@ def run_sidecar(
                     shipped = shipper.try_pass()
                     if shipper.fatal_error is not None:
                         break
-                    if not announced and ready is not None and shipper.status().shipped_seq is not None:
+                    if not announced and shipper.status().shipped_seq is not None:
                         announced = True
-                        ready()
+                        if ready is not None:
+                            ready()
                     stop.wait(interval if shipped else shipper.retry_delay())
                 done = shipper.flush(time.monotonic() + DEFAULT_CLOSE_TIMEOUT)
     finally:

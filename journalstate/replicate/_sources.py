@@ -251,7 +251,7 @@ class FollowerSource:
     def read(self, position: int, seq: int) -> list[Record]:
         follower, store = self._follower, self._store
         assert follower is not None, "snapshot() first"
-        assert follower.cursor.seq == seq and follower.cursor.position == position
+        assert (follower.cursor.seq, follower.cursor.position) == (seq, position)
         if self._broken is not None:
             raise self._broken
         if store.replaced:
