@@ -25,10 +25,12 @@ from journalstate.replicate._sources import FollowerSource, WriterSource
 from journalstate.testing import Fault, FaultyObjectStore
 from tests.follow_writer import Live, LiveV2, expected, expected_small
 
+pytest.importorskip("obstore")
+
 HANG_GUARD = 300.0  # seconds: only a hang gets anywhere near it
 
 
-def file_url(tmp_path: Path, name: str = "replica") -> str:
+def dir_url(tmp_path: Path, name: str = "replica") -> str:
     """A file:// URL of a fresh directory."""
     where = tmp_path / name
     where.mkdir(exist_ok=True)
@@ -86,7 +88,7 @@ def test_writer_ships_to_file_and_restore_gives_the_last_commit(
     tmp_path: Path, durability: str
 ) -> None:
     """Commits shipped to file:// restore to exactly the state of the last one, after close."""
-    url = file_url(tmp_path)
+    url = dir_url(tmp_path)
     path = tmp_path / "s.jst"
     with js.open(path, Live, durability=durability, replicate_to=url) as store:
         for seq in range(1, 201):
@@ -107,7 +109,7 @@ def test_memory_url_ships_and_restores(tmp_path: Path) -> None:
 
 def test_each_pass_restores_to_exactly_the_shipped_seq(tmp_path: Path) -> None:
     """After each pass, restore gives exactly the state of shipped_seq, and seq= any earlier."""
-    url = file_url(tmp_path)
+    url = dir_url(tmp_path)
     with js.open(tmp_path / "s.jst", Live, durability="process") as store:
         shipper = manual(store, open_url(url))
         seq = 0
@@ -130,7 +132,7 @@ def test_each_pass_restores_to_exactly_the_shipped_seq(tmp_path: Path) -> None:
 def test_status_reports_lag_until_shipped(tmp_path: Path) -> None:
     """lag_seq counts commits not shipped yet; lag_seconds grows while they wait."""
     with js.open(tmp_path / "s.jst", Live) as store:
-        shipper = manual(store, open_url(file_url(tmp_path)))
+        shipper = manual(store, open_url(dir_url(tmp_path)))
         assert shipper.status().shipped_seq is None
         flush(shipper)
         assert shipper.status().shipped_seq == 0
@@ -146,7 +148,7 @@ def test_status_reports_lag_until_shipped(tmp_path: Path) -> None:
 
 def test_snapshot_after_the_byte_threshold_in_the_same_generation(tmp_path: Path) -> None:
     """Past snapshot_bytes a new snapshot is shipped; restore from the prefix is unchanged."""
-    url = file_url(tmp_path)
+    url = dir_url(tmp_path)
     with js.open(tmp_path / "s.jst", Live, durability="process") as store:
         shipper = manual(store, open_url(url), snapshot_bytes=4096)
         for seq in range(1, 41):
@@ -159,23 +161,16 @@ def test_snapshot_after_the_byte_threshold_in_the_same_generation(tmp_path: Path
     assert restored(url, tmp_path, seq=3) == (3, expected(3))
 
 
-def test_large_batch_is_cut_into_segments_of_at_most_16_mib(tmp_path: Path) -> None:
+def test_large_batch_is_cut_into_segments_of_at_most_the_limit(tmp_path: Path) -> None:
     """A batch larger than a segment's limit ships as several segments, restored whole."""
-    url = file_url(tmp_path)
+    url = dir_url(tmp_path)
 
     with js.open(tmp_path / "s.jst", Live, durability="process", journal_size=1 << 26) as store:
-        shipper = manual(store, open_url(url))
+        shipper = manual(store, open_url(url), segment_bytes=64 * 1024)
         flush(shipper)
-        import journalstate.replicate._sources as sources
-
-        limit = sources.MAX_SEGMENT_BYTES
-        sources.MAX_SEGMENT_BYTES = 64 * 1024
-        try:
-            for seq in range(1, 301):
-                store.commit(expected(seq))
-            flush(shipper)
-        finally:
-            sources.MAX_SEGMENT_BYTES = limit
+        for seq in range(1, 301):
+            store.commit(expected(seq))
+        flush(shipper)
         assert shipper.status().segments_shipped > 2
     assert restored(url, tmp_path) == (300, expected(300))
 
@@ -185,7 +180,7 @@ def test_large_batch_is_cut_into_segments_of_at_most_16_mib(tmp_path: Path) -> N
 
 def test_failed_uploads_are_retried_and_shipped_seq_waits_for_success(tmp_path: Path) -> None:
     """While uploads fail, last_error is set and shipped_seq stays; then both recover."""
-    url = file_url(tmp_path)
+    url = dir_url(tmp_path)
     with js.open(tmp_path / "s.jst", Live) as store:
         objects = Stalled(open_url(url))
         shipper = manual(store, objects)
@@ -205,7 +200,7 @@ def test_failed_uploads_are_retried_and_shipped_seq_waits_for_success(tmp_path: 
 
 def test_an_upload_that_landed_but_failed_counts_once(tmp_path: Path) -> None:
     """A retry that finds its own object already there (same bytes) is a success."""
-    url = file_url(tmp_path)
+    url = dir_url(tmp_path)
     with js.open(tmp_path / "s.jst", Live) as store:
         objects = FaultyObjectStore(open_url(url), [Fault.FAIL_AFTER_PUT] * 3)
         shipper = manual(store, objects)
@@ -220,7 +215,7 @@ def test_an_upload_that_landed_but_failed_counts_once(tmp_path: Path) -> None:
 
 def test_lapped_by_a_tiny_journal_starts_a_new_generation_never_a_gap(tmp_path: Path) -> None:
     """A stalled object store lapped by the writer: a new generation, each one contiguous."""
-    url = file_url(tmp_path)
+    url = dir_url(tmp_path)
     with js.open(tmp_path / "s.jst", Live, durability="process", journal_size=4096) as store:
         objects = Stalled(open_url(url))
         objects.stalled = False
@@ -246,7 +241,7 @@ def test_lapped_by_a_tiny_journal_starts_a_new_generation_never_a_gap(tmp_path: 
 
 def test_a_conflicting_prefix_stops_the_shipper(tmp_path: Path) -> None:
     """A prefix holding another store's generations is refused: ReplicaConflict, nothing shipped."""
-    url = file_url(tmp_path)
+    url = dir_url(tmp_path)
     with js.open(tmp_path / "a.jst", Live, replicate_to=url) as a:
         a.commit(expected(1))
     with js.open(tmp_path / "b.jst", Live) as b:
@@ -266,27 +261,31 @@ def test_a_conflicting_prefix_stops_the_shipper(tmp_path: Path) -> None:
 def test_threshold_checkpoint_waits_for_shipping(tmp_path: Path) -> None:
     """Unshipped records defer the threshold checkpoint; once shipped, the next commit takes it."""
     with js.open(tmp_path / "s.jst", Live, durability="process", journal_size=1 << 16) as store:
-        objects = Stalled(open_url(file_url(tmp_path)))
+        objects = Stalled(open_url(dir_url(tmp_path)))
         shipper = manual(store, objects)
+        opened = store.stats.checkpoints  # the open's own
         seq = 0
         while store.journal_fill <= 0.6:
             seq = store.commit(expected_small(seq + 1))
-        assert store.stats.checkpoints == 0
+        assert store.stats.checkpoints == opened
         objects.stalled = False
         flush(shipper)
         seq = store.commit(expected_small(seq + 1))
-        assert store.stats.checkpoints == 1
+        assert store.stats.checkpoints == opened + 1
         assert store.journal_fill < 0.1
 
 
 def test_full_journal_still_checkpoints_and_commits_never_wait(tmp_path: Path) -> None:
     """With the object store down, commits go on: the journal checkpoints when it is full."""
     with js.open(tmp_path / "s.jst", Live, durability="process", journal_size=4096) as store:
-        manual(store, Stalled(open_url(file_url(tmp_path))))
+        objects = Stalled(open_url(dir_url(tmp_path)))
+        manual(store, objects)
+        opened = store.stats.checkpoints
         for seq in range(1, 300):
             store.commit(expected_small(seq))
-        assert store.stats.checkpoints > 0
+        assert store.stats.checkpoints > opened
         assert store.seq == 299
+        objects.stalled = False  # close() ships, now that it can
 
 
 def test_without_replication_the_threshold_checkpoints_as_before(tmp_path: Path) -> None:
@@ -303,7 +302,7 @@ def test_without_replication_the_threshold_checkpoints_as_before(tmp_path: Path)
 
 def test_close_ships_everything_committed(tmp_path: Path) -> None:
     """close() ships what the thread had not: the restore has the last commit."""
-    url = file_url(tmp_path)
+    url = dir_url(tmp_path)
     store = js.open(
         tmp_path / "s.jst", Live, durability="process", replicate_to=url, replicate_interval=3600.0
     )
@@ -318,7 +317,7 @@ def test_close_ships_everything_committed(tmp_path: Path) -> None:
 
 def test_thread_ships_while_the_writer_commits(tmp_path: Path) -> None:
     """The background thread ships on its own: shipped_seq reaches a commit without close."""
-    url = file_url(tmp_path)
+    url = dir_url(tmp_path)
     with js.open(tmp_path / "s.jst", Live, replicate_to=url, replicate_interval=0.01) as store:
         for seq in range(1, 21):
             store.commit(expected(seq))
@@ -331,7 +330,7 @@ def test_thread_ships_while_the_writer_commits(tmp_path: Path) -> None:
 
 def test_a_reopened_writer_starts_a_new_generation(tmp_path: Path) -> None:
     """Each writer session ships its own generation; restore takes the newest."""
-    url = file_url(tmp_path)
+    url = dir_url(tmp_path)
     path = tmp_path / "s.jst"
     for _ in range(3):
         with js.open(path, Live, replicate_to=url) as store:
@@ -344,7 +343,7 @@ def test_a_reopened_writer_starts_a_new_generation(tmp_path: Path) -> None:
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork()")
 def test_forked_child_never_runs_the_parents_shipper(tmp_path: Path) -> None:
     """In a child after fork() the store reports no replication and ships nothing."""
-    url = file_url(tmp_path)
+    url = dir_url(tmp_path)
     with js.open(tmp_path / "s.jst", Live, replicate_to=url, replicate_interval=0.01) as store:
         store.commit(expected(1))
         read, write = os.pipe()
@@ -412,7 +411,7 @@ def test_replication_is_none_without_replicate_to(tmp_path: Path) -> None:
 
 def test_sidecar_source_ships_a_closed_store(tmp_path: Path) -> None:
     """A follower source ships what another store committed: restore gives the same state."""
-    url = file_url(tmp_path)
+    url = dir_url(tmp_path)
     path = tmp_path / "s.jst"
     with js.open(path, Live) as store:
         for seq in range(1, 31):
@@ -429,7 +428,7 @@ def test_sidecar_source_ships_a_closed_store(tmp_path: Path) -> None:
 
 def test_sidecar_ships_records_as_the_writer_wrote_them(tmp_path: Path) -> None:
     """The sidecar's segments hold the very bytes of the writer's journal."""
-    url = file_url(tmp_path)
+    url = dir_url(tmp_path)
     path = tmp_path / "s.jst"
     with js.open(path, Live, durability="process", journal_size=1 << 20) as store:
         source = FollowerSource(str(path))
@@ -454,7 +453,7 @@ def test_sidecar_ships_records_as_the_writer_wrote_them(tmp_path: Path) -> None:
 
 def test_sidecar_starts_a_new_generation_when_the_store_is_rewound(tmp_path: Path) -> None:
     """A writer that rolls the store back: the sidecar ships a new generation, "rewound"."""
-    url = file_url(tmp_path)
+    url = dir_url(tmp_path)
     path = tmp_path / "s.jst"
     with js.open(path, Live) as store:
         for seq in range(1, 6):
@@ -483,7 +482,7 @@ def test_sidecar_starts_a_new_generation_when_the_store_is_rewound(tmp_path: Pat
 
 def test_sidecar_starts_a_new_generation_when_the_store_is_replaced(tmp_path: Path) -> None:
     """A migration that replaces the file: the sidecar ships a new generation, "replaced"."""
-    url = file_url(tmp_path)
+    url = dir_url(tmp_path)
     path = tmp_path / "s.jst"
     with js.open(path, Live) as store:
         for seq in range(1, 6):
@@ -510,7 +509,7 @@ def test_sidecar_starts_a_new_generation_when_the_store_is_replaced(tmp_path: Pa
 
 def test_status_is_a_frozen_copy(tmp_path: Path) -> None:
     """store.replication returns a frozen value that does not change afterwards."""
-    with js.open(tmp_path / "s.jst", Live, replicate_to=file_url(tmp_path)) as store:
+    with js.open(tmp_path / "s.jst", Live, replicate_to=dir_url(tmp_path)) as store:
         status = store.replication
         assert isinstance(status, js.ReplicationStatus)
         with pytest.raises(attrs.exceptions.FrozenInstanceError):
@@ -519,7 +518,7 @@ def test_status_is_a_frozen_copy(tmp_path: Path) -> None:
 
 def test_threads_commit_while_shipping(tmp_path: Path) -> None:
     """Four threads commit while the thread ships: the restore has the last commit."""
-    url = file_url(tmp_path)
+    url = dir_url(tmp_path)
     with js.open(
         tmp_path / "s.jst", Live, durability="process", replicate_to=url, replicate_interval=0.005
     ) as store:

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from typing import Any
 
 from journalstate.bench.base import Row
+from journalstate.bench.replication import replication_lines
 
 _PAGE = mmap.PAGESIZE
 
@@ -65,6 +66,12 @@ def targets(result: dict[str, Any]) -> list[dict[str, Any]]:
     journal = _bytes(recovery["journal_size"])
     open_ms = recovery["open_ms"]
     add(f"open a full {journal} journal < 0.5 s", _n(open_ms, " ms"), open_ms < 500)
+    replication = result.get("replication", {})
+    if "process" in replication:
+        ratio = replication["process"]["on_vs_off"]
+        add("process: replicating >= 0.9x not", _x(ratio), ratio >= 0.9)
+    else:
+        add("process: replicating >= 0.9x not", "not measured", None)
     return found
 
 
@@ -325,6 +332,7 @@ SECTIONS: dict[str, Callable[[Any], list[str]]] = {
     "writeback": _writeback_lines,
     "probes": _probe_lines,
     "followers": _follower_lines,
+    "replication": replication_lines,
     "targets": _target_lines,
 }
 """How each section of the result is shown, by its key."""

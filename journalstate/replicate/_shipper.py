@@ -104,6 +104,8 @@ class Shipper:
         snapshot_bytes: segment bytes after which a new snapshot is shipped (default
             max(64 MiB, 4 x the state size)).
         snapshot_age: seconds after which a new snapshot is shipped (default 1 hour).
+        segment_bytes: record bytes a segment holds at most (one record at least; default
+            16 MiB).
     """
 
     def __init__(
@@ -114,8 +116,10 @@ class Shipper:
         interval: float = 1.0,
         snapshot_bytes: int | None = None,
         snapshot_age: float = DEFAULT_SNAPSHOT_AGE,
+        segment_bytes: int = MAX_SEGMENT_BYTES,
     ) -> None:
         self._source = source
+        self._segment_bytes = segment_bytes
         self._objects = objects
         self._interval = interval
         self._snapshot_bytes = (
@@ -281,7 +285,7 @@ class Shipper:
                 self._start_generation()
                 self._upload_pending()
             try:
-                records = self._source.read(self._position, self._seq or 0)
+                records = self._source.read(self._position, self._seq or 0, self._segment_bytes)
             except NewGeneration as e:
                 self._new_generation(e)
                 continue
@@ -411,13 +415,13 @@ class Shipper:
         )
 
     def _queue_segments(self, records: list[Record]) -> None:
-        """Queue the records as segments of at most MAX_SEGMENT_BYTES, cut where the positions
+        """Queue the records as segments of at most ``segment_bytes``, cut where the positions
         do not follow on (a sidecar crossing into a writer's next session)."""
         batch: list[Record] = []
         size = 0
         for record in records:
             follows = not batch or record.position == batch[-1].position + len(batch[-1].data)
-            if batch and (size + len(record.data) > MAX_SEGMENT_BYTES or not follows):
+            if batch and (size + len(record.data) > self._segment_bytes or not follows):
                 self._queue_segment(batch)
                 batch, size = [], 0
             batch.append(record)

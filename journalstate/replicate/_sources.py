@@ -79,9 +79,9 @@ class Source(Protocol):
         """The newest committed state, consistent with the records read after it."""
         ...
 
-    def read(self, position: int, seq: int) -> list[Record]:
-        """The records after commit ``seq`` (starting at ``position``), oldest first, up to
-        about :data:`MAX_SEGMENT_BYTES`; empty when there is none yet."""
+    def read(self, position: int, seq: int, limit: int) -> list[Record]:
+        """The records after commit ``seq`` (starting at ``position``), oldest first, about
+        ``limit`` bytes of them at most (one record at least); empty when there is none yet."""
         ...
 
     def current_seq(self) -> int:
@@ -153,7 +153,7 @@ class WriterSource:
             head = store._head
             return Snapshot(head[SEQ], store._base.epoch, head[TAIL], bytes(store._image))
 
-    def read(self, position: int, seq: int) -> list[Record]:
+    def read(self, position: int, seq: int, limit: int = MAX_SEGMENT_BYTES) -> list[Record]:
         store = self._store
         size = self.journal_size
         with store._lock:
@@ -170,7 +170,7 @@ class WriterSource:
                     f"the writer overwrote the records after seq {seq} (position {position}, "
                     f"tail {tail}, journal {size} bytes)",
                 )
-            length = min(tail - position, MAX_SEGMENT_BYTES)
+            length = min(tail - position, limit)
             data = ring_read(store._ring.buffer, size, position, length)
             if length < tail - position:
                 first = _RECORD_HEADER.unpack_from(data, 0)[1]
@@ -208,7 +208,7 @@ class FollowerSource:
         if self._store is not None:
             self._store.close()
             self._store = None
-        store = js.open(self._path, None, readonly=True)
+        store: Any = js.open(self._path, None, readonly=True)
         self._store = store
         header = store.header
         self.file_id: str = header.file_id.hex()
@@ -248,7 +248,7 @@ class FollowerSource:
         self._broken = None
         return Snapshot(seq, base.epoch, position, image)
 
-    def read(self, position: int, seq: int) -> list[Record]:
+    def read(self, position: int, seq: int, limit: int = MAX_SEGMENT_BYTES) -> list[Record]:
         follower, store = self._follower, self._store
         assert follower is not None, "snapshot() first"
         assert (follower.cursor.seq, follower.cursor.position) == (seq, position)
@@ -273,7 +273,7 @@ class FollowerSource:
                 )
                 records.append(Record(r.seq, epoch, r.position, data, r.patches))
                 total += len(data)
-                if total >= MAX_SEGMENT_BYTES:
+                if total >= limit:
                     break
         except Gap as gap:
             self._broken = NewGeneration(
