@@ -79,6 +79,7 @@ from journalstate._report import Damage, RecoveryMode, RecoveryReport
 from journalstate._slots import SlotStatus
 from journalstate._store import Store
 from journalstate._txn import Draft
+from journalstate.replicate._restore import GenerationInfo, RestoreReport, list_replicas, restore
 from journalstate.replicate._shipper import ReplicationStatus
 
 __version__ = "0.1.0"
@@ -112,6 +113,7 @@ __all__ = [
     "FieldKind",
     "FieldLayout",
     "ForkedStore",
+    "GenerationInfo",
     "InvalidArgument",
     "InvalidArgumentType",
     "InvalidValue",
@@ -135,6 +137,7 @@ __all__ = [
     "ReplicationError",
     "ReplicationStatus",
     "ReplicationUnavailable",
+    "RestoreReport",
     "SchemaError",
     "SchemaInfo",
     "SchemaMismatch",
@@ -161,7 +164,9 @@ __all__ = [
     "__version__",
     "backup",
     "f32_round",
+    "list_replicas",
     "migrate",
     "open",
+    "restore",
     "schema_info",
 ]

@@ -2,7 +2,11 @@
 
 The object format and keys are in ``_objformat`` (pure), object storage access in ``_objects``
 (the only module that imports the optional obstore package), restore and listing in
-``_restore``. docs/replication.md describes the objects byte by byte and the guarantees.
+``_restore`` (exported as ``journalstate.restore`` and ``journalstate.list_replicas``).
+docs/replication.md describes the objects byte by byte and the guarantees.
+
+This package's ``__init__`` imports only the object store access, which imports nothing of
+the store: the writer's modules can import the replication modules without a cycle.
 """
 
 from journalstate.replicate._objects import ObjectStore, open_url, put_once
