@@ -204,8 +204,15 @@ def _cmd_replicate(args: argparse.Namespace, out: TextIO) -> int:
     from journalstate.replicate._sidecar import report, run_sidecar
 
     done, shipper = run_sidecar(args.path, args.url, interval=args.interval, once=args.once)
-    report(shipper, done, args.json, out)
-    return EXIT_OK if done else EXIT_BUSY
+    if not done:
+        status = shipper.status()
+        raise CommandFailed(
+            EXIT_BUSY,
+            f"{args.url}: stopped with commits not shipped (shipped seq {status.shipped_seq}; "
+            f"last error: {status.last_error})",
+        )
+    report(shipper, args.json, out)
+    return EXIT_OK
 
 
 def _add_recover_command(add: Callable[..., argparse.ArgumentParser], modes: list[str]) -> None:

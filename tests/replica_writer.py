@@ -2,7 +2,7 @@
 
 Run as ``python -m tests.replica_writer PATH URL`` from the repository's root. It opens the
 store at PATH (creating it) with ``replicate_to=URL`` and a short interval, prints
-``ready SEQ``, then commits :func:`tests.follow_writer.expected_small` of each next seq (a
+``ready SEQ``, then commits :func:`tests.follow_writer.expected` of each next seq (a
 burst, then a short pause, so the shipper both keeps up and falls behind) and prints
 ``shipped N`` each time ``store.replication.shipped_seq`` moved, until it is killed. The test
 kills it with SIGKILL and checks a restore from the object store alone against these values.
@@ -15,7 +15,7 @@ import sys
 import time
 
 import journalstate as js
-from tests.follow_writer import Live, expected_small
+from tests.follow_writer import Live, expected
 
 
 def main(path: str, url: str) -> None:
@@ -24,7 +24,7 @@ def main(path: str, url: str) -> None:
         path,
         Live,
         durability="process",
-        journal_size=1 << 16,
+        journal_size=1 << 18,
         replicate_to=url,
         replicate_interval=0.02,
     )
@@ -35,7 +35,7 @@ def main(path: str, url: str) -> None:
     reported = -1
     while True:
         for _ in range(rng.randrange(1, 200)):
-            store.commit(expected_small(store.seq + 1))
+            store.commit(expected(store.seq + 1))
         status = store.replication
         assert status is not None
         shipped = status.shipped_seq

@@ -42,6 +42,7 @@ class Reports:
 
     def __init__(self, stream: IO[str]) -> None:
         self.lines: list[str] = []
+        self._stream = stream
         self._thread = threading.Thread(target=self._read, args=(stream,), daemon=True)
         self._thread.start()
 
@@ -53,6 +54,7 @@ class Reports:
         """Every line, once the writer is dead and its pipe drained."""
         self._thread.join(HANG_GUARD)
         assert not self._thread.is_alive(), "the writer's pipe never closed"
+        self._stream.close()
         return self.lines
 
     def shipped(self) -> list[int]:

@@ -112,6 +112,7 @@ def test_each_pass_restores_to_exactly_the_shipped_seq(tmp_path: Path) -> None:
     url = dir_url(tmp_path)
     with js.open(tmp_path / "s.jst", Live, durability="process") as store:
         shipper = manual(store, open_url(url))
+        flush(shipper)  # the generation's snapshot, at seq 0
         seq = 0
         for burst in (1, 7, 30, 2):
             for _ in range(burst):
@@ -267,7 +268,7 @@ def test_threshold_checkpoint_waits_for_shipping(tmp_path: Path) -> None:
         seq = 0
         while store.journal_fill <= 0.6:
             seq = store.commit(expected_small(seq + 1))
-        assert store.stats.checkpoints == opened
+            assert store.stats.checkpoints == opened, "a checkpoint released unshipped records"
         objects.stalled = False
         flush(shipper)
         seq = store.commit(expected_small(seq + 1))
@@ -535,3 +536,36 @@ def test_threads_commit_while_shipping(tmp_path: Path) -> None:
         for t in threads:
             t.join()
     assert restored(url, tmp_path) == (400, expected(400))
+
+
+def test_sidecar_follows_the_writer_across_its_sessions(tmp_path: Path) -> None:
+    """A writer that closes and reopens: the sidecar ships on in the same generation, and
+    starts a new one ("lapped") only when it missed a whole session."""
+    url = dir_url(tmp_path)
+    path = tmp_path / "s.jst"
+    with js.open(path, Live) as store:
+        store.commit(expected(1))
+    source = FollowerSource(str(path))
+    try:
+        shipper = Shipper(source, open_url(url))
+        flush(shipper)
+        for _ in range(3):
+            with js.open(path, Live) as store:
+                for _ in range(5):
+                    store.commit(expected(store.seq + 1))
+            flush(shipper)
+        status = shipper.status()
+        assert (status.generations_started, status.shipped_seq) == (1, 16)
+        assert restored(url, tmp_path) == (16, expected(16))
+        assert restored(url, tmp_path, seq=9) == (9, expected(9))
+        for _ in range(2):  # two sessions the sidecar does not see one by one
+            with js.open(path, Live) as store:
+                for _ in range(5):
+                    store.commit(expected(store.seq + 1))
+        flush(shipper)
+        status = shipper.status()
+    finally:
+        source.close()
+    assert (status.generations_started, status.last_generation_reason) == (2, "lapped")
+    assert status.shipped_seq == 26
+    assert restored(url, tmp_path) == (26, expected(26))

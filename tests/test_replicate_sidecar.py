@@ -147,3 +147,24 @@ def test_prefix_of_another_store_is_refused(tmp_path: Path) -> None:
     assert "another store" in result.stderr
     assert "Traceback" not in result.stderr
     assert open_url(url).list("generations/") == before
+
+
+def test_uploads_failing_at_the_end_exit_5_with_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An object store that keeps failing: exit 5, nothing on stdout, one line on stderr."""
+    import journalstate.replicate._sidecar as sidecar
+    from journalstate._cli import main
+
+    monkeypatch.setattr(sidecar, "ONCE_TIMEOUT", 0.2)
+    path = tmp_path / "s.jst"
+    with js.open(path, Live) as store:
+        store.commit(expected(1))
+    blocker = tmp_path / "not-a-directory"
+    blocker.write_bytes(b"")
+    code = main(["replicate", str(path), f"file://{blocker}/replica", "--once"])
+    out, err = capsys.readouterr()
+    assert code == 5
+    assert out == ""
+    assert err.count("\n") == 1
+    assert "not shipped" in err

