@@ -104,7 +104,7 @@ def backup(
     header, chunks = new_store_chunks(
         schema, image, journal_size, seq=seq, generation=report.generation, epoch=report.epoch
     )
-    _create(storage, dest, header, [(offset, bytes(data)) for offset, data in chunks])
+    create_store_file(storage, dest, header, [(offset, bytes(data)) for offset, data in chunks])
     return BackupReport(
         source=source,
         path=dest,
@@ -133,7 +133,9 @@ def check_destination(storage: Storage, dest: str) -> None:
         raise BadDestination(dest, f"directory {directory} {what}")
 
 
-def _create(storage: OsStorage, dest: str, header: Header, chunks: list[tuple[int, bytes]]) -> None:
+def create_store_file(
+    storage: OsStorage, dest: str, header: Header, chunks: list[tuple[int, bytes]]
+) -> None:
     """Create the new store file at ``dest``; on any failure leave nothing there."""
     try:
         # Crash window: see OsStorage.create. Until the link, only a temporary file exists

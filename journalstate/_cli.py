@@ -33,6 +33,8 @@ from journalstate._commands import (
     exit_code,
 )
 from journalstate._migrate_cli import add_migrate_arguments, cmd_migrate
+from journalstate._replicate_cli import _add_options as add_object_store_options
+from journalstate._replicate_cli import add_replica_commands
 
 # The exit codes are part of the command's interface (docs/cli.md): importable from here too.
 __all__ = [
@@ -166,6 +168,7 @@ def build_parser() -> argparse.ArgumentParser:
         cmd_migrate,
     )
     add_migrate_arguments(p, _count)
+    add_replica_commands(add, _count)
     p = add("demo", "SIGKILL and simulated OS crashes, explained", "journalstate demo", cmd_demo)
     p.add_argument("--seed", type=int, help="seed for the random choices")
     _add_replicate_command(add)
@@ -198,12 +201,25 @@ def _add_replicate_command(add: Callable[..., argparse.ArgumentParser]) -> None:
         help="seconds between two uploads (default 1)",
     )
     p.add_argument("--once", action="store_true", help="ship what is committed now, then exit")
+    add_object_store_options(p)
+    p.epilog = (
+        f"example:\n  journalstate replicate state.jst s3://bucket/state\n\n{_REPLICATE_CODES}"
+    )
+
+
+_REPLICATE_CODES = """exit codes:
+  0  stopped (SIGINT, SIGTERM, or --once done) with everything it read shipped
+  2  usage error: a bad option or URL, obstore missing, no store at PATH, or a prefix that
+     holds another store's generations
+  5  the object store still failed when it stopped (what was shipped stays restorable)"""
 
 
 def _cmd_replicate(args: argparse.Namespace, out: TextIO) -> int:
     from journalstate.replicate._sidecar import report, run_sidecar
 
-    done, shipper = run_sidecar(args.path, args.url, interval=args.interval, once=args.once)
+    done, shipper = run_sidecar(
+        args.path, args.url, interval=args.interval, once=args.once, options=dict(args.option)
+    )
     if not done:
         status = shipper.status()
         raise CommandFailed(

@@ -61,6 +61,20 @@ def exit_code(error: BaseException) -> int:
         return EXIT_USAGE
     if isinstance(error, js.CounterExhausted):
         return EXIT_UNRECOVERABLE
+    # Replication (docs/cli.md): a damaged or gapped replica is corruption; a wrong URL, a
+    # missing replica or generation, an ambiguous prefix or another store's prefix is the
+    # caller's to fix; any other ReplicationError is the object store failing (EXIT_BUSY).
+    if isinstance(error, js.ReplicaCorrupt | js.ReplicaGap):
+        return EXIT_CORRUPT
+    if isinstance(
+        error,
+        js.BadReplicaURL
+        | js.ReplicationUnavailable
+        | js.ReplicaNotFound
+        | js.ReplicaAmbiguous
+        | js.ReplicaConflict,
+    ):
+        return EXIT_USAGE
     return EXIT_BUSY
 
 

@@ -177,7 +177,9 @@ def test_golden_bytes() -> None:
     meta = data[16 : 16 + meta_length]
     assert meta.startswith(b'{"base_seq":3,"file_id":"000102030405060708090a0b0c0d0e0f"')
     assert len(data) == 16 + meta_length + 4
-    assert struct.unpack_from("<I", data, len(data) - 4)[0] == crc(data[:-4])
+    assert struct.unpack_from("<I", data, len(data) - 4)[0] == crc(data[:-4]) == 0xF85D670F
+    assert meta_length == 259
+    assert len(data) == 279
 
 
 def test_a_key_under_a_longer_prefix_is_accepted() -> None:

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 import journalstate as js
-from journalstate._commands import EXIT_USAGE
+from journalstate._commands import EXIT_BUSY, EXIT_USAGE
 from journalstate.replicate._objects import open_url
 from tests.follow_writer import Live, expected
 
@@ -129,7 +129,7 @@ def test_bad_url_is_refused_without_traceback(tmp_path: Path) -> None:
     path = tmp_path / "s.jst"
     js.open(path, Live).close()
     result = replicate(str(path), "ftp://host/x", "--once")
-    assert result.returncode != 0
+    assert result.returncode == EXIT_USAGE
     assert "Traceback" not in result.stderr
     assert "ftp://host/x" in result.stderr
 
@@ -143,7 +143,7 @@ def test_prefix_of_another_store_is_refused(tmp_path: Path) -> None:
     other = tmp_path / "b.jst"
     js.open(other, Live).close()
     result = replicate(str(other), url, "--once")
-    assert result.returncode != 0
+    assert result.returncode == EXIT_USAGE
     assert "another store" in result.stderr
     assert "Traceback" not in result.stderr
     assert open_url(url).list("generations/") == before
@@ -164,7 +164,7 @@ def test_uploads_failing_at_the_end_exit_5_with_one_line(
     blocker.write_bytes(b"")
     code = main(["replicate", str(path), f"file://{blocker}/replica", "--once"])
     out, err = capsys.readouterr()
-    assert code == 5
+    assert code == EXIT_BUSY
     assert out == ""
     assert err.count("\n") == 1
     assert "not shipped" in err

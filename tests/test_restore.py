@@ -14,8 +14,9 @@ from hypothesis import given, note
 from hypothesis import strategies as st
 
 import journalstate as js
+from journalstate.replicate._listing import generations
 from journalstate.replicate._objects import open_url
-from journalstate.replicate._restore import _choose, _generations, _rebuild
+from journalstate.replicate._restore import _choose, _rebuild
 from tests.conftest import Progress
 from tests.replicas import History, record_history, ship
 
@@ -154,7 +155,7 @@ def test_restore_at_every_seq_equals_the_committed_state(plan: Plan) -> None:
         url = f"memory://{uuid.uuid4().hex}/r"
         store = open_url(url)
         ship(store, h, GEN_A, base=base, cuts=plan.cuts, snapshots=plan.snapshots)
-        info = _choose(store, _generations(store), None, None)
+        info = _choose(store, generations(store), None, None)
         assert info.first_seq == base
         assert info.last_seq == h.last_seq
         for seq in range(base, h.last_seq + 1):

@@ -1,12 +1,12 @@
-"""Restore: a new store file from a replica's objects; and the listing of a replica.
+"""Restore: a new store file from a replica's objects.
 
-What belongs here: :func:`list_replicas` (generations, their snapshots and segments, the seqs
-they cover), :func:`restore` and its report, and the choice of a generation. A restore reads
-the newest snapshot at or before the seq it wants, replays the segments after it with the
-journal's own checks (``_replay``), and writes the state into a new store file the way
-``_backup`` does (a temporary name, synced, linked into place, the directory synced). The new
-file keeps the replica's file id: it is the same store, continuing after the loss of its
-machine. docs/replication.md describes the choice of generation and every check.
+What belongs here: :func:`restore` and its report, and the choice of a generation (the listing,
+:func:`list_replicas`, is ``_listing``'s, re-exported here). A restore reads the newest
+snapshot at or before the seq it wants, replays the segments after it with the journal's own
+checks (``_replay``), and writes the state into a new store file the way ``_backup`` does (a
+temporary name, synced, linked into place, the directory synced). The new file keeps the
+replica's file id: it is the same store, continuing after the loss of its machine.
+docs/replication.md describes the choice of generation and every check.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from typing import Any
 
 import attrs
 
-from journalstate._backup import _create, check_destination
+from journalstate._backup import check_destination, create_store_file
 from journalstate._dynamic import class_from_descriptor
 from journalstate._errors import (
     JournalStateError,
@@ -33,155 +33,18 @@ from journalstate._io import OsStorage
 from journalstate._migrate_run import slot_chunks
 from journalstate._schema import compile_schema
 from journalstate._storage import PAGE_SIZE
-from journalstate.replicate._objects import ObjectStore, open_url
-from journalstate.replicate._objformat import (
-    GENERATIONS_PREFIX,
-    ParsedKey,
-    ReplicaObject,
-    decode_object,
-    manifest_key,
-    parse_key,
-    segment_key,
-    snapshot_key,
+from journalstate.replicate._listing import (
+    GenerationInfo,
+    generations,
+    list_replicas,
+    reach,
+    read_object,
 )
+from journalstate.replicate._objects import ObjectStore, open_url
+from journalstate.replicate._objformat import segment_key, snapshot_key
 from journalstate.replicate._replay import ReplayPoint, replay_segment
 
-# --- listing --------------------------------------------------------------------------------------
-
-
-@attrs.frozen
-class GenerationInfo:
-    """One generation of a replica, as its keys and its manifest describe it."""
-
-    generation: str
-    manifest: dict[str, Any] | None
-    """The manifest's meta; None when it is missing or damaged (see ``problem``)."""
-    snapshots: tuple[int, ...]
-    """The seqs of its snapshots, ascending."""
-    segments: tuple[tuple[int, int], ...]
-    """The (first_seq, last_seq) of its segments, ascending."""
-    first_seq: int | None
-    """The oldest seq a restore can reach: its first snapshot's (None: no snapshot)."""
-    last_seq: int | None
-    """The newest seq its objects reach contiguously from a snapshot (by their keys)."""
-    gaps: tuple[tuple[int, int], ...]
-    """Seq ranges (first, last) missing between objects it holds after ``first_seq``."""
-    problem: str | None = None
-    """Why the manifest cannot be read, when it cannot."""
-
-    @property
-    def file_id(self) -> str | None:
-        """The store's file id (lowercase hex), from the manifest."""
-        return None if self.manifest is None else str(self.manifest["file_id"])
-
-    @property
-    def newest_seq(self) -> int | None:
-        """The highest seq any of its objects names (beyond ``last_seq`` when there is a gap)."""
-        seqs = [*self.snapshots, *(last for _, last in self.segments)]
-        return max(seqs) if seqs else None
-
-
-def _group(keys: list[str]) -> dict[str, list[ParsedKey]]:
-    groups: dict[str, list[ParsedKey]] = {}
-    for key in keys:
-        try:
-            parsed = parse_key(key)
-        except ValueError:
-            continue  # not a replica object (a stray file, a store's temporary upload)
-        groups.setdefault(parsed.generation, []).append(parsed)
-    return groups
-
-
-def _reach(
-    snapshots: list[int], segments: list[tuple[int, int]]
-) -> tuple[int | None, dict[int, int]]:
-    """The furthest seq reachable from any snapshot, and for each seq reached from where.
-
-    Returns ``(last, best_from)`` where ``best_from[s]`` is the last seq of the longest segment
-    starting right after ``s``.
-    """
-    longest: dict[int, int] = {}
-    for first, last in segments:
-        longest[first - 1] = max(longest.get(first - 1, -1), last)
-    reach: int | None = None
-    for seq in snapshots:
-        at = seq
-        while at in longest and longest[at] > at:
-            at = longest[at]
-        reach = at if reach is None else max(reach, at)
-    return reach, longest
-
-
-def _info(
-    generation: str, parsed: list[ParsedKey], manifest: dict[str, Any] | None, problem: str | None
-) -> GenerationInfo:
-    snapshots = sorted(
-        {p.first_seq for p in parsed if p.kind == "snapshot" and p.first_seq is not None}
-    )
-    segments = sorted(
-        {
-            (p.first_seq, p.last_seq)
-            for p in parsed
-            if p.kind == "segment" and p.first_seq is not None and p.last_seq is not None
-        }
-    )
-    last, _ = _reach(snapshots, segments)
-    gaps: list[tuple[int, int]] = []
-    if snapshots:
-        covered = snapshots[0]
-        for first, end in segments:
-            if end <= covered:
-                continue
-            if first > covered + 1:
-                gaps.append((covered + 1, first - 1))
-            covered = max(covered, end)
-        for seq in snapshots:
-            if seq > covered + 1:
-                gaps.append((covered + 1, seq - 1))
-            covered = max(covered, seq)
-    return GenerationInfo(
-        generation=generation,
-        manifest=manifest,
-        snapshots=tuple(snapshots),
-        segments=tuple(segments),
-        first_seq=snapshots[0] if snapshots else None,
-        last_seq=last,
-        gaps=tuple(sorted(set(gaps))),
-        problem=problem,
-    )
-
-
-def _read(store: ObjectStore, key: str) -> ReplicaObject:
-    return decode_object(store.get(key), key, url=store.url)
-
-
-def _generations(store: ObjectStore) -> list[GenerationInfo]:
-    infos = []
-    for generation, parsed in sorted(_group(store.list(GENERATIONS_PREFIX)).items()):
-        manifest: dict[str, Any] | None = None
-        problem: str | None = None
-        try:
-            manifest = _read(store, manifest_key(generation)).meta
-        except (ReplicaCorrupt, ReplicaNotFound) as e:
-            problem = str(e)
-        infos.append(_info(generation, parsed, manifest, problem))
-    return infos
-
-
-def list_replicas(url: str, *, options: Mapping[str, str] | None = None) -> list[GenerationInfo]:
-    """The generations at ``url``, oldest first, each with its snapshots, segments and seqs.
-
-    Reads the listing and each generation's manifest (a damaged or missing manifest is
-    reported in ``problem``, not raised). An empty prefix gives an empty list.
-
-    Raises:
-        BadReplicaURL, ReplicationUnavailable: see :func:`open_url`.
-        ReplicationError: the store failed.
-    """
-    return _generations(open_url(url, options=options))
-
-
-# --- restore --------------------------------------------------------------------------------------
+__all__ = ["GenerationInfo", "RestoreReport", "list_replicas", "restore"]
 
 
 @attrs.frozen
@@ -255,7 +118,7 @@ def restore(
     if seq is not None and (not isinstance(seq, int) or isinstance(seq, bool) or seq < 0):
         raise ReplicaNotFound(url, f"seq must be a whole number >= 0, got {seq!r}")
     store = open_url(url, options=options)
-    infos = _generations(store)
+    infos = generations(store)
     if not infos:
         raise ReplicaNotFound(url, "holds no generation: nothing was ever shipped here", seq=seq)
     info = _choose(store, infos, seq, generation)
@@ -343,7 +206,7 @@ def _last_written(store: ObjectStore, info: GenerationInfo) -> float:
     times = [float(info.manifest["written_at"])]
     for key in keys:
         try:
-            times.append(float(_read(store, key).meta["written_at"]))
+            times.append(float(read_object(store, key).meta["written_at"]))
         except (ReplicaCorrupt, ReplicaNotFound):
             continue  # a damaged object of an older generation: restore of it will say so
     return max(times)
@@ -363,7 +226,7 @@ def _rebuild(store: ObjectStore, info: GenerationInfo, seq: int | None) -> _Stat
     """The state image of ``info`` at ``seq`` (None: the newest it reaches), all checked."""
     url, gen = store.url, info.generation
     assert info.manifest is not None
-    _, longest = _reach(list(info.snapshots), list(info.segments))
+    _, longest = reach(list(info.snapshots), list(info.segments))
     target = seq
     if target is None:
         if (
@@ -394,7 +257,7 @@ def _rebuild(store: ObjectStore, info: GenerationInfo, seq: int | None) -> _Stat
             last_seq=last,
             wanted_seq=target,
         )
-    snap = _read(store, snapshot_key(gen, start))
+    snap = read_object(store, snapshot_key(gen, start))
     meta = snap.meta
     _same_store(url, snapshot_key(gen, start), meta, info.manifest)
     image = bytearray(snap.image)
@@ -403,7 +266,7 @@ def _rebuild(store: ObjectStore, info: GenerationInfo, seq: int | None) -> _Stat
     while point.seq < target:
         last = longest[point.seq]
         key = segment_key(gen, point.seq + 1, last)
-        obj = _read(store, key)
+        obj = read_object(store, key)
         _same_store(url, key, obj.meta, info.manifest)
         done = replay_segment(
             url,
@@ -482,7 +345,7 @@ def _write(
     for offset, step in ((header.slot0_offset, 2), (header.slot1_offset, 1)):
         head = SlotHead(point.generation + step, point.epoch, point.seq, 0, len(state.image))
         chunks += [(o, bytes(data)) for o, data in slot_chunks(offset, head, state.image)]
-    _create(storage, dest, header, chunks)
+    create_store_file(storage, dest, header, chunks)
     return RestoreReport(
         url=url,
         path=dest,
