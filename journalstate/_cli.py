@@ -33,7 +33,6 @@ from journalstate._commands import (
     exit_code,
 )
 from journalstate._migrate_cli import add_migrate_arguments, cmd_migrate
-from journalstate._replicate_cli import _add_options as add_object_store_options
 from journalstate._replicate_cli import add_replica_commands
 
 # The exit codes are part of the command's interface (docs/cli.md): importable from here too.
@@ -176,6 +175,13 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _key_value(text: str) -> tuple[str, str]:
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    return key, value
+
+
 def _positive_seconds(text: str) -> float:
     value = _seconds(text)
     if value <= 0:
@@ -201,7 +207,15 @@ def _add_replicate_command(add: Callable[..., argparse.ArgumentParser]) -> None:
         help="seconds between two uploads (default 1)",
     )
     p.add_argument("--once", action="store_true", help="ship what is committed now, then exit")
-    add_object_store_options(p)
+    p.add_argument(
+        "--option",
+        "-o",
+        type=_key_value,
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="an object store option, as for `restore` (e.g. aws_endpoint=http://127.0.0.1:9000)",
+    )
     p.epilog = (
         f"example:\n  journalstate replicate state.jst s3://bucket/state\n\n{_REPLICATE_CODES}"
     )

@@ -130,7 +130,7 @@ def open(
         from journalstate.replicate._shipper import start_writer_shipper
 
         try:
-            store._shipper = start_writer_shipper(
+            start_writer_shipper(
                 store,
                 replication.url,
                 interval=replication.interval,

@@ -24,8 +24,10 @@ from typing import Any, TypeVar
 from journalstate import _writer
 from journalstate._chain import SEQ, STATE, TAIL
 from journalstate._durability import Durability, durability_of
-from journalstate._errors import ReentrantCall, StoreReplaced
+from journalstate._errors import ReentrantCall, StoreClosed, StoreReplaced
+from journalstate._format import END_MARKER_SIZE, record_size
 from journalstate._header import Header
+from journalstate._journal import ring_read
 from journalstate._live import Live
 from journalstate._recovery import RecoveryReport
 from journalstate._schema import Schema
@@ -155,6 +157,58 @@ class Store(Live[T]):
         """
         shipper = self._shipper
         return None if shipper is None else shipper.status()
+
+    # --- replication (the shipper's calls, see journalstate.replicate) ---------------------
+
+    def attach_shipper(self, shipper: Any) -> None:
+        """Make ``shipper`` this store's (``replication``, its stop in ``close()``)."""
+        self._shipper = shipper
+        self._shipped_position = self._head[TAIL]  # nothing after the open is shipped yet
+
+    def mark_shipped(self, position: int | None) -> None:
+        """Every record before journal ``position`` is in the object store (None: not
+        replicating any more). The threshold checkpoint waits for it (see ``_chain``)."""
+        self._shipped_position = position
+
+    def replication_snapshot(self) -> tuple[int, int, int, bytes]:
+        """``(seq, epoch, position, image)`` of the newest commit, copied under the lock.
+
+        Raises:
+            StoreClosed, ForkedStore: the store is closed, or this is a forked child.
+        """
+        with self._lock:
+            self._check_replicable()
+            head = self._head
+            return head[SEQ], self._base.epoch, head[TAIL], bytes(self._image)
+
+    def replication_read(self, position: int, limit: int) -> tuple[int, bytes] | None:
+        """``(seq, bytes)``: the newest commit's seq and up to ``limit`` ring bytes from
+        ``position`` towards the tail (a whole record at least, when one starts there); None
+        when the ring no longer holds ``position`` (a later lap wrote over it).
+
+        Only a copy is made under the lock. Raises as :meth:`replication_snapshot`.
+        """
+        size = self._journal_size
+        with self._lock:
+            self._check_replicable()
+            tail, seq = self._head[TAIL], self._head[SEQ]
+            # The ring holds [tail + END_MARKER_SIZE - size, tail): the end marker is at the
+            # tail, an older lap's bytes after it.
+            if position < tail + END_MARKER_SIZE - size:
+                return None
+            length = min(tail - position, limit)
+            data = ring_read(self._ring.buffer, size, position, length)
+            if 0 < length < tail - position and length >= 8:
+                first = record_size(int.from_bytes(data[4:8], "little"))
+                if first > length:  # one record larger than the limit: the whole of it
+                    data = ring_read(self._ring.buffer, size, position, first)
+            return seq, data
+
+    def _check_replicable(self) -> None:
+        if self._closed or self._forked:
+            raise StoreClosed(f"{self._path}: the store is closed")
+        if self._pending is not None:
+            self._settle()  # a commit an exception cut short: finish or undo it first
 
     @property
     def journal_fill(self) -> float:

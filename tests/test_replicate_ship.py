@@ -53,8 +53,7 @@ def flush(shipper: Shipper) -> None:
 def manual(store: js.Store[Any], objects: ObjectStore, **kwargs: Any) -> Shipper:
     """A shipper of ``store`` without its thread, attached the way ``replicate_to`` does."""
     shipper = Shipper(WriterSource(store), objects, **kwargs)
-    store._shipped_position = store.position
-    store._shipper = shipper
+    store.attach_shipper(shipper)
     return shipper
 
 

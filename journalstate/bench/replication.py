@@ -119,27 +119,3 @@ def measure_replication(cfg: Config) -> dict[str, Any]:
         }
     finally:
         shutil.rmtree(work, ignore_errors=True)
-
-
-def replication_lines(r: dict[str, Any]) -> list[str]:
-    """The replication section of the text report."""
-    from journalstate.bench.report import _n, _x
-
-    lines = ["", "Replication to file:// (a shipper thread in the writer's process):"]
-    if "skipped" in r:
-        return [*lines, f"  skipped: {r['skipped']}"]
-    for mode in ("process", "commit"):
-        m = r[mode]
-        lines.append(
-            f"  {mode:<8} on {_n(m['commits_per_s_on']):>8}/s  off "
-            f"{_n(m['commits_per_s_off']):>8}/s  on/off {_x(m['on_vs_off'])}  "
-            f"({m['generations_started']} generations in {m['runs']} runs)"
-        )
-    lag = r["lag"]
-    lines.append(
-        f"  lag of a writer committing every ms, interval {_n(lag['interval_s'])} s: "
-        f"p50 {_n(lag['lag_p50_s'])} s  p99 {_n(lag['lag_p99_s'])} s  "
-        f"max {_n(lag['lag_max_s'])} s ({_n(lag['lag_seq_max'])} commits)"
-    )
-    lines.append(f"  close() shipping the rest: {_n(lag['close_s'] * 1e3)} ms")
-    return lines

@@ -221,6 +221,7 @@ class Shipper:
         except ReplicaConflict as e:
             self._fatal = str(e)
             self.fatal_error = e
+            self._source.shipped(None)  # nothing will be shipped: checkpoints stop waiting
             log.error("replication to %s stopped: %s", self.url, e)
             return True
         except Exception as e:
@@ -475,6 +476,6 @@ def start_writer_shipper(
     """Start the thread that replicates ``store`` (open for writing) to ``url``."""
     target = open_url(url, options=options) if objects is None else objects
     shipper = Shipper(WriterSource(store), target, interval=interval)
-    store._shipped_position = store.position  # nothing after the open is shipped yet
+    store.attach_shipper(shipper)
     shipper.start(f"journalstate-replicate:{store.path}")
     return shipper

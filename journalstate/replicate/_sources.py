@@ -20,11 +20,10 @@ from __future__ import annotations
 import struct
 from typing import Any, Final, NamedTuple, Protocol
 
-from journalstate._chain import SEQ, TAIL
-from journalstate._errors import StoreRewound
+from journalstate._errors import StoreClosed, StoreReplaced, StoreRewound
 from journalstate._follow import Cursor, Follower, Gap
-from journalstate._format import END_MARKER_SIZE, RECORD_HEADER_FMT, RECORD_HEADER_SIZE, record_size
-from journalstate._journal import check_patches, ring_read
+from journalstate._format import RECORD_HEADER_FMT, RECORD_HEADER_SIZE, record_size
+from journalstate._journal import check_patches
 from journalstate._writer import encode_patches, encode_record
 
 MAX_SEGMENT_BYTES: Final = 16 << 20
@@ -88,8 +87,8 @@ class Source(Protocol):
         """The newest seq the source knows of (cheap, no lock)."""
         ...
 
-    def shipped(self, position: int) -> None:
-        """Every record before ``position`` is in the object store."""
+    def shipped(self, position: int | None) -> None:
+        """Every record before ``position`` is in the object store (None: shipping stopped)."""
         ...
 
 
@@ -139,51 +138,34 @@ class WriterSource:
         self.state_size: int = header.state_size
         self.journal_size: int = header.journal_size
 
-    def _check(self) -> None:
-        store = self._store
-        if store._closed or store._forked:
-            raise SourceClosed(store.path)
-        if store._pending is not None:
-            store._settle()  # a commit an exception cut short: finish or undo it first
-
     def snapshot(self) -> Snapshot:
-        store = self._store
-        with store._lock:
-            self._check()
-            head = store._head
-            return Snapshot(head[SEQ], store._base.epoch, head[TAIL], bytes(store._image))
+        try:
+            return Snapshot(*self._store.replication_snapshot())
+        except StoreClosed as e:
+            raise SourceClosed(str(e)) from e
 
     def read(self, position: int, seq: int, limit: int = MAX_SEGMENT_BYTES) -> list[Record]:
-        store = self._store
-        size = self.journal_size
-        with store._lock:
-            self._check()
-            head = store._head
-            tail, last = head[TAIL], head[SEQ]
-            if last == seq:
-                return []
-            # The ring holds the positions [tail + END_MARKER_SIZE - size, tail): the end
-            # marker sits at the tail, older laps' bytes after it.
-            if position < tail + END_MARKER_SIZE - size:
-                raise NewGeneration(
-                    "lapped",
-                    f"the writer overwrote the records after seq {seq} (position {position}, "
-                    f"tail {tail}, journal {size} bytes)",
-                )
-            length = min(tail - position, limit)
-            data = ring_read(store._ring.buffer, size, position, length)
-            if length < tail - position:
-                first = _RECORD_HEADER.unpack_from(data, 0)[1]
-                if record_size(first) > length:  # one record larger than a segment
-                    data = ring_read(store._ring.buffer, size, position, record_size(first))
+        try:
+            found = self._store.replication_read(position, limit)
+        except StoreClosed as e:
+            raise SourceClosed(str(e)) from e
+        if found is None:
+            raise NewGeneration(
+                "lapped",
+                f"the writer overwrote the records after seq {seq} (position {position}, "
+                f"journal {self.journal_size} bytes) before they were shipped",
+            )
+        last, data = found
+        if last == seq:
+            return []
         return parse_records(data, position, seq, self.state_size)
 
     def current_seq(self) -> int:
-        seq: int = self._store._head[SEQ]
+        seq: int = self._store.seq
         return seq
 
-    def shipped(self, position: int) -> None:
-        self._store._shipped_position = position
+    def shipped(self, position: int | None) -> None:
+        self._store.mark_shipped(position)
 
 
 class FollowerSource:
@@ -228,25 +210,20 @@ class FollowerSource:
             self._store.close()
 
     def snapshot(self) -> Snapshot:
-        from journalstate._errors import StoreReplaced
-
         if self._reopen:
             self._open()
-        store = self._store
         try:
-            store.refresh()
+            self._store.refresh()
         except (StoreRewound, StoreReplaced):
             self._open()
-            store = self._store
-            store.refresh()
-        with store._lock:
-            head, base = store._head, store._base
-            image = bytes(store.state_image())
-            seq, position = head[SEQ], head[TAIL]
-            cursor = Cursor(base.epoch, seq, position, base.generation)
+            self._store.refresh()
+        store = self._store  # read-only: only refresh() moves what these read
+        image = bytes(store.state_image())
+        seq, epoch, position = store.seq, store.epoch, store.position
+        cursor = Cursor(epoch, seq, position, store.generation)
         self._follower = Follower(self._path, store.header, cursor, bytearray(image))
         self._broken = None
-        return Snapshot(seq, base.epoch, position, image)
+        return Snapshot(seq, epoch, position, image)
 
     def read(self, position: int, seq: int, limit: int = MAX_SEGMENT_BYTES) -> list[Record]:
         follower, store = self._follower, self._store
@@ -288,8 +265,8 @@ class FollowerSource:
 
     def current_seq(self) -> int:
         follower = self._follower
-        seq: int = self._store._head[SEQ] if follower is None else follower.cursor.seq
+        seq: int = self._store.seq if follower is None else follower.cursor.seq
         return seq
 
-    def shipped(self, position: int) -> None:
+    def shipped(self, position: int | None) -> None:
         pass  # another process's writer: nothing to tell it
