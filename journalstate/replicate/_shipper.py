@@ -311,6 +311,9 @@ class Shipper:
     def _upload_pending(self) -> None:
         while self._uploads:
             key, data, done = self._uploads[0]
+            # Crash window: an object is created whole or not at all. Absent, a restore ends
+            # at the object before it (the shipped_seq last reported); present but reported
+            # failed (a timeout whose write landed), the retry finds the same bytes.
             put_once(self._objects, key, data)
             self._uploads.pop(0)
             self._failures = 0
@@ -376,6 +379,8 @@ class Shipper:
                 snap.seq,
             )
 
+        # Crash window: a generation whose manifest landed and whose snapshot did not holds
+        # no state; restore passes over it and takes the generation before.
         self._uploads.append((manifest_key(gen), manifest, started))
         self._image = bytearray(snap.image)
         self._queue_snapshot(snap)
