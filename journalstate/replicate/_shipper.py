@@ -51,7 +51,7 @@ from journalstate.replicate._objformat import (
 from journalstate.replicate._sources import (
     MAX_SEGMENT_BYTES,
     NewGeneration,
-    Record,
+    Segment,
     Snapshot,
     Source,
     SourceClosed,
@@ -281,24 +281,35 @@ class Shipper:
             Exception: an upload or the source failed; the next pass retries.
         """
         self._upload_pending()
+        # A pass ends at the commit that was the newest when it began: a writer that never
+        # pauses cannot keep it going forever (the thread would never sleep, close() never end).
+        target = self._source.current_seq()
         while True:
             if self._generation is None or self._seq is None:
                 self._start_generation()
                 self._upload_pending()
             try:
-                records = self._source.read(self._position, self._seq or 0, self._segment_bytes)
+                segments = self._source.read(
+                    self._position, self._seq or 0, self._segment_bytes, self._image
+                )
             except NewGeneration as e:
                 self._new_generation(e)
                 continue
-            if not records:
+            if not segments:
                 with self._lock:
                     self._held_all_at = time.monotonic()
                 return
-            self._queue_segments(records)
+            for segment in segments:
+                self._queue_segment(segment)
             self._upload_pending()
             if self._snapshot_due():
                 self._queue_snapshot()
                 self._upload_pending()
+            if self._seq is not None and self._seq >= target:
+                if self._seq >= self._source.current_seq():
+                    with self._lock:
+                        self._held_all_at = time.monotonic()
+                return
 
     def _new_generation(self, e: NewGeneration) -> None:
         log.warning("replication to %s: a new generation (%s)", self.url, e)
@@ -420,54 +431,33 @@ class Shipper:
             time.monotonic() - self._snapshot_at >= self._snapshot_age
         )
 
-    def _queue_segments(self, records: list[Record]) -> None:
-        """Queue the records as segments of at most ``segment_bytes``, cut where the positions
-        do not follow on (a sidecar crossing into a writer's next session)."""
-        batch: list[Record] = []
-        size = 0
-        for record in records:
-            follows = not batch or record.position == batch[-1].position + len(batch[-1].data)
-            if batch and (size + len(record.data) > self._segment_bytes or not follows):
-                self._queue_segment(batch)
-                batch, size = [], 0
-            batch.append(record)
-            size += len(record.data)
-        if batch:
-            self._queue_segment(batch)
-
-    def _queue_segment(self, batch: list[Record]) -> None:
+    def _queue_segment(self, segment: Segment) -> None:
+        """Queue a segment the source built (its records are already in ``_image``)."""
         gen = self._generation
         assert gen is not None
-        image = self._image
-        for record in batch:
-            for offset, data in record.patches:
-                image[offset : offset + len(data)] = data
-        prev_crc = self._state_crc
-        state_crc = crc(image)
-        first, last = batch[0], batch[-1]
-        records = b"".join(r.data for r in batch)
         data = encode_segment(
             file_id=self._source.file_id,
             generation=gen,
-            first_seq=first.seq,
-            last_seq=last.seq,
-            first_position=first.position,
-            prev_state_crc=prev_crc,
-            state_crc=state_crc,
-            epochs=(min(r.epoch for r in batch), max(r.epoch for r in batch)),
-            records=records,
+            first_seq=segment.first_seq,
+            last_seq=segment.last_seq,
+            first_position=segment.first_position,
+            prev_state_crc=self._state_crc,
+            state_crc=segment.state_crc,
+            epochs=segment.epochs,
+            records=segment.data,
         )
         # Built in order: the next segment's prev_state_crc is this one's state_crc.
-        self._state_crc = state_crc
-        end = last.position + len(last.data)
+        self._state_crc = segment.state_crc
 
         def shipped() -> None:
-            self._seq, self._position, self._epoch = last.seq, end, last.epoch
+            self._seq, self._position = segment.last_seq, segment.end_position
+            self._epoch = segment.epochs[1]
             self._segments += 1
-            self._since_snapshot += len(records)
-            self._source.shipped(end)
+            self._since_snapshot += len(segment.data)
+            self._source.shipped(segment.end_position)
 
-        self._uploads.append((segment_key(gen, first.seq, last.seq), data, shipped))
+        key = segment_key(gen, segment.first_seq, segment.last_seq)
+        self._uploads.append((key, data, shipped))
 
 
 def start_writer_shipper(

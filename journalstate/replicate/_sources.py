@@ -20,16 +20,22 @@ from __future__ import annotations
 import struct
 from typing import Any, Final, NamedTuple, Protocol
 
+from journalstate._checksums import crc
 from journalstate._errors import StoreClosed, StoreReplaced, StoreRewound
 from journalstate._follow import Cursor, Follower, Gap
-from journalstate._format import RECORD_HEADER_FMT, RECORD_HEADER_SIZE, record_size
-from journalstate._journal import check_patches
+from journalstate._format import (
+    PATCH_HEAD_FMT,
+    PATCH_HEAD_SIZE,
+    RECORD_HEADER_FMT,
+    RECORD_HEADER_SIZE,
+)
 from journalstate._writer import encode_patches, encode_record
 
 MAX_SEGMENT_BYTES: Final = 16 << 20
 """Record bytes one segment holds at most (a larger batch is cut into several)."""
 
 _RECORD_HEADER = struct.Struct(RECORD_HEADER_FMT)
+_PATCH_HEAD = struct.Struct(PATCH_HEAD_FMT)
 
 
 class NewGeneration(Exception):
@@ -54,15 +60,20 @@ class Snapshot(NamedTuple):
     image: bytes
 
 
-class Record(NamedTuple):
-    """One record as the journal holds it, with its patches parsed."""
+class Segment(NamedTuple):
+    """Records ready to ship as one segment object, and the state after them."""
 
-    seq: int
-    epoch: int
-    position: int
+    first_seq: int
+    last_seq: int
+    first_position: int
+    end_position: int
+    """The journal position after the last record."""
+    epochs: tuple[int, int]
+    """The lowest and highest epoch of its records."""
     data: bytes
-    """The whole record: header, payload and padding."""
-    patches: list[tuple[int, bytes]]
+    """The records, contiguous, exactly as the journal holds them."""
+    state_crc: int
+    """crc32c of the state image after ``last_seq``."""
 
 
 class Source(Protocol):
@@ -78,9 +89,10 @@ class Source(Protocol):
         """The newest committed state, consistent with the records read after it."""
         ...
 
-    def read(self, position: int, seq: int, limit: int) -> list[Record]:
-        """The records after commit ``seq`` (starting at ``position``), oldest first, about
-        ``limit`` bytes of them at most (one record at least); empty when there is none yet."""
+    def read(self, position: int, seq: int, limit: int, image: bytearray) -> list[Segment]:
+        """The records after commit ``seq`` (starting at ``position``), oldest first, as
+        segments of at most ``limit`` bytes (one record at least), each record's patches
+        applied to ``image`` (the state at ``seq``); empty when there is none yet."""
         ...
 
     def current_seq(self) -> int:
@@ -92,20 +104,74 @@ class Source(Protocol):
         ...
 
 
-def parse_records(data: bytes, position: int, seq: int, state_size: int) -> list[Record]:
-    """The whole records in ``data`` (ring bytes from logical ``position``), which must follow
-    commit ``seq``: consecutive seqs and positions. A record cut off at the end is left out.
+class _Cutter:
+    """Collects records into segments of at most ``limit`` bytes (one record at least), cut
+    also where the positions do not follow on; ``image`` already includes each record added."""
+
+    def __init__(self, image: bytearray, limit: int) -> None:
+        self.image, self.limit = image, limit
+        self.segments: list[Segment] = []
+        self._parts: list[bytes] = []
+        self._size = 0
+        self._first = self._last = self._position = self._end = 0
+        self._epochs = (0, 0)
+
+    def fits(self, position: int, size: int) -> bool:
+        """Whether a record at ``position`` of ``size`` bytes joins the open segment."""
+        return not self._parts or (position == self._end and self._size + size <= self.limit)
+
+    def cut(self) -> None:
+        """Close the open segment (the image is the state after its last record)."""
+        if self._parts:
+            data = b"".join(self._parts) if len(self._parts) > 1 else self._parts[0]
+            self.segments.append(
+                Segment(
+                    self._first,
+                    self._last,
+                    self._position,
+                    self._end,
+                    self._epochs,
+                    data,
+                    crc(self.image),
+                )
+            )
+            self._parts, self._size = [], 0
+
+    def add(self, seq: int, epoch: int, position: int, data: bytes) -> None:
+        """Add a record whose patches are not applied yet (call :meth:`fits` first)."""
+        if not self._parts:
+            self._first, self._position, self._epochs = seq, position, (epoch, epoch)
+        else:
+            low, high = self._epochs
+            self._epochs = (min(low, epoch), max(high, epoch))
+        self._parts.append(data)
+        self._size += len(data)
+        self._last, self._end = seq, position + len(data)
+
+
+def scan_records(
+    data: bytes, position: int, seq: int, image: bytearray, limit: int
+) -> list[Segment]:
+    """Cut the whole records in ``data`` (ring bytes from logical ``position``, following
+    commit ``seq``) into segments, applying each record's patches to ``image``. A record cut
+    off at the end of ``data`` is left out. One pass, no copy of a record: the writer's
+    shipper runs it on every record.
 
     Raises:
-        NewGeneration: the bytes are not the records that follow ``seq`` (they were
-            overwritten while being copied: cannot happen under the writer's lock).
+        NewGeneration: the bytes are not the records that follow ``seq`` (cannot happen for
+            bytes copied under the writer's lock), or a patch falls outside the state.
     """
-    records: list[Record] = []
+    cutter = _Cutter(image, limit)
+    view = memoryview(data)
     at, end = 0, len(data)
-    unpack = _RECORD_HEADER.unpack_from
+    start = 0  # where the open segment's bytes start in data
+    unpack, patch_head = _RECORD_HEADER.unpack_from, _PATCH_HEAD.unpack_from
+    state_size = len(image)
+    first = seq + 1
+    epochs: tuple[int, int] | None = None
     while end - at >= RECORD_HEADER_SIZE:
         _, length, epoch, _, _, rseq, rposition, _, _ = unpack(data, at)
-        size = record_size(length)
+        size = (RECORD_HEADER_SIZE + length + 7) & -8  # record_size(length), inline
         if rseq != seq + 1 or rposition != position + at:
             raise NewGeneration(
                 "lapped",
@@ -114,15 +180,49 @@ def parse_records(data: bytes, position: int, seq: int, state_size: int) -> list
             )
         if size > end - at:
             break
-        payload = data[at + RECORD_HEADER_SIZE : at + RECORD_HEADER_SIZE + length]
-        try:
-            patches = check_patches(payload, state_size)
-        except ValueError as e:
-            raise NewGeneration("lapped", f"record {rseq}: {e}") from e
-        records.append(Record(rseq, epoch, rposition, data[at : at + size], patches))
-        at += size
+        if at > start and at + size - start > limit:
+            _close(cutter, view, start, at, first, seq, position, epochs)
+            start, first, epochs = at, rseq, None
+        p, stop = at + RECORD_HEADER_SIZE, at + RECORD_HEADER_SIZE + length
+        while p < stop:
+            offset, n = patch_head(data, p)
+            p += PATCH_HEAD_SIZE
+            if offset + n > state_size or p + n > stop:
+                raise NewGeneration("lapped", f"record {rseq}: a patch outside the state")
+            image[offset : offset + n] = view[p : p + n]
+            p += n
+        epochs = (
+            (epoch, epoch) if epochs is None else (min(epochs[0], epoch), max(epochs[1], epoch))
+        )
         seq = rseq
-    return records
+        at += size
+    if at > start:
+        _close(cutter, view, start, at, first, seq, position, epochs)
+    return cutter.segments
+
+
+def _close(
+    cutter: _Cutter,
+    view: memoryview,
+    start: int,
+    end: int,
+    first: int,
+    last: int,
+    position: int,
+    epochs: tuple[int, int] | None,
+) -> None:
+    assert epochs is not None
+    cutter.segments.append(
+        Segment(
+            first,
+            last,
+            position + start,
+            position + end,
+            epochs,
+            bytes(view[start:end]),
+            crc(cutter.image),
+        )
+    )
 
 
 class WriterSource:
@@ -144,7 +244,7 @@ class WriterSource:
         except StoreClosed as e:
             raise SourceClosed(str(e)) from e
 
-    def read(self, position: int, seq: int, limit: int = MAX_SEGMENT_BYTES) -> list[Record]:
+    def read(self, position: int, seq: int, limit: int, image: bytearray) -> list[Segment]:
         try:
             found = self._store.replication_read(position, limit)
         except StoreClosed as e:
@@ -158,7 +258,7 @@ class WriterSource:
         last, data = found
         if last == seq:
             return []
-        return parse_records(data, position, seq, self.state_size)
+        return scan_records(data, position, seq, image, limit)
 
     def current_seq(self) -> int:
         seq: int = self._store.seq
@@ -225,7 +325,7 @@ class FollowerSource:
         self._broken = None
         return Snapshot(seq, epoch, position, image)
 
-    def read(self, position: int, seq: int, limit: int = MAX_SEGMENT_BYTES) -> list[Record]:
+    def read(self, position: int, seq: int, limit: int, image: bytearray) -> list[Segment]:
         follower, store = self._follower, self._store
         assert follower is not None, "snapshot() first"
         assert (follower.cursor.seq, follower.cursor.position) == (seq, position)
@@ -234,7 +334,7 @@ class FollowerSource:
         if store.replaced:
             self._reopen = True
             raise NewGeneration("replaced", f"another store file replaced {self._path}")
-        records: list[Record] = []
+        cutter = _Cutter(image, limit)
         total = 0
         slots, ring = store.slot_buffer(), store.ring_buffer()
         try:
@@ -248,7 +348,11 @@ class FollowerSource:
                     generation=r.generation,
                     payload=encode_patches(r.patches),
                 )
-                records.append(Record(r.seq, epoch, r.position, data, r.patches))
+                if not cutter.fits(r.position, len(data)):
+                    cutter.cut()
+                for offset, patch in r.patches:
+                    image[offset : offset + len(patch)] = patch
+                cutter.add(r.seq, epoch, r.position, data)
                 total += len(data)
                 if total >= limit:
                     break
@@ -259,9 +363,10 @@ class FollowerSource:
         except StoreRewound as e:
             self._reopen = True
             self._broken = NewGeneration("rewound", str(e))
-        if not records and self._broken is not None:
+        cutter.cut()
+        if not cutter.segments and self._broken is not None:
             raise self._broken
-        return records
+        return cutter.segments
 
     def current_seq(self) -> int:
         follower = self._follower
