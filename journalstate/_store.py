@@ -181,12 +181,16 @@ class Store(Live[T]):
             head = self._head
             return head[SEQ], self._base.epoch, head[TAIL], bytes(self._image)
 
-    def replication_read(self, position: int, limit: int) -> tuple[int, bytes] | None:
-        """``(seq, bytes)``: the newest commit's seq and up to ``limit`` ring bytes from
-        ``position`` towards the tail (a whole record at least, when one starts there); None
-        when the ring no longer holds ``position`` (a later lap wrote over it).
+    def replication_read(
+        self, position: int, limit: int, *, image: bool = False
+    ) -> tuple[int, bytes, bytes | None] | None:
+        """``(seq, bytes, image)``: the newest commit's seq, up to ``limit`` ring bytes from
+        ``position`` towards the tail (a whole record at least, when one starts there) and,
+        when ``image`` is asked for and the bytes reach the tail, a copy of the state image
+        after them (else None). None when the ring no longer holds ``position`` (a later lap
+        wrote over it).
 
-        Only a copy is made under the lock. Raises as :meth:`replication_snapshot`.
+        Only copies are made under the lock. Raises as :meth:`replication_snapshot`.
         """
         size = self._journal_size
         with self._lock:
@@ -202,7 +206,8 @@ class Store(Live[T]):
                 first = record_size(int.from_bytes(data[4:8], "little"))
                 if first > length:  # one record larger than the limit: the whole of it
                     data = ring_read(self._ring.buffer, size, position, first)
-            return seq, data
+            state = bytes(self._image) if image and position + len(data) == tail else None
+            return seq, data, state
 
     def _check_replicable(self) -> None:
         if self._closed or self._forked:

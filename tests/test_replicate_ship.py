@@ -21,6 +21,7 @@ import pytest
 import journalstate as js
 from journalstate.replicate._objects import ObjectStore, open_url
 from journalstate.replicate._shipper import Shipper
+from journalstate.replicate import _sources as sources
 from journalstate.replicate._sources import FollowerSource, WriterSource
 from journalstate.testing import Fault, FaultyObjectStore
 from tests.follow_writer import Live, LiveV2, expected, expected_small
@@ -106,8 +107,14 @@ def test_memory_url_ships_and_restores(tmp_path: Path) -> None:
     assert restored(url, tmp_path) == (50, expected(50))
 
 
-def test_each_pass_restores_to_exactly_the_shipped_seq(tmp_path: Path) -> None:
-    """After each pass, restore gives exactly the state of shipped_seq, and seq= any earlier."""
+@pytest.mark.parametrize("copy_image", [True, False])
+def test_each_pass_restores_to_exactly_the_shipped_seq(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, copy_image: bool
+) -> None:
+    """After each pass, restore gives exactly the state of shipped_seq, and seq= any earlier,
+    whether the writer's image comes with the records or the shipper applies each record."""
+    if not copy_image:
+        monkeypatch.setattr(sources, "COPY_IMAGE_MAX", 0)
     url = dir_url(tmp_path)
     with js.open(tmp_path / "s.jst", Live, durability="process") as store:
         shipper = manual(store, open_url(url))

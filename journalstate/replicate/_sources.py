@@ -31,6 +31,11 @@ from journalstate._format import (
 )
 from journalstate._writer import encode_patches, encode_record
 
+COPY_IMAGE_MAX = 1 << 20
+"""States up to this size are copied from the writer with the records (under its lock, once a
+pass): the shipper then reads no record but the first. Larger ones are followed by applying
+each record's patches to the shipper's own image."""
+
 MAX_SEGMENT_BYTES: Final = 16 << 20
 """Record bytes one segment holds at most (a larger batch is cut into several)."""
 
@@ -246,7 +251,9 @@ class WriterSource:
 
     def read(self, position: int, seq: int, limit: int, image: bytearray) -> list[Segment]:
         try:
-            found = self._store.replication_read(position, limit)
+            found = self._store.replication_read(
+                position, limit, image=self.state_size <= COPY_IMAGE_MAX
+            )
         except StoreClosed as e:
             raise SourceClosed(str(e)) from e
         if found is None:
@@ -255,10 +262,22 @@ class WriterSource:
                 f"the writer overwrote the records after seq {seq} (position {position}, "
                 f"journal {self.journal_size} bytes) before they were shipped",
             )
-        last, data = found
+        last, data, state = found
         if last == seq:
             return []
-        return scan_records(data, position, seq, image, limit)
+        if state is None or len(data) > limit:
+            return scan_records(data, position, seq, image, limit)
+        # The bytes reach the tail and fit one segment, and the writer's image after them
+        # came with them: no record needs reading beyond the first header. Every record of
+        # this session carries its epoch; restore checks each one anyway.
+        _, _, epoch, _, _, first, first_position, _, _ = _RECORD_HEADER.unpack_from(data, 0)
+        if first != seq + 1 or first_position != position:
+            raise NewGeneration(
+                "lapped", f"the journal at position {position} holds seq {first}, not {seq + 1}"
+            )
+        image[:] = state
+        end = position + len(data)
+        return [Segment(first, last, position, end, (epoch, epoch), data, crc(state))]
 
     def current_seq(self) -> int:
         seq: int = self._store.seq
