@@ -19,9 +19,9 @@ import attrs
 import pytest
 
 import journalstate as js
+from journalstate.replicate import _sources as sources
 from journalstate.replicate._objects import ObjectStore, open_url
 from journalstate.replicate._shipper import Shipper
-from journalstate.replicate import _sources as sources
 from journalstate.replicate._sources import FollowerSource, WriterSource
 from journalstate.testing import Fault, FaultyObjectStore
 from tests.follow_writer import Live, LiveV2, expected, expected_small
