@@ -68,6 +68,8 @@ DEFAULT_CLOSE_TIMEOUT: Final = 10.0
 """Seconds ``store.close()`` waits for the shipper to ship what is committed."""
 _MAX_BACKOFF: Final = 30.0
 """The longest wait between two attempts after failures."""
+_POLL: Final = 0.05
+"""Seconds between two looks, while the thread waits, at how many bytes wait to be shipped."""
 
 
 @attrs.frozen
@@ -201,9 +203,26 @@ class Shipper:
         while not self._stop.is_set():
             if self._closing.is_set():
                 return
-            delay = self._interval if self.try_pass() else self.retry_delay()
-            self._wake.wait(delay)
-            self._wake.clear()
+            if self.try_pass():
+                self._wait(self._interval, early=True)
+            else:
+                self._wait(self.retry_delay(), early=False)
+
+    def _wait(self, delay: float, *, early: bool) -> None:
+        """Sleep ``delay`` seconds, or until woken; with ``early``, also until half a
+        segment's worth of records waits (a fast writer's records then fit the segments its
+        pass reads whole, instead of piling up for the whole interval)."""
+        end = time.monotonic() + delay
+        while True:
+            remaining = end - time.monotonic()
+            if remaining <= 0:
+                return
+            if self._wake.wait(min(remaining, _POLL)):
+                self._wake.clear()
+                return
+            waiting = self._source.unshipped(self._position) if early and self._seq else 0
+            if waiting >= self._segment_bytes // 2:
+                return
 
     def retry_delay(self) -> float:
         return float(min(self._interval * (2 ** min(self._failures, 10)), _MAX_BACKOFF))
@@ -288,6 +307,7 @@ class Shipper:
             if self._generation is None or self._seq is None:
                 self._start_generation()
                 self._upload_pending()
+            read_at = time.monotonic()
             try:
                 segments = self._source.read(
                     self._position, self._seq or 0, self._segment_bytes, self._image
@@ -297,18 +317,18 @@ class Shipper:
                 continue
             if not segments:
                 with self._lock:
-                    self._held_all_at = time.monotonic()
+                    self._held_all_at = read_at
                 return
+            # The read reached the newest commit when it began: once the last segment is
+            # uploaded, the replica held every commit made before ``read_at``.
+            held = read_at if segments[-1].last_seq >= self._source.current_seq() else None
             for segment in segments:
-                self._queue_segment(segment)
+                self._queue_segment(segment, held if segment is segments[-1] else None)
             self._upload_pending()
             if self._snapshot_due():
                 self._queue_snapshot()
                 self._upload_pending()
             if self._seq is not None and self._seq >= target:
-                if self._seq >= self._source.current_seq():
-                    with self._lock:
-                        self._held_all_at = time.monotonic()
                 return
 
     def _new_generation(self, e: NewGeneration) -> None:
@@ -431,7 +451,7 @@ class Shipper:
             time.monotonic() - self._snapshot_at >= self._snapshot_age
         )
 
-    def _queue_segment(self, segment: Segment) -> None:
+    def _queue_segment(self, segment: Segment, held_at: float | None) -> None:
         """Queue a segment the source built (its records are already in ``_image``)."""
         gen = self._generation
         assert gen is not None
@@ -455,6 +475,8 @@ class Shipper:
             self._segments += 1
             self._since_snapshot += len(segment.data)
             self._source.shipped(segment.end_position)
+            if held_at is not None:
+                self._held_all_at = max(self._held_all_at, held_at)
 
         key = segment_key(gen, segment.first_seq, segment.last_seq)
         self._uploads.append((key, data, shipped))

@@ -108,6 +108,10 @@ class Source(Protocol):
         """Every record before ``position`` is in the object store (None: shipping stopped)."""
         ...
 
+    def unshipped(self, position: int) -> int:
+        """Bytes of records after ``position`` (0 when the source cannot tell cheaply)."""
+        ...
+
 
 class _Cutter:
     """Collects records into segments of at most ``limit`` bytes (one record at least), cut
@@ -286,6 +290,10 @@ class WriterSource:
     def shipped(self, position: int | None) -> None:
         self._store.mark_shipped(position)
 
+    def unshipped(self, position: int) -> int:
+        tail: int = self._store.position
+        return tail - position
+
 
 class FollowerSource:
     """Another process's store, followed through a read-only open (for the sidecar).
@@ -394,3 +402,6 @@ class FollowerSource:
 
     def shipped(self, position: int | None) -> None:
         pass  # another process's writer: nothing to tell it
+
+    def unshipped(self, position: int) -> int:
+        return 0  # reading it is the follower's work: the interval decides
