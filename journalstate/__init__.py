@@ -81,6 +81,7 @@ from journalstate._slots import SlotStatus
 from journalstate._store import Store
 from journalstate._txn import Draft
 from journalstate.replicate._restore import GenerationInfo, RestoreReport, list_replicas, restore
+from journalstate.replicate._shipper import ReplicationStatus
 
 __version__ = "0.1.0"
 
@@ -135,6 +136,7 @@ __all__ = [
     "ReplicaGap",
     "ReplicaNotFound",
     "ReplicationError",
+    "ReplicationStatus",
     "ReplicationUnavailable",
     "RestoreReport",
     "SchemaError",

@@ -186,6 +186,10 @@ class Chain(Guarded, Generic[T]):
         self._sync_cond = threading.Condition(threading.Lock())
         self._sync_rounds = 0
         self._sync_waiting = 0
+        # Replication (journalstate.replicate): the journal position before which every record
+        # is in the object store, set by the shipper's thread; None when not replicating.
+        self._shipped_position: int | None = None
+        self._shipper: Any = None
 
     def _commit_locked(self, state: T, mode: Durability) -> int:
         if self._pending is not None:
@@ -245,7 +249,11 @@ class Chain(Guarded, Generic[T]):
         if mode is _INTERVAL and self._flusher is None:
             self.start_flusher(self._flush_interval)
         if tail + size - base.position > self._checkpoint_at:
-            self._checkpoint_locked()
+            shipped = self._shipped_position
+            # Replicating: the threshold's checkpoint waits until the records before this one
+            # are shipped (the one for space above never waits: commits never do).
+            if shipped is None or shipped >= tail:
+                self._checkpoint_locked()
         return seq
 
     def _settle(self) -> None:
@@ -504,3 +512,5 @@ class Chain(Guarded, Generic[T]):
         self._sync_cond = threading.Condition(threading.Lock())  # another thread's, maybe held
         self._sync_waiting = 0
         self._flusher = None  # the thread exists only in the parent
+        self._shipper = None  # so does the shipper's: the child never ships the parent's store
+        self._shipped_position = None

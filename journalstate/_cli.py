@@ -170,8 +170,79 @@ def build_parser() -> argparse.ArgumentParser:
     add_replica_commands(add, _count)
     p = add("demo", "SIGKILL and simulated OS crashes, explained", "journalstate demo", cmd_demo)
     p.add_argument("--seed", type=int, help="seed for the random choices")
+    _add_replicate_command(add)
     _add_bench_command(sub.add_parser)
     return parser
+
+
+def _key_value(text: str) -> tuple[str, str]:
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    return key, value
+
+
+def _positive_seconds(text: str) -> float:
+    value = _seconds(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a number of seconds > 0, got {text}")
+    return value
+
+
+def _add_replicate_command(add: Callable[..., argparse.ArgumentParser]) -> None:
+    """The ``replicate`` command (the sidecar): its help and arguments."""
+    p = add(
+        "replicate",
+        "ship a store another process writes to object storage, until SIGINT or SIGTERM",
+        "journalstate replicate state.jst s3://bucket/state --interval 1",
+        _cmd_replicate,
+    )
+    p.add_argument("path", metavar="PATH", help="the store (its writer may be running)")
+    p.add_argument("url", metavar="URL", help="s3://, gs://, az://, file:///... prefix")
+    p.add_argument(
+        "--interval",
+        type=_positive_seconds,
+        default=1.0,
+        metavar="SECONDS",
+        help="seconds between two uploads (default 1)",
+    )
+    p.add_argument("--once", action="store_true", help="ship what is committed now, then exit")
+    p.add_argument(
+        "--option",
+        "-o",
+        type=_key_value,
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="an object store option, as for `restore` (e.g. aws_endpoint=http://127.0.0.1:9000)",
+    )
+    p.epilog = (
+        f"example:\n  journalstate replicate state.jst s3://bucket/state\n\n{_REPLICATE_CODES}"
+    )
+
+
+_REPLICATE_CODES = """exit codes:
+  0  stopped (SIGINT, SIGTERM, or --once done) with everything it read shipped
+  2  usage error: a bad option or URL, obstore missing, no store at PATH, or a prefix that
+     holds another store's generations
+  5  the object store still failed when it stopped (what was shipped stays restorable)"""
+
+
+def _cmd_replicate(args: argparse.Namespace, out: TextIO) -> int:
+    from journalstate.replicate._sidecar import report, run_sidecar
+
+    done, shipper = run_sidecar(
+        args.path, args.url, interval=args.interval, once=args.once, options=dict(args.option)
+    )
+    if not done:
+        status = shipper.status()
+        raise CommandFailed(
+            EXIT_BUSY,
+            f"{args.url}: stopped with commits not shipped (shipped seq {status.shipped_seq}; "
+            f"last error: {status.last_error})",
+        )
+    report(shipper, args.json, out)
+    return EXIT_OK
 
 
 def _add_recover_command(add: Callable[..., argparse.ArgumentParser], modes: list[str]) -> None:

@@ -7,6 +7,7 @@ opens stores too, so it cannot be imported by ``_opening``) is in ``_migrate_run
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from typing import TypeVar
 
 from journalstate._durability import Durability
@@ -14,7 +15,7 @@ from journalstate._errors import InvalidArgument
 from journalstate._migrate_run import migrate as run_migration
 from journalstate._migrate_run import needs_migration
 from journalstate._opening import open_store
-from journalstate._options import checked_flag, checked_options
+from journalstate._options import checked_flag, checked_options, checked_replication
 from journalstate._recovery import RecoveryMode
 from journalstate._storage import Storage
 from journalstate._store import DEFAULT_CHECKPOINT_THRESHOLD, Store
@@ -38,6 +39,9 @@ def open(
     checkpoint_threshold: float = DEFAULT_CHECKPOINT_THRESHOLD,
     storage: Storage | None = None,
     migrate: bool = False,
+    replicate_to: str | None = None,
+    replicate_interval: float = 1.0,
+    replicate_options: Mapping[str, str] | None = None,
 ) -> Store[T]:
     """Open the store at ``path``, creating it if missing, and recover its latest state.
 
@@ -67,6 +71,13 @@ def open(
         migrate: when the file's layout differs from ``schema``'s, first migrate it (see
             :func:`journalstate.migrate`: only changes that lose no data; MigrationRefused
             otherwise); a plain open when the layouts are the same.
+        replicate_to: ship every commit to this object-storage URL (``s3://bucket/prefix``,
+            ``gs://``, ``az://``, ``file:///path``, ``memory://``) from a background thread;
+            needs ``pip install 'journalstate[replicate]'`` (see docs/replication.md).
+        replicate_interval: seconds between two uploads of the commits made since the last
+            one (finite and > 0).
+        replicate_options: options of the object store (credentials, endpoint, region), as
+            obstore names them; the environment's (``AWS_ENDPOINT_URL``...) apply too.
 
     Returns:
         The open store. When a writable open returns, the recovered state is durable.
@@ -77,7 +88,8 @@ def open(
         UnsupportedPlatform: this system lacks flock, posix_fallocate or shared mmap.
         StoreNotFound, NotAStore, TruncatedStore, UnsupportedVersion, SchemaMismatch,
         UnsafePath, NoSpace, StoreLocked, StoreCorrupt, Unrecoverable, SchemaError;
-        MigrationRefused with ``migrate=True``.
+        MigrationRefused with ``migrate=True``; ReplicationUnavailable (obstore is not
+        installed) and BadReplicaURL with ``replicate_to``.
     """
     options = checked_options(
         path,
@@ -94,6 +106,14 @@ def open(
         checkpoint_threshold=checkpoint_threshold,
         storage=storage,
     )
+    replication = checked_replication(
+        replicate_to, replicate_interval, replicate_options, options.readonly
+    )
+    objects = None
+    if replication is not None:
+        from journalstate.replicate._objects import open_url
+
+        objects = open_url(replication.url, options=replication.options)
     if checked_flag("migrate", migrate):
         if options.readonly or schema is None:
             raise InvalidArgument(
@@ -105,4 +125,19 @@ def open(
             run_migration(
                 options.path, schema, storage=options.storage, lock_timeout=options.lock_timeout
             )
-    return open_store(options)
+    store = open_store(options)
+    if replication is not None:
+        from journalstate.replicate._shipper import start_writer_shipper
+
+        try:
+            start_writer_shipper(
+                store,
+                replication.url,
+                interval=replication.interval,
+                options=replication.options,
+                objects=objects,
+            )
+        except BaseException:
+            store.close()
+            raise
+    return store

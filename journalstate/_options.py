@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 import os
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import attrs
@@ -227,3 +227,58 @@ def checked_seq(name: str, value: object) -> int:
     if value < 0:
         raise InvalidArgument(name, f"expected a sequence number (an int >= 0), got {value}")
     return value
+
+
+@attrs.frozen
+class Replication:
+    """The replication arguments of :func:`open`, each checked."""
+
+    url: str
+    interval: float
+    options: dict[str, str] | None
+
+
+def checked_replication(
+    replicate_to: object, replicate_interval: object, replicate_options: object, readonly: bool
+) -> Replication | None:
+    """The replication arguments of :func:`journalstate.open` (None: not replicating).
+
+    Only their types and values: whether the URL names a store obstore can reach is
+    ``journalstate.replicate``'s to say (BadReplicaURL, ReplicationUnavailable).
+
+    Raises:
+        InvalidArgument: an argument has a value it cannot take (InvalidArgumentType: a wrong
+            type).
+    """
+    interval = _interval("replicate_interval", replicate_interval)  # type: ignore[arg-type]
+    options: dict[str, str] | None = None
+    if replicate_options is not None:
+        if not isinstance(replicate_options, Mapping) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in replicate_options.items()
+        ):
+            raise InvalidArgumentType(
+                "replicate_options",
+                f"expected None or a mapping of str to str, got {_short(replicate_options)}",
+            )
+        options = dict(replicate_options)
+    if replicate_to is None:
+        if options is not None:
+            raise InvalidArgument("replicate_options", "given without replicate_to")
+        return None
+    if not isinstance(replicate_to, str):
+        raise InvalidArgumentType(
+            "replicate_to", f"expected None or a URL string, got {_short(replicate_to)}"
+        )
+    if not replicate_to or "://" not in replicate_to:
+        raise InvalidArgument(
+            "replicate_to",
+            "expected a URL such as s3://bucket/prefix or file:///path, "
+            f"got {_short(replicate_to)}",
+        )
+    if readonly:
+        raise InvalidArgument(
+            "replicate_to",
+            "a read-only store cannot replicate; run `journalstate replicate PATH URL` beside "
+            "its writer instead",
+        )
+    return Replication(replicate_to, float(interval), options)

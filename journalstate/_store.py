@@ -24,8 +24,10 @@ from typing import Any, TypeVar
 from journalstate import _writer
 from journalstate._chain import SEQ, STATE, TAIL
 from journalstate._durability import Durability, durability_of
-from journalstate._errors import ReentrantCall, StoreReplaced
+from journalstate._errors import ReentrantCall, StoreClosed, StoreReplaced
+from journalstate._format import END_MARKER_SIZE, record_size
 from journalstate._header import Header
+from journalstate._journal import ring_read
 from journalstate._live import Live
 from journalstate._recovery import RecoveryReport
 from journalstate._schema import Schema
@@ -145,6 +147,73 @@ class Store(Live[T]):
             raise StoreReplaced(
                 self._path, "a new store file replaced the one open here; open the path again"
             )
+
+    @property
+    def replication(self) -> Any:
+        """Where replication stands (a ``js.ReplicationStatus``), or None when not replicating.
+
+        Set when the store was opened with ``replicate_to=``; None in a child process after
+        ``fork()`` (the shipper's thread runs only in the parent). See docs/replication.md.
+        """
+        shipper = self._shipper
+        return None if shipper is None else shipper.status()
+
+    # --- replication (the shipper's calls, see journalstate.replicate) ---------------------
+
+    def attach_shipper(self, shipper: Any) -> None:
+        """Make ``shipper`` this store's (``replication``, its stop in ``close()``)."""
+        self._shipper = shipper
+        self._shipped_position = self._head[TAIL]  # nothing after the open is shipped yet
+
+    def mark_shipped(self, position: int | None) -> None:
+        """Every record before journal ``position`` is in the object store (None: not
+        replicating any more). The threshold checkpoint waits for it (see ``_chain``)."""
+        self._shipped_position = position
+
+    def replication_snapshot(self) -> tuple[int, int, int, bytes]:
+        """``(seq, epoch, position, image)`` of the newest commit, copied under the lock.
+
+        Raises:
+            StoreClosed, ForkedStore: the store is closed, or this is a forked child.
+        """
+        with self._lock:
+            self._check_replicable()
+            head = self._head
+            return head[SEQ], self._base.epoch, head[TAIL], bytes(self._image)
+
+    def replication_read(
+        self, position: int, limit: int, *, image: bool = False
+    ) -> tuple[int, bytes, bytes | None] | None:
+        """``(seq, bytes, image)``: the newest commit's seq, up to ``limit`` ring bytes from
+        ``position`` towards the tail (a whole record at least, when one starts there) and,
+        when ``image`` is asked for and the bytes reach the tail, a copy of the state image
+        after them (else None). None when the ring no longer holds ``position`` (a later lap
+        wrote over it).
+
+        Only copies are made under the lock. Raises as :meth:`replication_snapshot`.
+        """
+        size = self._journal_size
+        with self._lock:
+            self._check_replicable()
+            tail, seq = self._head[TAIL], self._head[SEQ]
+            # The ring holds [tail + END_MARKER_SIZE - size, tail): the end marker is at the
+            # tail, an older lap's bytes after it.
+            if position < tail + END_MARKER_SIZE - size:
+                return None
+            length = min(tail - position, limit)
+            data = ring_read(self._ring.buffer, size, position, length)
+            if 0 < length < tail - position and length >= 8:
+                first = record_size(int.from_bytes(data[4:8], "little"))
+                if first > length:  # one record larger than the limit: the whole of it
+                    data = ring_read(self._ring.buffer, size, position, first)
+            state = bytes(self._image) if image and position + len(data) == tail else None
+            return seq, data, state
+
+    def _check_replicable(self) -> None:
+        if self._closed or self._forked:
+            raise StoreClosed(f"{self._path}: the store is closed")
+        if self._pending is not None:
+            self._settle()  # a commit an exception cut short: finish or undo it first
 
     @property
     def journal_fill(self) -> float:
@@ -354,6 +423,11 @@ class Store(Live[T]):
         me = self._enter()
         if self._in_transaction(me):
             raise ReentrantCall("close() inside a transaction; finish the transaction first")
+        shipper = self._shipper
+        if shipper is not None and not self._closed:
+            # Ships what is committed (a bounded wait: see DEFAULT_CLOSE_TIMEOUT), before the
+            # lock is taken: the shipper reads the journal under it.
+            shipper.close()
         try:
             self._inside.add(me)
             with self._sync_lock, self._lock:

@@ -65,6 +65,12 @@ def targets(result: dict[str, Any]) -> list[dict[str, Any]]:
     journal = _bytes(recovery["journal_size"])
     open_ms = recovery["open_ms"]
     add(f"open a full {journal} journal < 0.5 s", _n(open_ms, " ms"), open_ms < 500)
+    replication = result.get("replication", {})
+    if "process" in replication:
+        ratio = replication["process"]["on_vs_off"]
+        add("process: replicating >= 0.9x not", _x(ratio), ratio >= 0.9)
+    else:
+        add("process: replicating >= 0.9x not", "not measured", None)
     return found
 
 
@@ -302,6 +308,29 @@ def _follower_lines(f: dict[str, Any]) -> list[str]:
     ]
 
 
+def _replication_lines(r: dict[str, Any]) -> list[str]:
+    lines = ["", "Replication to file:// (a shipper thread in the writer's process):"]
+    if "skipped" in r:
+        return [*lines, f"  skipped: {_clip(r['skipped'], 68)}"]
+    for mode in ("process", "commit"):
+        m = r[mode]
+        lines.append(
+            f"  {mode:<8} commits/s on {_n(m['commits_per_s_on']):>7}  off "
+            f"{_n(m['commits_per_s_off']):>7}  on/off {_x(m['on_vs_off']):>8}"
+        )
+        lines.append(
+            f"           {_n(m['generations_started'])} generations in {_n(m['runs'])} runs"
+        )
+    lag = r["lag"]
+    lines.append(f"  lag, a commit every ms, interval {_n(lag['interval_s'])} s:")
+    lines.append(
+        f"    p50 {_n(lag['lag_p50_s'])} s  p99 {_n(lag['lag_p99_s'])} s  "
+        f"max {_n(lag['lag_max_s'])} s  ({_n(lag['lag_seq_max'])} commits)"
+    )
+    lines.append(f"  close() shipping the rest: {_n(lag['close_s'] * 1e3)} ms")
+    return lines
+
+
 def _target_lines(targets: list[dict[str, Any]]) -> list[str]:
     lines = ["", f"{'Performance targets':<44}{'measured':>28}{'met':>8}"]
     for t in targets:
@@ -326,6 +355,7 @@ SECTIONS: dict[str, Callable[[Any], list[str]]] = {
     "writeback": _writeback_lines,
     "probes": _probe_lines,
     "followers": _follower_lines,
+    "replication": _replication_lines,
     "targets": _target_lines,
 }
 """How each section of the result is shown, by its key."""

@@ -20,6 +20,7 @@ import attrs
 from journalstate.bench.base import Config, loop, percentiles
 from journalstate.bench.compare import measure_rows
 from journalstate.bench.follow import measure_followers
+from journalstate.bench.replication import measure_replication
 from journalstate.bench.report import (
     SECTIONS,
     footer_lines,
@@ -82,6 +83,7 @@ def run(args: argparse.Namespace, out: TextIO) -> int:
             ("writeback", measure_writeback),
             ("probes", run_probes),
             ("followers", measure_followers),
+            ("replication", measure_replication),
         ):
             result[section] = measure(cfg)
             say(SECTIONS[section](result[section]))
