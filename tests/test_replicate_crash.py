@@ -12,7 +12,7 @@ and whenever the model asks, a restore from the object store alone must give:
   reported shipped in that generation;
 * at a chosen seq (point-in-time), exactly the state of that seq.
 
-``JOURNALSTATE_REPLICA_EXAMPLES`` sets the number of examples (default 30).
+``JOURNALSTATE_REPLICA_EXAMPLES`` sets the number of examples (default 60).
 """
 
 from __future__ import annotations
@@ -47,7 +47,7 @@ from journalstate.testing import Fault, FaultyObjectStore, SimStorage
 pytest.importorskip("obstore")
 
 PATH = "/store.jst"
-EXAMPLES = int(os.environ.get("JOURNALSTATE_REPLICA_EXAMPLES", "30"))
+EXAMPLES = int(os.environ.get("JOURNALSTATE_REPLICA_EXAMPLES", "60"))
 COUNTS: collections.Counter[str] = collections.Counter()
 
 
@@ -134,7 +134,7 @@ class ShipperCrashes(RuleBasedStateMachine):
         self.shipper = Shipper(
             WriterSource(store), self._objects(), interval=3600, snapshot_bytes=20000
         )
-        store._shipped_position = store.position  # as start_writer_shipper does
+        store.attach_shipper(self.shipper)  # as start_writer_shipper does, without its thread
         self.durable = store.seq
 
     def _note_status(self) -> None:
