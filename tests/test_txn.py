@@ -28,7 +28,9 @@ def test_build_is_evolve_of_the_changes(data: st.DataObject) -> None:
         setattr(draft, name, getattr(new, name))
     built = build(draft)
     expected = attrs.evolve(old, **{name: getattr(new, name) for name in assigned})
-    assert built == expected
+    # Compared as bytes: a NaN field makes == false between equal states.
+    assert type(built) is type(expected)
+    assert schema.encode(built) == schema.encode(expected)
     for name in names:
         want = getattr(new, name) if name in assigned else getattr(old, name)
         assert getattr(built, name) is want
